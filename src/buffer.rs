@@ -1,0 +1,335 @@
+//! Bounded byte buffers with pooled storage: the per-connection receive and
+//! send buffers of the buffer model (see the crate docs).
+//!
+//! A [`ByteBuf`] holds at most `capacity` bytes and owns no storage while it is
+//! empty, so an idle connection costs no buffer memory. Storage comes from a
+//! [`BufPool`] when bytes arrive or are produced and goes back to it when the
+//! buffer empties. No I/O here: the reactor reads into [`ByteBuf::spare`] and
+//! writes from [`ByteBuf::data`].
+
+/// A free list of equally sized storage blocks.
+///
+/// Keeping a few blocks avoids an allocation (and the zeroing of a fresh
+/// block) each time a connection goes from idle to busy. The list is capped in
+/// bytes so that a burst of thousands of busy connections, once over, does not
+/// leave its peak memory parked here forever.
+#[derive(Debug)]
+pub struct BufPool {
+    block: usize,
+    free: Vec<Box<[u8]>>,
+    max_free: usize,
+}
+
+/// How many bytes of idle blocks a pool keeps at most.
+const POOL_KEEP_BYTES: usize = 8 * 1024 * 1024;
+
+impl BufPool {
+    /// A pool of blocks of `block` bytes.
+    pub fn new(block: usize) -> BufPool {
+        let max_free = (POOL_KEEP_BYTES / block.max(1)).max(4);
+        BufPool {
+            block,
+            free: Vec::new(),
+            max_free,
+        }
+    }
+
+    /// Size of every block of this pool.
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+
+    /// Blocks parked in the pool now.
+    pub fn idle_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    fn take(&mut self) -> Box<[u8]> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.block].into_boxed_slice())
+    }
+
+    fn give(&mut self, block: Box<[u8]>) {
+        debug_assert_eq!(block.len(), self.block, "block returned to the wrong pool");
+        if self.free.len() < self.max_free {
+            self.free.push(block);
+        }
+    }
+}
+
+/// A bounded FIFO of bytes, contiguous so that parsers and `write` see one
+/// slice.
+///
+/// Invariants: `start <= end <= capacity`; the buffered bytes are
+/// `storage[start..end]`; `storage` is `None` exactly when the buffer holds
+/// no bytes and has no storage taken (after [`ByteBuf::release`]), and when it
+/// is `Some`, its length is `capacity`.
+#[derive(Debug)]
+pub struct ByteBuf {
+    storage: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    capacity: usize,
+}
+
+impl ByteBuf {
+    /// An empty buffer that will hold at most `capacity` bytes. It takes no
+    /// storage until the first byte is put in.
+    pub fn new(capacity: usize) -> ByteBuf {
+        ByteBuf {
+            storage: None,
+            start: 0,
+            end: 0,
+            capacity,
+        }
+    }
+
+    /// Bytes buffered.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// No bytes buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The most bytes this buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Room left, in bytes.
+    pub fn free(&self) -> usize {
+        self.capacity - self.len()
+    }
+
+    /// No room left.
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity
+    }
+
+    /// Whether storage is currently taken from a pool.
+    pub fn holds_storage(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// The buffered bytes, oldest first.
+    pub fn data(&self) -> &[u8] {
+        match &self.storage {
+            Some(s) => &s[self.start..self.end],
+            None => &[],
+        }
+    }
+
+    /// Drops the `n` oldest bytes (they were sent, or handled).
+    ///
+    /// # Panics
+    /// If `n` exceeds [`ByteBuf::len`]: that is a bug in the caller, never a
+    /// consequence of peer input.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.len(), "consume {n} of {} bytes", self.len());
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops every buffered byte.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Appends as much of `bytes` as fits and returns how much that was.
+    pub fn append(&mut self, pool: &mut BufPool, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.free());
+        if n > 0 {
+            self.room(pool, n)[..n].copy_from_slice(&bytes[..n]);
+            self.commit(n);
+        }
+        n
+    }
+
+    /// The free room after the buffered bytes, to be filled (by `read`, or a
+    /// service) and then declared with [`ByteBuf::commit`]. Takes storage
+    /// from `pool` if the buffer has none. It is empty only when the buffer
+    /// is full, and at least half of [`ByteBuf::free`] otherwise.
+    pub fn spare(&mut self, pool: &mut BufPool) -> &mut [u8] {
+        // Compacting only when the tail room is under half the free room
+        // keeps the copies rare: each moves at most `len` bytes and is paid
+        // back by the room it frees, and reads never shrink to slivers at the
+        // end of the block.
+        let half = self.free().div_ceil(2);
+        self.room(pool, half)
+    }
+
+    /// The tail room, moved to the front first if it is under `at_least`
+    /// bytes (which must not exceed [`ByteBuf::free`]).
+    fn room(&mut self, pool: &mut BufPool, at_least: usize) -> &mut [u8] {
+        debug_assert_eq!(pool.block_size(), self.capacity, "buffer and pool disagree");
+        debug_assert!(at_least <= self.free());
+        let storage = self.storage.get_or_insert_with(|| pool.take());
+        if self.capacity - self.end < at_least {
+            storage.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut storage[self.end..]
+    }
+
+    /// Declares that the first `n` bytes of the last [`ByteBuf::spare`] now
+    /// hold data.
+    ///
+    /// # Panics
+    /// If `n` exceeds the room [`ByteBuf::spare`] gave: a caller bug.
+    pub fn commit(&mut self, n: usize) {
+        assert!(
+            self.storage.is_some() && self.end + n <= self.capacity,
+            "commit {n} past the spare room"
+        );
+        self.end += n;
+    }
+
+    /// Gives the storage back to `pool` if the buffer is empty, so that an
+    /// idle connection holds none.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        if self.is_empty()
+            && let Some(storage) = self.storage.take()
+        {
+            self.start = 0;
+            self.end = 0;
+            pool.give(storage);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_buffer_holds_no_storage() {
+        let buf = ByteBuf::new(16);
+        assert!(!buf.holds_storage());
+        assert!(buf.is_empty());
+        assert_eq!(buf.free(), 16);
+        assert_eq!(buf.data(), b"");
+    }
+
+    #[test]
+    fn append_stops_at_capacity() {
+        let mut pool = BufPool::new(8);
+        let mut buf = ByteBuf::new(8);
+        assert_eq!(buf.append(&mut pool, b"hello"), 5);
+        assert_eq!(buf.append(&mut pool, b"world"), 3);
+        assert!(buf.is_full());
+        assert_eq!(buf.data(), b"hellowor");
+        assert_eq!(buf.append(&mut pool, b"!"), 0);
+        assert!(buf.spare(&mut pool).is_empty());
+    }
+
+    #[test]
+    fn consume_then_append_keeps_fifo_order() {
+        let mut pool = BufPool::new(8);
+        let mut buf = ByteBuf::new(8);
+        buf.append(&mut pool, b"abcdefg");
+        buf.consume(5);
+        assert_eq!(buf.data(), b"fg");
+        // Tail room is 1 byte, free room 6: the append compacts first.
+        assert_eq!(buf.append(&mut pool, b"hijklm"), 6);
+        assert_eq!(buf.data(), b"fghijklm");
+    }
+
+    #[test]
+    fn spare_and_commit_fill_like_a_read() {
+        let mut pool = BufPool::new(4);
+        let mut buf = ByteBuf::new(4);
+        let room = buf.spare(&mut pool);
+        assert_eq!(room.len(), 4);
+        room[..3].copy_from_slice(b"xyz");
+        buf.commit(3);
+        assert_eq!(buf.data(), b"xyz");
+    }
+
+    #[test]
+    fn release_returns_storage_only_when_empty() {
+        let mut pool = BufPool::new(4);
+        let mut buf = ByteBuf::new(4);
+        buf.append(&mut pool, b"ab");
+        buf.release(&mut pool);
+        assert!(buf.holds_storage(), "a buffer with bytes keeps its storage");
+        buf.consume(2);
+        buf.release(&mut pool);
+        assert!(!buf.holds_storage());
+        assert_eq!(pool.idle_blocks(), 1);
+        // The next use takes the pooled block back.
+        buf.append(&mut pool, b"c");
+        assert_eq!(pool.idle_blocks(), 0);
+    }
+
+    #[test]
+    fn pool_keeps_a_bounded_number_of_blocks() {
+        let block = POOL_KEEP_BYTES / 2;
+        let mut pool = BufPool::new(block);
+        let mut bufs: Vec<ByteBuf> = (0..10).map(|_| ByteBuf::new(block)).collect();
+        for b in &mut bufs {
+            b.append(&mut pool, b"x");
+            b.consume(1);
+        }
+        for b in &mut bufs {
+            b.release(&mut pool);
+        }
+        assert_eq!(pool.idle_blocks(), 4, "the floor of four blocks applies");
+    }
+
+    #[test]
+    #[should_panic(expected = "consume")]
+    fn consuming_more_than_buffered_is_a_bug() {
+        let mut buf = ByteBuf::new(4);
+        buf.consume(1);
+    }
+
+    #[test]
+    fn random_operations_match_a_vecdeque() {
+        // A small deterministic generator: the buffer must behave like an
+        // unbounded FIFO truncated at its capacity, whatever the sequence.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut pool = BufPool::new(37);
+        let mut buf = ByteBuf::new(37);
+        let mut model = std::collections::VecDeque::new();
+        let mut counter = 0u8;
+        for _ in 0..20_000 {
+            match next() % 3 {
+                0 => {
+                    let n = (next() % 20) as usize;
+                    let bytes: Vec<u8> = (0..n)
+                        .map(|_| {
+                            counter = counter.wrapping_add(1);
+                            counter
+                        })
+                        .collect();
+                    let taken = buf.append(&mut pool, &bytes);
+                    assert_eq!(taken, n.min(37 - model.len()));
+                    model.extend(&bytes[..taken]);
+                }
+                1 => {
+                    let n = (next() as usize) % (model.len() + 1);
+                    buf.consume(n);
+                    model.drain(..n);
+                }
+                _ => buf.release(&mut pool),
+            }
+            assert_eq!(buf.len(), model.len());
+            assert!(buf.data().iter().eq(model.iter()));
+        }
+    }
+}

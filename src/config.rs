@@ -1,0 +1,159 @@
+//! The server's resolved configuration, and the parsers for the values the
+//! command line takes (sizes with suffixes, `ADDR=SERVICE`). Pure: no I/O.
+
+use std::net::SocketAddr;
+
+use crate::service::{ServiceConfig, ServiceKind};
+
+/// One listener to open: where, and what it serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub addr: SocketAddr,
+    pub service: ServiceKind,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listeners: Vec<ListenSpec>,
+    /// Most bytes a connection's receive buffer holds (`--recv-buf`).
+    pub recv_buf: usize,
+    /// Most bytes a connection's send buffer holds (`--send-buf`); reading
+    /// pauses while it is full and resumes below a quarter of it.
+    pub send_buf: usize,
+    /// TCP_NODELAY on accepted sockets.
+    pub nodelay: bool,
+    pub service: ServiceConfig,
+}
+
+/// The listeners `serve` opens when given no `--listen`: loopback only, on
+/// the ports the notes use.
+pub fn default_listeners() -> Vec<ListenSpec> {
+    [
+        ("127.0.0.1:7788", ServiceKind::Echo),
+        ("127.0.0.1:7890", ServiceKind::Ack),
+    ]
+    .into_iter()
+    .map(|(addr, service)| ListenSpec {
+        addr: addr.parse().expect("literal socket address"),
+        service,
+    })
+    .collect()
+}
+
+/// Largest size any buffer flag accepts: a typo such as `64G` should be an
+/// error, not an attempt to allocate it per connection.
+pub const MAX_BUFFER: usize = 1 << 30;
+
+/// Parses a byte count: digits with an optional `K`, `M` or `G` suffix
+/// (binary multiples; a trailing `B` or `iB` is allowed), between 1 and
+/// [`MAX_BUFFER`].
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, multiplier) = match body.char_indices().last() {
+        Some((i, 'k')) => (&body[..i], 1usize << 10),
+        Some((i, 'm')) => (&body[..i], 1 << 20),
+        Some((i, 'g')) => (&body[..i], 1 << 30),
+        _ => (body, 1),
+    };
+    let bad = || format!("'{text}' is not a size (examples: 4096, 64K, 1M)");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let bytes = n
+        .checked_mul(multiplier)
+        .filter(|&b| b <= MAX_BUFFER)
+        .ok_or_else(|| format!("'{text}' is larger than the limit of 1G"))?;
+    if bytes == 0 {
+        return Err(format!("'{text}' must be at least 1 byte"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `ADDR=SERVICE`, e.g. `127.0.0.1:0=echo` or `[::1]:7788=ack`.
+pub fn parse_listen(text: &str) -> Result<ListenSpec, String> {
+    let (addr, service) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{text}' is not ADDR=SERVICE (example: 127.0.0.1:7788=echo)"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an IP:PORT address (example: 127.0.0.1:7788)"))?;
+    Ok(ListenSpec {
+        addr,
+        service: service.parse()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2KB"), Ok(2048));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_the_text() {
+        for bad in [
+            "",
+            "K",
+            "-1",
+            "1.5M",
+            "12Q",
+            "0",
+            "2G",
+            "99999999999999999999",
+        ] {
+            let err = parse_size(bad).expect_err(bad);
+            assert!(err.contains(&format!("'{bad}'")), "{err}");
+        }
+    }
+
+    #[test]
+    fn listen_specs_name_an_address_and_a_service() {
+        let spec = parse_listen("127.0.0.1:0=echo").unwrap();
+        assert_eq!(spec.addr, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(spec.service, ServiceKind::Echo);
+        assert_eq!(
+            parse_listen("[::1]:7890=ack").unwrap().service,
+            ServiceKind::Ack
+        );
+        assert!(
+            parse_listen("127.0.0.1:0")
+                .unwrap_err()
+                .contains("ADDR=SERVICE")
+        );
+        assert!(
+            parse_listen("localhost:1=echo")
+                .unwrap_err()
+                .contains("IP:PORT")
+        );
+        assert!(
+            parse_listen("127.0.0.1:1=gopher")
+                .unwrap_err()
+                .contains("unknown service")
+        );
+    }
+
+    #[test]
+    fn defaults_are_loopback() {
+        assert!(
+            default_listeners()
+                .iter()
+                .all(|l| l.addr.ip().is_loopback())
+        );
+    }
+}

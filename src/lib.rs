@@ -1,0 +1,32 @@
+//! `tcp-reactor`: a single-threaded TCP server on a hand-written `mio`
+//! readiness reactor, with explicit, bounded per-connection buffers.
+//!
+//! The byte path of every connection:
+//!
+//! ```text
+//! peer ─▶ kernel receive queue ─read()─▶ recv buffer ─service─▶ send buffer ─write()─▶ kernel send queue ─▶ peer
+//! ```
+//!
+//! Modules, OS-facing first:
+//! - [`reactor`]: the poll loop: listeners, accept, dispatch of events, the
+//!   ready queue that keeps turns fair, deadlines, closing.
+//! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
+//!   the turn that moves bytes; tells the reactor what to do next.
+//!
+//! Pure (no I/O, time passed in):
+//! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
+//!   connections hold none.
+//! - [`timer`]: deadline lists with O(1) touch and expiry.
+//! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
+//! - [`config`]: the resolved server configuration and value parsers.
+//! - [`stats`]: counters per service.
+//! - [`text`]: the encodings the ack service speaks.
+
+pub mod buffer;
+pub mod config;
+pub mod connection;
+pub mod reactor;
+pub mod service;
+pub mod stats;
+pub mod text;
+pub mod timer;

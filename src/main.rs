@@ -1,0 +1,167 @@
+//! Command-line parsing and dispatch only: flags become a resolved
+//! configuration, which goes to the part of the crate that runs it.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use log::{LevelFilter, error};
+
+use tcp_reactor::config::{self, ListenSpec, ServerConfig};
+use tcp_reactor::reactor::Server;
+use tcp_reactor::service::ServiceConfig;
+use tcp_reactor::text::Encoding;
+
+/// A single-threaded TCP server on a hand-written mio reactor, with bounded,
+/// observable per-connection buffers.
+#[derive(Parser, Debug)]
+#[command(name = "tcp-reactor", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: every listener on one thread.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Services:
+  echo   every byte back, in order
+  ack    one reply line per message; a message ends at a newline or at the end
+         of what the client sent in one go; 'exit' closes the connection
+
+Without --listen: echo on 127.0.0.1:7788 and ack on 127.0.0.1:7890.
+Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
+
+Examples:
+  tcp-reactor serve
+  tcp-reactor serve -l 127.0.0.1:0=echo -l [::1]:7890=ack --reply OK
+  printf 'hello' | nc -N 127.0.0.1 7788")]
+struct ServeArgs {
+    /// Listen on ADDR for SERVICE (echo, ack); repeatable.
+    #[arg(short, long = "listen", value_name = "ADDR=SERVICE", value_parser = config::parse_listen)]
+    listen: Vec<ListenSpec>,
+
+    /// Reply text of the ack service, sent with a newline.
+    #[arg(long, value_name = "TEXT", default_value = "收到请求")]
+    reply: String,
+
+    /// Encoding of the ack reply and of client text in logs.
+    #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
+    encoding: Encoding,
+
+    /// Most bytes buffered per connection on the way in; reading stops
+    /// while it is full. Suffixes K, M, G.
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = config::parse_size)]
+    recv_buf: usize,
+
+    /// Most bytes buffered per connection on the way out; the connection
+    /// stops reading while it is full, until it drains below a quarter.
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = config::parse_size)]
+    send_buf: usize,
+
+    /// Set TCP_NODELAY on accepted connections (no Nagle delay).
+    #[arg(long)]
+    nodelay: bool,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Args, Debug)]
+struct LogArgs {
+    /// More log output: -v debug (open, close, pause), -vv trace (every read
+    /// and write). RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Less log output: -q warnings only, -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+impl LogArgs {
+    fn init(&self) {
+        let level = match i16::from(self.verbose) - i16::from(self.quiet) {
+            i16::MIN..=-2 => LevelFilter::Error,
+            -1 => LevelFilter::Warn,
+            0 => LevelFilter::Info,
+            1 => LevelFilter::Debug,
+            _ => LevelFilter::Trace,
+        };
+        let mut logger = simple_logger::SimpleLogger::new().with_level(level);
+        if std::env::var_os("RUST_LOG").is_some() && self.verbose == 0 && self.quiet == 0 {
+            logger = logger.env();
+        }
+        // Only fails if a logger is already set, which nothing here does.
+        let _ = logger.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Prints help and version as clap formats them, and any other parse error
+/// as one line naming the flag, with exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("error: invalid arguments");
+    eprintln!("{first} (see --help)");
+    ExitCode::from(2)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    args.log.init();
+    let ack_reply = args.encoding.encode(&args.reply);
+    if ack_reply.len() + 1 > args.send_buf {
+        eprintln!(
+            "error: --send-buf {} cannot hold one ack reply of {} bytes",
+            args.send_buf,
+            ack_reply.len() + 1
+        );
+        return ExitCode::from(2);
+    }
+    let config = ServerConfig {
+        listeners: if args.listen.is_empty() {
+            config::default_listeners()
+        } else {
+            args.listen
+        },
+        recv_buf: args.recv_buf,
+        send_buf: args.send_buf,
+        nodelay: args.nodelay,
+        service: ServiceConfig {
+            ack_reply,
+            encoding: args.encoding,
+        },
+    };
+    let mut server = match Server::bind(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("poll failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

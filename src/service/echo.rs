@@ -1,0 +1,77 @@
+//! The echo service: every byte back, in order, exactly once. No I/O here.
+
+use super::{Io, Outcome};
+
+/// Echo keeps no state: whatever is in the receive buffer goes to the send
+/// buffer as room allows.
+#[derive(Debug, Default)]
+pub struct Echo;
+
+impl Echo {
+    /// Moves input to output; closes once the client has half-closed and
+    /// everything it sent has been moved.
+    pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
+        io.transfer();
+        if io.input.is_empty() {
+            if io.eof {
+                return Outcome::close_after_flush();
+            }
+            Outcome::proceed(false)
+        } else {
+            Outcome::proceed(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{random_split, run};
+    use super::super::{ServiceConfig, ServiceKind};
+    use crate::text::Encoding;
+
+    fn config() -> ServiceConfig {
+        ServiceConfig {
+            ack_reply: b"ok".to_vec(),
+            encoding: Encoding::Utf8,
+        }
+    }
+
+    #[test]
+    fn echoes_every_byte_whatever_the_split() {
+        let message: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = run(
+            ServiceKind::Echo,
+            &config(),
+            &[&message],
+            true,
+            true,
+            64,
+            32,
+        );
+        assert_eq!(whole.output, message);
+        assert!(whole.closed);
+        let bytes: Vec<&[u8]> = message.chunks(1).collect();
+        let by_byte = run(ServiceKind::Echo, &config(), &bytes, true, true, 64, 32);
+        assert_eq!(by_byte.output, message);
+        for seed in 1..20 {
+            let pieces = random_split(&message, seed);
+            let split = run(
+                ServiceKind::Echo,
+                &config(),
+                &pieces,
+                seed % 2 == 0,
+                true,
+                16,
+                8,
+            );
+            assert_eq!(split.output, message, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn stays_open_until_the_client_half_closes() {
+        let open = run(ServiceKind::Echo, &config(), &[b"abc"], true, false, 64, 64);
+        assert_eq!(open.output, b"abc");
+        assert!(!open.closed);
+    }
+}

@@ -1,0 +1,279 @@
+//! The protocols, as sans-IO state machines.
+//!
+//! A service never touches a socket. The reactor hands it an [`Io`]: the
+//! connection's receive buffer (bytes to consume), its send buffer (room to
+//! produce into) and what is known about the input's end. The service consumes
+//! what it can handle, produces what fits, and answers with an [`Outcome`]
+//! saying what the reactor should do next. So each protocol is tested with
+//! plain byte slices, and all I/O stays in the reactor.
+
+pub mod ack;
+pub mod echo;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Instant;
+
+use crate::buffer::{BufPool, ByteBuf};
+use crate::text::Encoding;
+
+/// The services a listener can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceKind {
+    Echo,
+    Ack,
+}
+
+impl ServiceKind {
+    /// Every service, in the order `stats` lists them.
+    pub const ALL: [ServiceKind; 2] = [ServiceKind::Echo, ServiceKind::Ack];
+
+    /// The service's name on the command line and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Echo => "echo",
+            ServiceKind::Ack => "ack",
+        }
+    }
+
+    /// Position in [`ServiceKind::ALL`], for per-service tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ServiceKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ServiceKind, String> {
+        ServiceKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown service '{s}' (one of: {})", names.join(", "))
+            })
+    }
+}
+
+/// Settings the services read; fixed for the server's life.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The ack reply, already encoded, without its newline.
+    pub ack_reply: Vec<u8>,
+    /// How client text is decoded for logs.
+    pub encoding: Encoding,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub enum Service {
+    Echo(echo::Echo),
+    Ack(ack::Ack),
+}
+
+impl Service {
+    /// Fresh state for a new connection to a `kind` listener.
+    pub fn new(kind: ServiceKind) -> Service {
+        match kind {
+            ServiceKind::Echo => Service::Echo(echo::Echo),
+            ServiceKind::Ack => Service::Ack(ack::Ack::default()),
+        }
+    }
+
+    /// Consumes input and produces output as far as both allow.
+    pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
+        match self {
+            Service::Echo(s) => s.process(io),
+            Service::Ack(s) => s.process(io, config),
+        }
+    }
+}
+
+/// What a service sees of its connection for one call.
+pub struct Io<'a> {
+    /// Received bytes not yet consumed. The service consumes what it handles.
+    pub input: &'a mut ByteBuf,
+    output: &'a mut ByteBuf,
+    pool: &'a mut BufPool,
+    /// The socket was drained just now: every byte the client had sent is in
+    /// `input`, so the bytes buffered form the end of a burst.
+    pub burst_end: bool,
+    /// The client half-closed and every byte it sent is in `input`.
+    pub eof: bool,
+    /// The client's address, for logs.
+    pub peer: SocketAddr,
+    /// The time of this call.
+    pub now: Instant,
+}
+
+impl<'a> Io<'a> {
+    /// Bundles a connection's buffers for one service call.
+    pub fn new(
+        input: &'a mut ByteBuf,
+        output: &'a mut ByteBuf,
+        pool: &'a mut BufPool,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Io<'a> {
+        Io {
+            input,
+            output,
+            pool,
+            burst_end: false,
+            eof: false,
+            peer,
+            now,
+        }
+    }
+
+    /// Room left in the send buffer.
+    pub fn output_free(&self) -> usize {
+        self.output.free()
+    }
+
+    /// Appends as much of `bytes` as fits in the send buffer; returns how many.
+    pub fn write(&mut self, bytes: &[u8]) -> usize {
+        self.output.append(self.pool, bytes)
+    }
+
+    /// Moves as many input bytes as fit straight into the send buffer.
+    pub fn transfer(&mut self) -> usize {
+        let n = self.output.append(self.pool, self.input.data());
+        self.input.consume(n);
+        n
+    }
+}
+
+/// What the reactor should do after a service call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep the connection.
+    Continue,
+    /// Send everything owed, then close.
+    CloseAfterFlush,
+}
+
+/// A service call's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub next: Next,
+    /// The service left input it could handle unconsumed because the send
+    /// buffer had no room: the reactor should stop reading until it drains.
+    pub output_blocked: bool,
+}
+
+impl Outcome {
+    /// Keep going; `output_blocked` as given.
+    pub fn proceed(output_blocked: bool) -> Outcome {
+        Outcome {
+            next: Next::Continue,
+            output_blocked,
+        }
+    }
+
+    /// Flush, then close.
+    pub fn close_after_flush() -> Outcome {
+        Outcome {
+            next: Next::CloseAfterFlush,
+            output_blocked: false,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Drives a service through memory, the way the reactor would, with the
+    //! input delivered in chosen pieces.
+
+    use super::*;
+
+    /// Result of feeding a whole conversation to a service.
+    pub struct Run {
+        pub output: Vec<u8>,
+        pub closed: bool,
+        /// Bytes left unconsumed in the receive buffer at the end.
+        pub left: usize,
+    }
+
+    /// Feeds `pieces` one after another, each as its own burst, then EOF
+    /// when `eof`. Output is drained after every call, like a fast peer.
+    pub fn run(
+        kind: ServiceKind,
+        config: &ServiceConfig,
+        pieces: &[&[u8]],
+        bursts: bool,
+        eof: bool,
+        recv_cap: usize,
+        send_cap: usize,
+    ) -> Run {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+        let now = Instant::now();
+        let mut service = Service::new(kind);
+        let mut recv_pool = BufPool::new(recv_cap);
+        let mut send_pool = BufPool::new(send_cap);
+        let mut input = ByteBuf::new(recv_cap);
+        let mut output = ByteBuf::new(send_cap);
+        let mut out = Vec::new();
+        let mut closed = false;
+        let mut call = |input: &mut ByteBuf, out: &mut Vec<u8>, burst_end: bool, eof: bool| loop {
+            let mut io = Io::new(input, &mut output, &mut send_pool, peer, now);
+            io.burst_end = burst_end;
+            io.eof = eof;
+            let outcome = service.process(&mut io, config);
+            out.extend_from_slice(output.data());
+            let moved = output.len();
+            output.consume(moved);
+            if outcome.next == Next::CloseAfterFlush {
+                return true;
+            }
+            if !outcome.output_blocked {
+                return false;
+            }
+        };
+        for piece in pieces {
+            let mut rest: &[u8] = piece;
+            while !rest.is_empty() && !closed {
+                let n = input.append(&mut recv_pool, rest);
+                rest = &rest[n..];
+                // A piece larger than the buffer arrives in several reads;
+                // only the last read of it ends the burst.
+                closed = call(&mut input, &mut out, bursts && rest.is_empty(), false);
+                if n == 0 && !closed {
+                    panic!("service stalled with a full receive buffer");
+                }
+            }
+        }
+        if eof && !closed {
+            closed = call(&mut input, &mut out, false, true);
+        }
+        Run {
+            output: out,
+            closed,
+            left: input.len(),
+        }
+    }
+
+    /// Splits `bytes` into pieces at pseudo-random points.
+    pub fn random_split(bytes: &[u8], seed: u64) -> Vec<&[u8]> {
+        let mut state = seed | 1;
+        let mut pieces = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = 1 + (state as usize) % rest.len().min(9);
+            pieces.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+        pieces
+    }
+}
