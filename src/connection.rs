@@ -259,13 +259,14 @@ impl Connection {
 
     /// What changes whenever a step of the turn did something; the turn ends
     /// when a whole pass leaves it unchanged.
-    fn progress_mark(&self, report: &TurnReport) -> (usize, usize, usize, usize, Phase) {
+    fn progress_mark(&self, report: &TurnReport) -> (usize, usize, usize, usize, Phase, bool) {
         (
             report.bytes_in,
             report.bytes_out,
             self.recv.len(),
             self.send.len(),
             self.phase,
+            self.eof,
         )
     }
 

@@ -1,0 +1,354 @@
+//! Integration tests of the reactor with the echo and ack services: a real
+//! `tcp-reactor serve` on port 0, driven over loopback.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use support::{
+    Pattern, Server, connect, exchange, read_exact, read_pattern, read_to_end, write_pattern,
+};
+
+const ECHO: &[&str] = &["-l", "127.0.0.1:0=echo"];
+const ACK: &[&str] = &["-l", "127.0.0.1:0=ack", "--reply", "ok"];
+
+/// Streams `total` pattern bytes through echo on one connection (writer and
+/// reader on two threads) and checks that exactly those bytes come back.
+fn echo_stream(addr: SocketAddr, total: u64) {
+    let mut stream = connect(addr);
+    let mut writer = stream.try_clone().unwrap();
+    let send = thread::spawn(move || {
+        write_pattern(&mut writer, &Pattern::new(), total);
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let (got, intact) = read_pattern(&mut stream, &Pattern::new());
+    send.join().unwrap();
+    assert!(
+        intact,
+        "echoed bytes differ from the sent ones at offset {got}"
+    );
+    assert_eq!(got, total, "echoed byte count");
+}
+
+#[test]
+fn echo_returns_every_byte_once_in_order_from_1_byte_to_100_mb() {
+    let server = Server::start(ECHO);
+    for total in [1, 2, 1000, 65_536, 65_537, 3_000_000, 100_000_000] {
+        echo_stream(server.addr("echo"), total);
+    }
+}
+
+#[test]
+fn echo_serves_many_concurrent_streams_exactly() {
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "--recv-buf",
+        "4K",
+        "--send-buf",
+        "8K",
+    ]);
+    let addr = server.addr("echo");
+    thread::scope(|s| {
+        for i in 0..40 {
+            s.spawn(move || echo_stream(addr, 500_000 + i * 7919));
+        }
+    });
+}
+
+#[test]
+fn echo_after_half_close_flushes_everything_then_closes() {
+    let server = Server::start(ECHO);
+    assert_eq!(exchange(server.addr("echo"), b"hello"), b"hello");
+    // More than both buffers together, so the close waits on many flushes.
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(exchange(server.addr("echo"), &big), big);
+}
+
+#[test]
+fn echo_keeps_a_long_connection_open_for_many_exchanges() {
+    let server = Server::start(ECHO);
+    let mut stream = connect(server.addr("echo"));
+    for i in 0..100 {
+        let line = format!("message {i}\n");
+        stream.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_exact(&mut stream, line.len()), line.as_bytes());
+    }
+}
+
+#[test]
+fn ack_answers_each_line() {
+    let server = Server::start(ACK);
+    assert_eq!(
+        exchange(server.addr("ack"), b"a\nbb\r\nccc\n"),
+        b"ok\nok\nok\n"
+    );
+}
+
+#[test]
+fn ack_answers_each_burst_without_newline_like_the_notes_client() {
+    let server = Server::start(ACK);
+    let mut stream = connect(server.addr("ack"));
+    for word in ["hello", "world", "third"] {
+        stream.write_all(word.as_bytes()).unwrap();
+        assert_eq!(read_exact(&mut stream, 3), b"ok\n");
+    }
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        read_to_end(&mut stream),
+        b"",
+        "nothing more after the half-close"
+    );
+}
+
+#[test]
+fn ack_exit_closes_after_the_earlier_replies() {
+    let server = Server::start(ACK);
+    let mut stream = connect(server.addr("ack"));
+    stream
+        .write_all(b"one\ntwo\nexit\nnever answered\n")
+        .unwrap();
+    // No half-close from us: the server ends the connection by itself.
+    assert_eq!(read_to_end(&mut stream), b"ok\nok\n");
+}
+
+#[test]
+fn close_after_flush_is_not_a_reset_even_with_unread_input() {
+    // A close() while the client's input sits unread in the kernel sends a
+    // reset, which destroys replies still in flight. The client here keeps
+    // sending after `exit`; it must still get its reply and a clean end.
+    let server = Server::start(ACK);
+    for _ in 0..5 {
+        let mut stream = connect(server.addr("ack"));
+        let mut writer = stream.try_clone().unwrap();
+        let send = thread::spawn(move || {
+            let mut junk = b"first\nexit\n".to_vec();
+            junk.extend(std::iter::repeat_n(b'x', 2_000_000));
+            // The server may close before taking it all; that is fine.
+            let _ = writer.write_all(&junk);
+            let _ = writer.shutdown(Shutdown::Write);
+        });
+        let mut got = Vec::new();
+        let result = stream.read_to_end(&mut got);
+        send.join().unwrap();
+        assert_eq!(got, b"ok\n");
+        assert!(
+            result.is_ok(),
+            "the connection ended with {result:?}, not a clean close"
+        );
+    }
+}
+
+#[test]
+fn ack_reply_and_gbk_encoding_apply_and_messages_are_logged_decoded() {
+    let server = Server::start(&["-l", "127.0.0.1:0=ack", "--encoding", "gbk"]);
+    let mut stream = connect(server.addr("ack"));
+    let port = stream.local_addr().unwrap().port();
+    // "你好" in GBK, sent the notes' way: no newline.
+    stream.write_all(&[0xc4, 0xe3, 0xba, 0xc3]).unwrap();
+    // "收到请求" in GBK, then a newline.
+    let expected = [0xca, 0xd5, 0xb5, 0xbd, 0xc7, 0xeb, 0xc7, 0xf3, b'\n'];
+    assert_eq!(read_exact(&mut stream, expected.len()), expected);
+    assert!(
+        server.wait_for_log(&format!("ack 127.0.0.1:{port}: \"你好\"")),
+        "log: {:?}",
+        server.log()
+    );
+
+    let custom = Server::start(&["-l", "127.0.0.1:0=ack", "--reply", "got it"]);
+    assert_eq!(exchange(custom.addr("ack"), b"x"), b"got it\n");
+}
+
+#[test]
+fn several_listeners_run_in_one_loop_on_one_thread() {
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "-l",
+        "127.0.0.1:0=ack",
+        "-l",
+        "[::1]:0=echo",
+    ]);
+    assert_eq!(
+        exchange(server.addr("ack"), b"q\n"),
+        "收到请求\n".as_bytes()
+    );
+    assert_eq!(exchange(server.addr("echo"), b"ping"), b"ping");
+    assert_eq!(server.status_field("Threads"), 1);
+}
+
+#[test]
+fn a_thousand_clients_connected_at_once_each_echo() {
+    let server = Server::start(ECHO);
+    let addr = server.addr("echo");
+    let mut clients: Vec<TcpStream> = (0..1000).map(|_| connect(addr)).collect();
+    for round in 0..3 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(format!("client {i} round {round}\n").as_bytes())
+                .unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let want = format!("client {i} round {round}\n");
+            assert_eq!(read_exact(c, want.len()), want.as_bytes());
+        }
+    }
+    assert_eq!(
+        server.status_field("Threads"),
+        1,
+        "one thread serves them all"
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_is_held_back_with_flat_server_memory() {
+    const TOTAL: u64 = 200_000_000;
+    let mut server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "--recv-buf",
+        "64K",
+        "--send-buf",
+        "64K",
+    ]);
+    let addr = server.addr("echo");
+    let baseline_kib = server.status_field("VmRSS");
+
+    // Phase 1: write without reading until our own send blocks.
+    let mut hog = connect(addr);
+    hog.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let pattern = Pattern::new();
+    let mut sent = 0u64;
+    let blocked = loop {
+        if sent >= TOTAL {
+            break false;
+        }
+        let n = (TOTAL - sent).min(60_000) as usize;
+        match hog.write(pattern.slice(sent, n)) {
+            Ok(k) => sent += k as u64,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break true;
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    };
+    assert!(
+        blocked,
+        "all {TOTAL} bytes went in without the sender ever blocking"
+    );
+    assert!(sent < TOTAL / 4, "{sent} bytes accepted before blocking");
+
+    // While it is blocked, another client is served at once.
+    let mut other = connect(addr);
+    other.write_all(b"still there?").unwrap();
+    assert_eq!(read_exact(&mut other, 12), b"still there?");
+
+    // Phase 2: read everything back while sending the rest: nothing lost.
+    hog.set_write_timeout(Some(support::WAIT)).unwrap();
+    let mut reader = hog.try_clone().unwrap();
+    let check = thread::spawn(move || read_pattern(&mut reader, &Pattern::new()));
+    let mut offset = sent;
+    while offset < TOTAL {
+        let n = (TOTAL - offset).min(60_000) as usize;
+        hog.write_all(pattern.slice(offset, n)).unwrap();
+        offset += n as u64;
+    }
+    hog.shutdown(Shutdown::Write).unwrap();
+    let (got, intact) = check.join().unwrap();
+    assert!(
+        intact && got == TOTAL,
+        "echo returned {got} intact bytes of {TOTAL}"
+    );
+
+    let peak_kib = server.status_field("VmHWM");
+    let growth = peak_kib.saturating_sub(baseline_kib);
+    // Two 64 KiB buffers plus a pool and allocator slack: a few MB at most,
+    // against 200 MB pushed through.
+    assert!(
+        growth < 8 * 1024,
+        "server RSS grew by {growth} KiB (baseline {baseline_kib} KiB)"
+    );
+    server.assert_alive();
+}
+
+#[test]
+fn resets_and_garbage_close_only_their_own_connection() {
+    let mut server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=ack"]);
+    let bystander = connect(server.addr("echo"));
+    for service in ["echo", "ack"] {
+        for _ in 0..20 {
+            // Data the server is busy echoing, then an abortive close (RST).
+            let s = socket2::Socket::from(connect(server.addr(service)));
+            let mut stream: TcpStream = s.try_clone().unwrap().into();
+            let _ = stream.write_all(&[0xff; 300_000][..]);
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+            drop(stream);
+        }
+        // Arbitrary bytes, including NULs and invalid UTF-8.
+        let garbage: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut stream = connect(server.addr(service));
+        let mut writer = stream.try_clone().unwrap();
+        let send = thread::spawn(move || {
+            let _ = writer.write_all(&garbage);
+            let _ = writer.shutdown(Shutdown::Write);
+        });
+        let _ = stream.read_to_end(&mut Vec::new());
+        send.join().unwrap();
+    }
+    server.assert_alive();
+    let mut bystander = bystander;
+    bystander.write_all(b"fine").unwrap();
+    assert_eq!(read_exact(&mut bystander, 4), b"fine");
+    assert_eq!(
+        exchange(server.addr("ack"), b"hi\n"),
+        "收到请求\n".as_bytes()
+    );
+}
+
+fn run_serve(args: &[&str]) -> (i32, String) {
+    let out = Command::new(support::binary())
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("run the binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_and_values_are_one_line_and_exit_code_2() {
+    for (args, names) in [
+        (&["--bogus"][..], "--bogus"),
+        (&["--recv-buf", "12Q"], "--recv-buf"),
+        (&["--send-buf", "0"], "--send-buf"),
+        (&["--encoding", "latin1"], "--encoding"),
+        (&["-l", "127.0.0.1:0"], "--listen"),
+        (&["-l", "127.0.0.1:0=gopher"], "gopher"),
+        (&["--send-buf", "4", "-l", "127.0.0.1:0=ack"], "--send-buf"),
+    ] {
+        let (code, stderr) = run_serve(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_listen_address_in_use_is_a_clear_error() {
+    let server = Server::start(ECHO);
+    let taken = server.addr("echo").to_string();
+    let (code, stderr) = run_serve(&["-l", &format!("{taken}=echo")]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&taken) && stderr.contains("in use"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,280 @@
+//! Helpers for the integration tests: a real server process on port 0, with
+//! its log captured, every wait bounded, and the process killed on drop.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tcp-reactor")
+}
+
+/// A running `tcp-reactor serve`.
+pub struct Server {
+    child: Child,
+    /// Service names and bound addresses, in the order the log gave them.
+    addrs: Vec<(String, SocketAddr)>,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// Starts `serve` with `args`, and waits until every listener has logged
+    /// its address. Use port 0 in every `--listen`.
+    pub fn start(args: &[&str]) -> Server {
+        let listeners = args
+            .iter()
+            .filter(|a| **a == "-l" || **a == "--listen")
+            .count();
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            addrs: Vec::new(),
+            log,
+            lines,
+        };
+        let deadline = Instant::now() + WAIT;
+        while server.addrs.len() < listeners.max(1) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = server.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("server did not log its addresses; log: {:?}", server.log())
+            });
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let (addr, service) = rest.split_once(" (").expect("listening line format");
+                let service = service.trim_end_matches(')').to_string();
+                server
+                    .addrs
+                    .push((service, addr.parse().expect("bound address")));
+            }
+        }
+        server
+    }
+
+    /// The address the first `service` listener is bound to.
+    pub fn addr(&self, service: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(s, _)| s == service)
+            .unwrap_or_else(|| panic!("no {service} listener"))
+            .1
+    }
+
+    /// Every bound address with its service.
+    pub fn addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`; false after `WAIT`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    /// A field of /proc/PID/status, in kB (VmRSS, VmHWM) or as a count
+    /// (Threads).
+    pub fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Panics if the server has exited (it must survive every client).
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("query the server") {
+            panic!("server exited with {status}; log: {:?}", self.log());
+        }
+    }
+
+    /// Sends `signal` and waits (bounded) for the exit status.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let pid = self.pid().to_string();
+        Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .expect("run kill");
+        wait_bounded(&mut self.child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child to exit; kills it and panics after `WAIT`.
+pub fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("query child") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A connected client whose every read and write is bounded by `WAIT`.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.set_write_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// Reads until the server closes; panics on error or timeout.
+pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .expect("read until the server closes");
+    out
+}
+
+/// Sends `bytes`, half-closes, and returns everything the server sends back
+/// until it closes.
+pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = connect(addr);
+    stream.write_all(bytes).expect("send");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    read_to_end(&mut stream)
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_exact(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    stream
+        .read_exact(&mut buf)
+        .expect("read the expected bytes");
+    buf
+}
+
+/// A byte stream that cannot be shifted, dropped or duplicated without the
+/// comparison noticing: byte `i` is `TABLE[i % P]` with `P` prime, so any
+/// offset error shows, and the caller checks the total length.
+pub struct Pattern {
+    table: Vec<u8>,
+}
+
+const PERIOD: usize = 65_521;
+
+impl Pattern {
+    pub fn new() -> Pattern {
+        let mut x: u32 = 2_463_534_242;
+        let table = (0..PERIOD * 2)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 24) as u8
+            })
+            .collect::<Vec<u8>>();
+        // The second copy lets any window of up to PERIOD bytes be one slice.
+        let mut table = table;
+        let (a, b) = table.split_at_mut(PERIOD);
+        b.copy_from_slice(a);
+        Pattern { table }
+    }
+
+    /// The `len` (at most 65 521) pattern bytes starting at stream offset
+    /// `offset`.
+    pub fn slice(&self, offset: u64, len: usize) -> &[u8] {
+        assert!(len <= PERIOD);
+        let start = (offset % PERIOD as u64) as usize;
+        &self.table[start..start + len]
+    }
+
+    /// Whether `bytes` are the pattern at `offset`.
+    pub fn matches(&self, offset: u64, bytes: &[u8]) -> bool {
+        let mut at = offset;
+        bytes.chunks(PERIOD).all(|chunk| {
+            let ok = chunk == self.slice(at, chunk.len());
+            at += chunk.len() as u64;
+            ok
+        })
+    }
+}
+
+/// Writes `total` pattern bytes to `stream`.
+pub fn write_pattern(stream: &mut TcpStream, pattern: &Pattern, total: u64) {
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(60_000) as usize;
+        stream
+            .write_all(pattern.slice(sent, n))
+            .expect("send pattern");
+        sent += n as u64;
+    }
+}
+
+/// Reads until EOF, checking every byte against the pattern; returns the
+/// count of bytes that matched before the first mismatch or EOF, and whether
+/// all matched.
+pub fn read_pattern(stream: &mut TcpStream, pattern: &Pattern) -> (u64, bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0u64;
+    loop {
+        let n = stream.read(&mut buf).expect("read echoed pattern");
+        if n == 0 {
+            return (got, true);
+        }
+        if !pattern.matches(got, &buf[..n]) {
+            return (got, false);
+        }
+        got += n as u64;
+    }
+}
