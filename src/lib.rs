@@ -12,6 +12,10 @@
 //!   ready queue that keeps turns fair, deadlines, closing.
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
+//! - [`sockopt`]: socket options `mio` does not expose (listen backlog).
+//!
+//! - [`client`]: the programs on the other end: `bench`, an echo load
+//!   generator.
 //!
 //! Pure (no I/O, time passed in):
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
@@ -23,10 +27,12 @@
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod reactor;
 pub mod service;
+pub mod sockopt;
 pub mod stats;
 pub mod text;
 pub mod timer;

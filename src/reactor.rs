@@ -27,6 +27,7 @@ use crate::buffer::BufPool;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Pools, Verdict};
 use crate::service::ServiceKind;
+use crate::sockopt;
 use crate::stats::{CloseReason, Stats};
 use crate::timer::{DeadlineList, earliest};
 
@@ -80,7 +81,7 @@ impl Server {
         for (i, spec) in config.listeners.iter().enumerate() {
             let fail =
                 |e: io::Error| format!("cannot listen on {} ({}): {e}", spec.addr, spec.service);
-            let mut socket = TcpListener::bind(spec.addr).map_err(fail)?;
+            let mut socket = sockopt::listener(spec.addr).map_err(fail)?;
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
                 .register(
