@@ -1,11 +1,14 @@
 //! Command-line parsing and dispatch only: flags become a resolved
 //! configuration, which goes to the part of the crate that runs it.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error};
 
+use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::reactor::Server;
 use tcp_reactor::service::ServiceConfig;
@@ -24,6 +27,37 @@ struct Cli {
 enum Command {
     /// Run the server: every listener on one thread.
     Serve(ServeArgs),
+    /// Load an echo server: many connections, each sending a message and
+    /// waiting for it to come back, for a bounded time.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Every echoed byte is checked. Stops after --secs, or after --rounds round trips
+per connection if that comes first. Only point it at servers you run.
+
+Example:
+  tcp-reactor bench 127.0.0.1:7788 --conns 1000 --size 64 --secs 5")]
+struct BenchArgs {
+    /// Address of an echo service, e.g. 127.0.0.1:7788.
+    addr: SocketAddr,
+
+    /// Connections open at once.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    conns: u32,
+
+    /// Bytes per message. Suffixes K, M, G.
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = config::parse_size)]
+    size: usize,
+
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_secs)]
+    secs: f64,
+
+    /// Stop each connection after this many round trips.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rounds: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +142,40 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn parse_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let config = BenchConfig {
+        addr: args.addr,
+        conns: args.conns as usize,
+        size: args.size,
+        duration: Duration::from_secs_f64(args.secs),
+        rounds: args.rounds,
+    };
+    match bench::run(config) {
+        Ok(report) => {
+            println!("{report}");
+            if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -352,3 +352,26 @@ fn a_listen_address_in_use_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_checks_every_echo_and_stops_after_its_rounds() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=ack"]);
+    let run = |addr: String| {
+        Command::new(support::binary())
+            .args([
+                "bench", &addr, "--conns", "50", "--size", "100", "--rounds", "10", "--secs", "20",
+            ])
+            .output()
+            .expect("run bench")
+    };
+    let good = run(server.addr("echo").to_string());
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{text}");
+    assert!(text.contains("round trips: 500 in"), "{text}");
+    assert!(text.contains("failed connections: 0"), "{text}");
+    // The ack service answers with other bytes: bench must notice.
+    let bad = run(server.addr("ack").to_string());
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{text}");
+    assert!(text.contains("wrong bytes echoed"), "{text}");
+}

@@ -1,0 +1,303 @@
+//! `tcp-reactor bench`: an echo load generator on one thread.
+//!
+//! It opens `--conns` connections at once and runs a closed loop on each:
+//! send a `--size`-byte message, wait until the same bytes come back (checked),
+//! send the next. It stops by itself after `--secs` seconds, or after
+//! `--rounds` round trips per connection if that comes first, and reports the
+//! connect time, the rate of round trips and their latency percentiles.
+//!
+//! Like the server, it is a mio readiness loop, so thousands of connections
+//! cost no threads and the generator stays cheap next to the server it
+//! measures.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    pub size: usize,
+    pub duration: Duration,
+    /// Round trips per connection, at most.
+    pub rounds: Option<u64>,
+}
+
+/// What was measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub config: BenchConfig,
+    /// From the first connect call until every connection was established.
+    pub connect_time: Duration,
+    /// From the end of connecting until the last connection finished.
+    pub elapsed: Duration,
+    pub round_trips: u64,
+    /// Latency of every round trip, sorted.
+    pub latencies: Vec<Duration>,
+    /// Connections that failed (refused, reset, wrong bytes echoed).
+    pub failures: Vec<String>,
+}
+
+impl BenchReport {
+    /// The `p`th percentile latency (0.0 to 1.0).
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        Some(self.latencies[i])
+    }
+
+    /// Round trips per second over the measuring time.
+    pub fn rate(&self) -> f64 {
+        self.round_trips as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(
+            f,
+            "bench {}: {} connections, {}-byte messages",
+            c.addr, c.conns, c.size
+        )?;
+        writeln!(
+            f,
+            "connected {} in {:.1} ms",
+            c.conns - self.failures.len().min(c.conns),
+            ms(self.connect_time)
+        )?;
+        let mib = (self.round_trips as f64 * c.size as f64) / (1024.0 * 1024.0);
+        writeln!(
+            f,
+            "round trips: {} in {:.2} s = {:.0}/s, {:.1} MiB/s each way",
+            self.round_trips,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            mib / self.elapsed.as_secs_f64().max(1e-9)
+        )?;
+        if let (Some(p50), Some(p90), Some(p99), Some(max)) = (
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(1.0),
+        ) {
+            writeln!(
+                f,
+                "latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+                ms(p50),
+                ms(p90),
+                ms(p99),
+                ms(max)
+            )?;
+        }
+        write!(f, "failed connections: {}", self.failures.len())?;
+        for failure in self.failures.iter().take(5) {
+            write!(f, "\n  {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Conn {
+    socket: TcpStream,
+    connected: bool,
+    /// Bytes of the current message written / echoed back so far.
+    sent: usize,
+    echoed: usize,
+    started: Instant,
+    rounds: u64,
+    done: bool,
+}
+
+/// Runs the benchmark; errors only if the poller itself fails.
+pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let message: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
+    let mut scratch = vec![0u8; config.size.clamp(1, 64 * 1024)];
+    let mut failures = Vec::new();
+    let mut conns: Vec<Conn> = Vec::with_capacity(config.conns);
+
+    let start = Instant::now();
+    for i in 0..config.conns {
+        match TcpStream::connect(config.addr) {
+            Ok(mut socket) => {
+                poll.registry().register(
+                    &mut socket,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                conns.push(Conn {
+                    socket,
+                    connected: false,
+                    sent: 0,
+                    echoed: 0,
+                    started: start,
+                    rounds: 0,
+                    done: false,
+                });
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("connect to {}: {e}", config.addr),
+                ));
+            }
+        }
+    }
+
+    // Connect phase: wait for every connection's first writable event.
+    let connect_deadline = start + config.duration.max(Duration::from_secs(10));
+    let mut pending = conns.len();
+    while pending > 0 {
+        let left = connect_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            failures.push(format!("{pending} connections not established in time"));
+            break;
+        }
+        poll.poll(&mut events, Some(left))?;
+        for event in events.iter() {
+            let conn = &mut conns[event.token().0];
+            if conn.connected || conn.done {
+                continue;
+            }
+            match conn.socket.take_error() {
+                Ok(None) if conn.socket.peer_addr().is_ok() => {
+                    conn.connected = true;
+                    pending -= 1;
+                }
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    failures.push(format!("connection {}: {e}", event.token().0));
+                    conn.done = true;
+                    pending -= 1;
+                }
+            }
+        }
+    }
+    let connect_time = start.elapsed();
+
+    // Load phase.
+    let begin = Instant::now();
+    let deadline = begin + config.duration;
+    let mut latencies = Vec::new();
+    let mut active = 0;
+    for conn in conns.iter_mut().filter(|c| c.connected && !c.done) {
+        conn.started = Instant::now();
+        active += 1;
+        if let Err(e) = pump(
+            conn,
+            &message,
+            &mut scratch,
+            &config,
+            deadline,
+            &mut latencies,
+        ) {
+            failures.push(e);
+            conn.done = true;
+        }
+        // A fast server can finish every round before the first poll.
+        if conn.done {
+            active -= 1;
+        }
+    }
+    while active > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        poll.poll(&mut events, Some(left))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            let conn = &mut conns[i];
+            if conn.done || !conn.connected {
+                continue;
+            }
+            if let Err(e) = pump(
+                conn,
+                &message,
+                &mut scratch,
+                &config,
+                deadline,
+                &mut latencies,
+            ) {
+                failures.push(format!("connection {i}: {e}"));
+                conn.done = true;
+            }
+            if conn.done {
+                active -= 1;
+            }
+        }
+    }
+    let elapsed = begin.elapsed();
+    latencies.sort_unstable();
+    Ok(BenchReport {
+        round_trips: latencies.len() as u64,
+        config,
+        connect_time,
+        elapsed,
+        latencies,
+        failures,
+    })
+}
+
+/// Moves one connection's closed loop as far as the socket allows.
+fn pump(
+    conn: &mut Conn,
+    message: &[u8],
+    scratch: &mut [u8],
+    config: &BenchConfig,
+    deadline: Instant,
+    latencies: &mut Vec<Duration>,
+) -> Result<(), String> {
+    loop {
+        if conn.sent < message.len() {
+            match conn.socket.write(&message[conn.sent..]) {
+                Ok(n) => conn.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("write: {e}")),
+            }
+        }
+        let want = (conn.sent - conn.echoed).min(scratch.len());
+        if want == 0 {
+            return Ok(());
+        }
+        match conn.socket.read(&mut scratch[..want]) {
+            Ok(0) => return Err("server closed the connection".to_string()),
+            Ok(n) => {
+                if scratch[..n] != message[conn.echoed..conn.echoed + n] {
+                    return Err(format!("wrong bytes echoed at offset {}", conn.echoed));
+                }
+                conn.echoed += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        if conn.echoed == message.len() {
+            let now = Instant::now();
+            latencies.push(now - conn.started);
+            conn.rounds += 1;
+            conn.sent = 0;
+            conn.echoed = 0;
+            conn.started = now;
+            if now >= deadline || config.rounds.is_some_and(|r| conn.rounds >= r) {
+                conn.done = true;
+                return Ok(());
+            }
+        }
+    }
+}
