@@ -1,12 +1,15 @@
 //! The ack service: one reply line for every message. No I/O here.
 //!
-//! A message ends at `\n` (a `\r` before it is dropped), or, when the client
-//! sends no newline, at the end of a burst: everything the client had sent
-//! when the socket ran dry. That is how the notes' clients, which send text
-//! without a newline and wait for the answer, get one reply per send. A
-//! message that fills the whole receive buffer without a newline is answered
-//! as it stands, since it can grow no further. The message `exit` ends the
-//! connection once every earlier reply is flushed.
+//! A message ends at `\n` (a `\r` before it is dropped), or, for a client
+//! that sends no newlines, at the end of a burst: everything the client had
+//! sent when the socket ran dry. That is how the notes' clients, which send
+//! text without a newline and wait for the answer, get one reply per send.
+//! Once a client has sent a newline it is a line client, and burst ends no
+//! longer cut its messages: TCP may deliver a line in pieces, and a pause
+//! between two pieces must not make two messages of one. A message that fills
+//! the whole receive buffer without a newline is answered as it stands, since
+//! it can grow no further. The message `exit` ends the connection once every
+//! earlier reply is flushed.
 
 use std::collections::VecDeque;
 
@@ -25,13 +28,27 @@ pub struct Ack {
     /// each marks a distinct buffered byte, so there are never more than the
     /// receive buffer holds.
     burst_ends: VecDeque<u64>,
+    /// The client has sent a newline: it frames by lines, not by bursts.
+    lines: bool,
 }
+
+/// Most characters of a message the log shows: a client sending megabytes
+/// must not make the log grow faster than its own traffic.
+const LOG_CHARS: usize = 200;
 
 impl Ack {
     /// Answers every complete message that the send buffer has room for.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
         let buffered_end = self.consumed + io.input.len() as u64;
-        if io.burst_end && !io.input.is_empty() && self.burst_ends.back() != Some(&buffered_end) {
+        if !self.lines && io.input.data().contains(&b'\n') {
+            self.lines = true;
+            self.burst_ends.clear();
+        }
+        if io.burst_end
+            && !self.lines
+            && !io.input.is_empty()
+            && self.burst_ends.back() != Some(&buffered_end)
+        {
             self.burst_ends.push_back(buffered_end);
         }
         let reply_len = config.ack_reply.len() + 1;
@@ -58,7 +75,11 @@ impl Ack {
             }
             let exit = message == b"exit";
             if !exit {
-                info!("ack {}: {:?}", io.peer, config.encoding.decode(message));
+                info!(
+                    "ack {}: {}",
+                    io.peer,
+                    loggable(&config.encoding.decode(message))
+                );
             }
             io.input.consume(consumed);
             self.consumed += consumed as u64;
@@ -83,18 +104,19 @@ impl Ack {
     }
 }
 
+/// `text` quoted and escaped for a log line, cut at [`LOG_CHARS`].
+fn loggable(text: &str) -> String {
+    match text.char_indices().nth(LOG_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{random_split, run};
-    use super::super::{ServiceConfig, ServiceKind};
-    use crate::text::Encoding;
-
-    fn config() -> ServiceConfig {
-        ServiceConfig {
-            ack_reply: b"ok".to_vec(),
-            encoding: Encoding::Utf8,
-        }
-    }
+    use super::super::testing::{config, random_split, run};
+    use super::super::{Io, ServiceKind};
+    use crate::buffer::{BufPool, ByteBuf};
 
     fn ack(pieces: &[&[u8]], bursts: bool, eof: bool) -> super::super::testing::Run {
         run(ServiceKind::Ack, &config(), pieces, bursts, eof, 64, 16)
@@ -115,6 +137,51 @@ mod tests {
     }
 
     #[test]
+    fn once_a_client_sends_newlines_bursts_no_longer_cut_lines() {
+        let out = ack(&[b"one\ntw", b"o\nthr", b"ee\n"], true, false);
+        assert_eq!(out.output, b"ok\nok\nok\n");
+    }
+
+    #[test]
+    fn replies_queued_behind_a_full_send_buffer_keep_their_burst_ends() {
+        // One reply fits in the send buffer and the harness does not drain
+        // it between the two bursts, so the second burst arrives while the
+        // first still waits: each must still get its own reply.
+        let mut pool = BufPool::new(8);
+        let mut out_pool = BufPool::new(3);
+        let mut input = ByteBuf::new(8);
+        let mut output = ByteBuf::new(3);
+        let mut ack = super::Ack::default();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let now = std::time::Instant::now();
+        let mut replies = Vec::new();
+        for burst in [&b"first"[..], b"x", b""] {
+            input.append(&mut pool, burst);
+            let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+            io.burst_end = !burst.is_empty();
+            ack.process(&mut io, &config());
+            replies.extend_from_slice(output.data());
+            output.clear();
+        }
+        let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+        ack.process(&mut io, &config());
+        replies.extend_from_slice(output.data());
+        assert_eq!(replies, b"ok\nok\n");
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn long_messages_are_cut_in_the_log() {
+        assert_eq!(super::loggable("a\u{13}"), "\"a\\u{13}\"");
+        let long = "x".repeat(1000);
+        let shown = super::loggable(&long);
+        assert!(
+            shown.len() < 250 && shown.ends_with("(1000 bytes)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn without_a_burst_end_a_partial_line_waits() {
         let out = ack(&[b"hel", b"lo"], false, false);
         assert_eq!(out.output, b"");
@@ -122,9 +189,10 @@ mod tests {
     }
 
     #[test]
-    fn bytes_after_the_last_newline_of_a_burst_are_a_message() {
+    fn a_line_clients_partial_line_waits_for_its_newline_despite_the_burst() {
         let out = ack(&[b"one\ntwo"], true, false);
-        assert_eq!(out.output, b"ok\nok\n");
+        assert_eq!(out.output, b"ok\n");
+        assert_eq!(out.left, 3);
     }
 
     #[test]
