@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+#
+# The one test command: the unit and integration tests (`cargo test`), then
+# every netcat test script (scripts/nc-*.sh) and every demo's self-test
+# (scripts/demo-*.sh --test) against a fresh debug build.
+#
+# Run from anywhere:  scripts/test.sh
+# Needs cargo and OpenBSD netcat (`nc -N`); run as root on a machine with
+# apt-get, it installs netcat-openbsd itself. Ends with `N passed, N failed`
+# counting the scripts, and exits non-zero if anything failed.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Seconds one script may run before it counts as hung (each takes seconds).
+SCRIPT_TIMEOUT=120
+
+# OpenBSD netcat is the `nc` whose -N half-closes at the end of input.
+has_openbsd_nc() {
+    command -v nc >/dev/null 2>&1 &&
+        nc -h 2>&1 | grep -Eq '^[[:space:]]+-N[[:space:]]'
+}
+
+if ! has_openbsd_nc; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing netcat-openbsd"
+        { apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq netcat-openbsd; } </dev/null ||
+            true
+    fi
+    if ! has_openbsd_nc; then
+        echo "tcp-reactor tests need nc: install the netcat-openbsd package" >&2
+        exit 1
+    fi
+fi
+
+echo "== cargo test --locked"
+cargo test --locked
+
+echo "== cargo build --locked"
+cargo build --locked
+# The scripts test this build rather than building again.
+export TCP_REACTOR=$PWD/target/debug/tcp-reactor
+
+passed=0
+failed=0
+failures=()
+
+# run SCRIPT [ARGS...]: runs one script, shows its output and its result.
+run() {
+    local status=0
+    echo "== $*"
+    timeout "$SCRIPT_TIMEOUT" bash "$@" </dev/null || status=$?
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "PASS $*"
+    else
+        failed=$((failed + 1))
+        failures+=("$*")
+        if [ "$status" -eq 124 ]; then
+            echo "FAIL $* (still running after ${SCRIPT_TIMEOUT}s)"
+        else
+            echo "FAIL $* (exit $status)"
+        fi
+    fi
+}
+
+shopt -s nullglob
+for script in scripts/nc-*.sh; do
+    run "$script"
+done
+for script in scripts/demo-*.sh; do
+    run "$script" --test
+done
+
+echo
+if [ "$failed" -gt 0 ]; then
+    printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
