@@ -144,7 +144,7 @@ impl Connection {
     /// between pausing (full) and resuming stops the connection from
     /// flapping between the two on every small write.
     pub fn low_watermark(&self) -> usize {
-        self.send.capacity() / 4
+        (self.send.capacity() / 4).max(1)
     }
 
     /// Whether a read now could do anything useful.
@@ -194,7 +194,7 @@ impl Connection {
         loop {
             let before = self.progress_mark(report);
 
-            if self.phase == Phase::Open && (!self.recv.is_empty() || self.eof) {
+            if self.phase == Phase::Open && self.service_has_work() {
                 self.run_service(key, pools, config, now);
             }
 
@@ -270,7 +270,16 @@ impl Connection {
         )
     }
 
+    /// Input to handle, an end of input to act on, or output to produce
+    /// now that the send buffer has room for it.
+    fn service_has_work(&self) -> bool {
+        !self.recv.is_empty()
+            || self.eof
+            || (self.service.is_producing() && self.send.len() < self.low_watermark())
+    }
+
     fn run_service(&mut self, key: usize, pools: &mut Pools, config: &ServiceConfig, now: Instant) {
+        let low_watermark = self.low_watermark();
         let mut io = Io::new(
             &mut self.recv,
             &mut self.send,
@@ -279,6 +288,7 @@ impl Connection {
             now,
         );
         io.burst_end = std::mem::take(&mut self.burst_end_pending);
+        io.low_watermark = low_watermark;
         io.eof = self.eof;
         let outcome = self.service.process(&mut io, config);
         if (outcome.output_blocked || self.send.is_full()) && !self.paused {

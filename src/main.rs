@@ -2,6 +2,7 @@
 //! configuration, which goes to the part of the crate that runs it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -64,10 +65,15 @@ struct BenchArgs {
 #[command(after_help = "\
 Services:
   echo   every byte back, in order
-  ack    one reply line per message; a message ends at a newline or at the end
-         of what the client sent in one go; 'exit' closes the connection
+  ack    one reply line per message; a message ends at a newline or, for a
+         client that sends none, at the end of what it sent in one go;
+         'exit' closes the connection
+  files  download from --root: 'NAME' gets the bytes then close (nothing if
+         refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
+         'LIST' names the files
 
-Without --listen: echo on 127.0.0.1:7788 and ack on 127.0.0.1:7890.
+Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890 and files on
+127.0.0.1:8000, all on loopback.
 Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
 
 Examples:
@@ -75,9 +81,13 @@ Examples:
   tcp-reactor serve -l 127.0.0.1:0=echo -l [::1]:7890=ack --reply OK
   printf 'hello' | nc -N 127.0.0.1 7788")]
 struct ServeArgs {
-    /// Listen on ADDR for SERVICE (echo, ack); repeatable.
+    /// Listen on ADDR for SERVICE (echo, ack, files); repeatable.
     #[arg(short, long = "listen", value_name = "ADDR=SERVICE", value_parser = config::parse_listen)]
     listen: Vec<ListenSpec>,
+
+    /// Directory the files service serves; nothing outside it is ever sent.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
 
     /// Reply text of the ack service, sent with a newline.
     #[arg(long, value_name = "TEXT", default_value = "收到请求")]
@@ -204,6 +214,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let root = match std::fs::canonicalize(&args.root) {
+        Ok(root) if root.is_dir() => root,
+        Ok(_) => {
+            eprintln!("error: --root {}: not a directory", args.root.display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: --root {}: {e}", args.root.display());
+            return ExitCode::from(2);
+        }
+    };
     let config = ServerConfig {
         listeners: if args.listen.is_empty() {
             config::default_listeners()
@@ -216,6 +237,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         service: ServiceConfig {
             ack_reply,
             encoding: args.encoding,
+            root,
         },
     };
     let mut server = match Server::bind(config) {

@@ -25,16 +25,8 @@ impl Echo {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{random_split, run};
-    use super::super::{ServiceConfig, ServiceKind};
-    use crate::text::Encoding;
-
-    fn config() -> ServiceConfig {
-        ServiceConfig {
-            ack_reply: b"ok".to_vec(),
-            encoding: Encoding::Utf8,
-        }
-    }
+    use super::super::ServiceKind;
+    use super::super::testing::{config, random_split, run};
 
     #[test]
     fn echoes_every_byte_whatever_the_split() {

@@ -9,9 +9,11 @@
 
 pub mod ack;
 pub mod echo;
+pub mod files;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -23,17 +25,19 @@ use crate::text::Encoding;
 pub enum ServiceKind {
     Echo,
     Ack,
+    Files,
 }
 
 impl ServiceKind {
     /// Every service, in the order `stats` lists them.
-    pub const ALL: [ServiceKind; 2] = [ServiceKind::Echo, ServiceKind::Ack];
+    pub const ALL: [ServiceKind; 3] = [ServiceKind::Echo, ServiceKind::Ack, ServiceKind::Files];
 
     /// The service's name on the command line and in logs.
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Echo => "echo",
             ServiceKind::Ack => "ack",
+            ServiceKind::Files => "files",
         }
     }
 
@@ -70,6 +74,9 @@ pub struct ServiceConfig {
     pub ack_reply: Vec<u8>,
     /// How client text is decoded for logs.
     pub encoding: Encoding,
+    /// The files service's root, canonical (absolute, no symlinks), so a
+    /// resolved name is inside it exactly when it starts with it.
+    pub root: PathBuf,
 }
 
 /// One connection's protocol state.
@@ -77,6 +84,7 @@ pub struct ServiceConfig {
 pub enum Service {
     Echo(echo::Echo),
     Ack(ack::Ack),
+    Files(files::Files),
 }
 
 impl Service {
@@ -85,6 +93,17 @@ impl Service {
         match kind {
             ServiceKind::Echo => Service::Echo(echo::Echo),
             ServiceKind::Ack => Service::Ack(ack::Ack::default()),
+            ServiceKind::Files => Service::Files(files::Files::default()),
+        }
+    }
+
+    /// Whether the service has output to produce that needs no input (a file
+    /// being streamed): the reactor calls it again whenever the send buffer
+    /// drains below its low watermark.
+    pub fn is_producing(&self) -> bool {
+        match self {
+            Service::Files(s) => s.is_producing(),
+            Service::Echo(_) | Service::Ack(_) => false,
         }
     }
 
@@ -93,6 +112,7 @@ impl Service {
         match self {
             Service::Echo(s) => s.process(io),
             Service::Ack(s) => s.process(io, config),
+            Service::Files(s) => s.process(io, config),
         }
     }
 }
@@ -112,6 +132,10 @@ pub struct Io<'a> {
     pub peer: SocketAddr,
     /// The time of this call.
     pub now: Instant,
+    /// Produce bulk output (file chunks) only while the send buffer holds
+    /// fewer bytes than this, so a large file costs no more memory than the
+    /// buffer and the reactor is not asked to write in slivers.
+    pub low_watermark: usize,
 }
 
 impl<'a> Io<'a> {
@@ -131,7 +155,24 @@ impl<'a> Io<'a> {
             eof: false,
             peer,
             now,
+            low_watermark: usize::MAX,
         }
+    }
+
+    /// Bytes in the send buffer.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
+    }
+
+    /// The send buffer's free room, to fill and then declare with
+    /// [`Io::commit_output`] (lets a file be read straight into it).
+    pub fn output_spare(&mut self) -> &mut [u8] {
+        self.output.spare(self.pool)
+    }
+
+    /// Declares `n` bytes of the last [`Io::output_spare`] as output.
+    pub fn commit_output(&mut self, n: usize) {
+        self.output.commit(n);
     }
 
     /// Room left in the send buffer.
@@ -195,6 +236,20 @@ pub(crate) mod testing {
 
     use super::*;
 
+    /// Settings for unit tests: ack replies `ok`, files served from `root`.
+    pub fn config_with_root(root: &std::path::Path) -> ServiceConfig {
+        ServiceConfig {
+            ack_reply: b"ok".to_vec(),
+            encoding: Encoding::Utf8,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Settings for services that touch no files.
+    pub fn config() -> ServiceConfig {
+        config_with_root(std::path::Path::new("/nonexistent"))
+    }
+
     /// Result of feeding a whole conversation to a service.
     pub struct Run {
         pub output: Vec<u8>,
@@ -225,6 +280,7 @@ pub(crate) mod testing {
         let mut closed = false;
         let mut call = |input: &mut ByteBuf, out: &mut Vec<u8>, burst_end: bool, eof: bool| loop {
             let mut io = Io::new(input, &mut output, &mut send_pool, peer, now);
+            io.low_watermark = send_cap / 4 + 1;
             io.burst_end = burst_end;
             io.eof = eof;
             let outcome = service.process(&mut io, config);
@@ -234,7 +290,7 @@ pub(crate) mod testing {
             if outcome.next == Next::CloseAfterFlush {
                 return true;
             }
-            if !outcome.output_blocked {
+            if !outcome.output_blocked && !service.is_producing() {
                 return false;
             }
         };

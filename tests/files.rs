@@ -1,0 +1,256 @@
+//! Integration tests of the files service against a real server on port 0.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::thread;
+use std::time::Duration;
+
+use support::{Pattern, Server, TempDir, connect, exchange, read_exact, read_to_end};
+
+fn files_server(root: &TempDir, extra: &[&str]) -> Server {
+    let mut args = vec!["-l", "127.0.0.1:0=files", "--root", root.arg()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn pattern_bytes(len: usize) -> Vec<u8> {
+    let pattern = Pattern::new();
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let n = (len - out.len()).min(60_000);
+        out.extend_from_slice(pattern.slice(out.len() as u64, n));
+    }
+    out
+}
+
+#[test]
+fn get_answers_ok_size_then_the_bytes_like_nc_would_see() {
+    let root = TempDir::new("files-get");
+    fs::write(root.path().join("notes.txt"), "hello notes\n").unwrap();
+    let server = files_server(&root, &[]);
+    assert_eq!(
+        exchange(server.addr("files"), b"GET notes.txt\n"),
+        b"OK 12\nhello notes\n"
+    );
+    // The same request without a half-close: the server closes by itself.
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"GET notes.txt\r\n").unwrap();
+    assert_eq!(read_to_end(&mut stream), b"OK 12\nhello notes\n");
+}
+
+#[test]
+fn a_notes_style_client_gets_an_identical_copy_of_a_large_file() {
+    let root = TempDir::new("files-bare");
+    let body = pattern_bytes(8_000_000);
+    fs::write(root.path().join("big.bin"), &body).unwrap();
+    let server = files_server(&root, &[]);
+    // Send the bare name, no newline, no half-close; read until the server
+    // closes, as the notes' download client does.
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"big.bin").unwrap();
+    let got = read_to_end(&mut stream);
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "downloaded bytes differ");
+}
+
+#[test]
+fn list_names_the_regular_files_under_the_root() {
+    let root = TempDir::new("files-list");
+    fs::create_dir(root.path().join("sub")).unwrap();
+    fs::write(root.path().join("a.txt"), "a").unwrap();
+    fs::write(root.path().join("sub/b.txt"), "b").unwrap();
+    let server = files_server(&root, &[]);
+    assert_eq!(
+        exchange(server.addr("files"), b"LIST\n"),
+        b"a.txt\nsub/b.txt\n"
+    );
+}
+
+#[test]
+fn nothing_outside_the_root_is_ever_served() {
+    let outer = TempDir::new("files-confine");
+    let root = outer.path().join("root");
+    fs::create_dir_all(root.join("dir")).unwrap();
+    fs::write(outer.path().join("secret.txt"), "secret").unwrap();
+    fs::write(root.join("ok.txt"), "fine").unwrap();
+    std::os::unix::fs::symlink(outer.path().join("secret.txt"), root.join("link-out")).unwrap();
+    std::os::unix::fs::symlink(outer.path(), root.join("dir-out")).unwrap();
+    std::os::unix::fs::symlink("ok.txt", root.join("link-in")).unwrap();
+    let fifo = root.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let secret_abs = outer.path().join("secret.txt");
+    let long = "a/".repeat(2100) + "x";
+    let root_arg = root.to_str().unwrap().to_string();
+    let server = Server::start(&["-l", "127.0.0.1:0=files", "--root", &root_arg]);
+    let addr = server.addr("files");
+
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            secret_abs.to_str().unwrap().as_bytes().to_vec(),
+            "outside the root",
+        ),
+        (b"../secret.txt".to_vec(), "outside the root"),
+        (b"dir/../../secret.txt".to_vec(), "outside the root"),
+        (b"link-out".to_vec(), "outside the root"),
+        (b"dir-out/secret.txt".to_vec(), "outside the root"),
+        (b"ok.txt\0.png".to_vec(), "bad name"),
+        (long.into_bytes(), "name too long"),
+        (b"dir".to_vec(), "not a regular file"),
+        (b"fifo".to_vec(), "not a regular file"),
+        (b"/dev/null".to_vec(), "outside the root"),
+        (b"missing.txt".to_vec(), "not found"),
+    ];
+    for (name, reason) in &cases {
+        let mut get = b"GET ".to_vec();
+        get.extend_from_slice(name);
+        get.push(b'\n');
+        let answer = exchange(addr, &get);
+        assert_eq!(
+            String::from_utf8_lossy(&answer),
+            format!("ERR {reason}\n"),
+            "GET {}",
+            String::from_utf8_lossy(name)
+        );
+        let mut bare = name.clone();
+        bare.push(b'\n');
+        assert_eq!(
+            exchange(addr, &bare),
+            b"",
+            "bare {}",
+            String::from_utf8_lossy(name)
+        );
+    }
+    // A symlink that stays inside the root is fine.
+    assert_eq!(exchange(addr, b"GET link-in\n"), b"OK 4\nfine");
+    assert!(server.wait_for_log("refused: outside the root"));
+}
+
+#[test]
+fn a_large_file_to_a_slow_reader_keeps_server_memory_flat() {
+    const SIZE: u64 = 300_000_000;
+    let root = TempDir::new("files-slow");
+    // Sparse: no disk used, reads as zeros.
+    fs::File::create(root.path().join("huge.bin"))
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    let mut server = files_server(&root, &["--send-buf", "256K"]);
+    let baseline = server.status_field("VmRSS");
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"GET huge.bin\n").unwrap();
+    let header = format!("OK {SIZE}\n");
+    assert_eq!(read_exact(&mut stream, header.len()), header.as_bytes());
+    // Read slowly at first: small reads with pauses, so the kernel queues
+    // and the send buffer stay full and the server must wait on us.
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    for _ in 0..50 {
+        let n = stream.read(&mut buf[..4096]).unwrap();
+        assert!(n > 0 && buf[..n].iter().all(|&b| b == 0));
+        got += n as u64;
+        thread::sleep(Duration::from_millis(10));
+    }
+    let while_slow = server.status_field("VmHWM");
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            buf[..n].iter().all(|&b| b == 0),
+            "non-zero byte near offset {got}"
+        );
+        got += n as u64;
+    }
+    assert_eq!(got, SIZE);
+    let peak = server.status_field("VmHWM");
+    assert!(
+        peak.saturating_sub(baseline) < 8 * 1024,
+        "server RSS grew from {baseline} KiB to {peak} KiB ({while_slow} KiB while slow)"
+    );
+    server.assert_alive();
+}
+
+#[test]
+fn a_hundred_simultaneous_downloads_each_get_their_exact_bytes() {
+    let root = TempDir::new("files-many");
+    let bodies: Vec<Vec<u8>> = (0..4).map(|i| pattern_bytes(700_000 + i * 4099)).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        fs::write(root.path().join(format!("f{i}.bin")), body).unwrap();
+    }
+    let server = files_server(&root, &["--send-buf", "16K"]);
+    let addr = server.addr("files");
+    // All 100 requests go out before any answer is read.
+    let mut streams: Vec<_> = (0..100)
+        .map(|i| {
+            let mut s = connect(addr);
+            s.write_all(format!("GET f{}.bin\n", i % 4).as_bytes())
+                .unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            s
+        })
+        .collect();
+    thread::scope(|scope| {
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let body = &bodies[i % 4];
+            scope.spawn(move || {
+                let got = read_to_end(stream);
+                let header = format!("OK {}\n", body.len());
+                assert!(
+                    got.starts_with(header.as_bytes()),
+                    "download {i}: bad header"
+                );
+                assert!(
+                    got[header.len()..] == body[..],
+                    "download {i}: bytes differ"
+                );
+            });
+        }
+    });
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
+    let root = TempDir::new("files-shrink");
+    let path = root.path().join("shrinking.bin");
+    fs::write(&path, pattern_bytes(20_000_000)).unwrap();
+    let mut server = files_server(&root, &[]);
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"GET shrinking.bin\n").unwrap();
+    assert_eq!(read_exact(&mut stream, 12), b"OK 20000000\n");
+    let _ = read_exact(&mut stream, 100_000);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    let rest = read_to_end(&mut stream);
+    assert!(
+        (rest.len() as u64) < 20_000_000 - 100_000,
+        "the connection should end short of the announced size"
+    );
+    assert!(server.wait_for_log("shrank while being sent"));
+    // A file removed while being sent stays readable (Linux keeps it until
+    // closed); the download completes and the server carries on.
+    fs::write(&path, pattern_bytes(3_000_000)).unwrap();
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"GET shrinking.bin\n").unwrap();
+    let _ = read_exact(&mut stream, 11);
+    fs::remove_file(&path).unwrap();
+    assert_eq!(read_to_end(&mut stream).len(), 3_000_000);
+    server.assert_alive();
+    assert_eq!(
+        exchange(server.addr("files"), b"GET shrinking.bin\n"),
+        b"ERR not found\n"
+    );
+}
