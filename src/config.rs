@@ -2,6 +2,7 @@
 //! command line takes (sizes with suffixes, `ADDR=SERVICE`). Pure: no I/O.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::service::{ServiceConfig, ServiceKind};
 
@@ -23,6 +24,16 @@ pub struct ServerConfig {
     pub send_buf: usize,
     /// TCP_NODELAY on accepted sockets.
     pub nodelay: bool,
+    /// SO_REUSEPORT on listeners.
+    pub reuse_port: bool,
+    /// Most open client connections (`--max-conns`), `None` for no cap.
+    pub max_conns: Option<usize>,
+    /// Most open connections from one IP (`--max-conns-per-ip`).
+    pub max_conns_per_ip: Option<usize>,
+    /// Close connections with no traffic for this long (`--idle-timeout`).
+    pub idle_timeout: Option<Duration>,
+    /// How long a graceful shutdown may flush before it gives up.
+    pub shutdown_timeout: Duration,
     pub service: ServiceConfig,
 }
 

@@ -101,6 +101,11 @@ pub struct Connection {
     burst_end_pending: bool,
     /// Sitting in the reactor's ready queue.
     pub queued: bool,
+    /// No more input is read (shutdown), though a service still producing
+    /// output (a download) runs to its end.
+    input_stopped: bool,
+    /// The cause counted when this connection closes without an error.
+    pub close_reason: CloseReason,
     pub opened: Instant,
     pub last_active: Instant,
     pub bytes_in: u64,
@@ -133,6 +138,8 @@ impl Connection {
             paused: false,
             burst_end_pending: false,
             queued: false,
+            input_stopped: false,
+            close_reason: CloseReason::Peer,
             opened: now,
             last_active: now,
             bytes_in: 0,
@@ -147,12 +154,33 @@ impl Connection {
         (self.send.capacity() / 4).max(1)
     }
 
+    /// Ends the conversation: input from now on is discarded, what is owed
+    /// is sent, then the connection closes, counted as `reason`.
+    pub fn begin_close(&mut self, reason: CloseReason) {
+        self.close_reason = reason;
+        if self.phase == Phase::Open {
+            self.phase = Phase::Flushing;
+            self.recv.clear();
+        }
+    }
+
+    /// Reads no more input, but lets a service that is producing output
+    /// finish it (shutdown: a download in progress is owed in full).
+    pub fn stop_input(&mut self) {
+        self.input_stopped = true;
+    }
+
+    /// The service has output to produce without further input.
+    pub fn is_producing(&self) -> bool {
+        self.phase == Phase::Open && self.service.is_producing()
+    }
+
     /// Whether a read now could do anything useful.
     fn wants_read(&self) -> bool {
         self.readable
             && !self.eof
             && match self.phase {
-                Phase::Open => !self.paused && !self.recv.is_full(),
+                Phase::Open => !self.input_stopped && !self.paused && !self.recv.is_full(),
                 Phase::Flushing | Phase::Draining => true,
             }
     }
@@ -241,7 +269,7 @@ impl Connection {
                 }
             }
             if self.phase == Phase::Draining && self.eof {
-                return Verdict::Close(CloseReason::Done);
+                return Verdict::Close(self.close_reason);
             }
 
             if report.bytes_in + report.bytes_out >= TURN_BUDGET {

@@ -12,7 +12,8 @@
 //!   ready queue that keeps turns fair, deadlines, closing.
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
-//! - [`sockopt`]: socket options `mio` does not expose (listen backlog).
+//! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
+//!   `SO_REUSEPORT`) and the kernel queue ioctls; every `unsafe` is here.
 //!
 //! - [`client`]: the programs on the other end: `bench`, an echo load
 //!   generator.
@@ -21,6 +22,7 @@
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
 //!   connections hold none.
 //! - [`timer`]: deadline lists with O(1) touch and expiry.
+//! - [`limits`]: admission caps, in total and per client IP.
 //! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.
@@ -30,6 +32,7 @@ pub mod buffer;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod limits;
 pub mod reactor;
 pub mod service;
 pub mod sockopt;

@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error};
 
 use tcp_reactor::client::bench::{self, BenchConfig};
+use tcp_reactor::client::get::{self, GetOptions};
+use tcp_reactor::client::interactive::{self, ClientOptions, Ended};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
-use tcp_reactor::reactor::Server;
+use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::ServiceConfig;
 use tcp_reactor::text::Encoding;
 
@@ -28,9 +30,61 @@ struct Cli {
 enum Command {
     /// Run the server: every listener on one thread.
     Serve(ServeArgs),
+    /// Interactive line client: sends each input line, shows what the
+    /// server sends as soon as it arrives.
+    Client(ClientArgs),
+    /// Download one file from a files service, with a progress bar.
+    Get(GetArgs),
     /// Load an echo server: many connections, each sending a message and
     /// waiting for it to come back, for a bounded time.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+End of input (Ctrl-D, or the end of a pipe) half-closes the connection; every
+reply still on its way is shown before the client exits.
+
+Examples:
+  tcp-reactor client 127.0.0.1:7890
+  printf 'a\\nb\\n' | tcp-reactor client 127.0.0.1:7890")]
+struct ClientArgs {
+    /// Server address, e.g. 127.0.0.1:7890.
+    addr: SocketAddr,
+
+    /// Encoding of the text on the wire (the terminal stays UTF-8).
+    #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
+    encoding: Encoding,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+The file is written under a temporary name and renamed only when every byte
+has arrived, so a failed download leaves nothing behind.
+
+Examples:
+  tcp-reactor get 127.0.0.1:8000 notes.txt
+  tcp-reactor get 127.0.0.1:8000 sub/data.bin -o /tmp/data.bin --force
+  tcp-reactor get 127.0.0.1:8000 notes.txt -o - | less")]
+struct GetArgs {
+    /// Address of a files service, e.g. 127.0.0.1:8000.
+    addr: SocketAddr,
+
+    /// File name, relative to the server's root.
+    name: String,
+
+    /// Where to save: a file, a directory, or '-' for standard output
+    /// [default: the name's last component, in the current directory].
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+
+    /// No progress bar and no summary line.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +165,36 @@ struct ServeArgs {
     #[arg(long)]
     nodelay: bool,
 
+    /// Most client connections open at once; past it a new client gets
+    /// 'ERR server full' and is closed. 0 = no cap.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_conns: usize,
+
+    /// Most connections open at once from one IP address; past it a new one
+    /// gets 'ERR too many connections from ADDR'. 0 = no cap.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_conns_per_ip: usize,
+
+    /// Close a connection after this many seconds with no byte read or
+    /// written (anything owed is flushed first). 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs_or_zero)]
+    idle_timeout: f64,
+
+    /// Short connections: close each connection once its first reply is
+    /// sent (ack: one message; echo: the first burst).
+    #[arg(long)]
+    short: bool,
+
+    /// Set SO_REUSEPORT, so several processes can listen on one port and the
+    /// kernel spreads clients between them (one process per core).
+    #[arg(long)]
+    reuse_port: bool,
+
+    /// On SIGINT/SIGTERM, how many seconds to keep flushing what clients are
+    /// owed before exiting anyway. A second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_secs_or_zero)]
+    shutdown_timeout: f64,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -152,7 +236,55 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Client(args) => client(args),
+        Command::Get(args) => get(args),
         Command::Bench(args) => bench(args),
+    }
+}
+
+fn client(args: ClientArgs) -> ExitCode {
+    let opts = ClientOptions {
+        addr: args.addr,
+        encoding: args.encoding,
+    };
+    match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
+        Ok(Ended::ServerClosed) => {
+            eprintln!("connection closed by server");
+            ExitCode::SUCCESS
+        }
+        Ok(Ended::InputEnded) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn get(args: GetArgs) -> ExitCode {
+    let opts = GetOptions {
+        output: args.output,
+        force: args.force,
+        quiet: args.quiet,
+        ..GetOptions::new(args.addr, args.name)
+    };
+    match get::get(&opts) {
+        Ok(summary) => {
+            if !args.quiet {
+                eprintln!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_secs_or_zero(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=86_400.0 * 365.0).contains(&s) => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds (0 or more)")),
     }
 }
 
@@ -234,9 +366,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         recv_buf: args.recv_buf,
         send_buf: args.send_buf,
         nodelay: args.nodelay,
+        reuse_port: args.reuse_port,
+        max_conns: (args.max_conns > 0).then_some(args.max_conns),
+        max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
+        idle_timeout: (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout)),
+        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         service: ServiceConfig {
             ack_reply,
             encoding: args.encoding,
+            short: args.short,
             root,
         },
     };
@@ -247,8 +385,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = server.handle_signals() {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Exit::Graceful) => ExitCode::SUCCESS,
+        Ok(Exit::Forced) => ExitCode::from(130),
         Err(e) => {
             error!("poll failed: {e}");
             ExitCode::FAILURE

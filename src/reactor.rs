@@ -2,46 +2,65 @@
 //! registered on it.
 //!
 //! Tokens: a connection's token is its key in the connection slab; listener
-//! tokens count down from the top of the token space, so the two never meet.
-//! This module is the only one that registers, deregisters and closes
-//! sockets. Connections are registered once for both readable and writable
-//! events (edge-triggered): what the connection does with an event depends on
-//! its own state, so pausing and resuming cost no system call.
+//! tokens count down from the top of the token space, and the signal pipe has
+//! the next one down, so none of them meet. This module is the only one that
+//! registers, deregisters and closes sockets. Connections are registered once
+//! for both readable and writable events (edge-triggered): what a connection
+//! does with an event depends on its own state, so pausing and resuming cost
+//! no system call.
 //!
 //! Fairness: a connection whose turn used up its byte budget with work left
 //! goes on the ready queue, which is served after the next poll (polled with a
 //! zero timeout while the queue is not empty). No new edge would come for it,
 //! so without the queue it would stall.
+//!
+//! Time: deadlines (idle, linger, accept back-off, shutdown) are kept in
+//! O(1) structures and the poll timeout is the nearest of them; no event
+//! scans all connections. The one scan is at shutdown, once per drain check.
 
 use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::buffer::BufPool;
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Pools, Verdict};
+use crate::connection::{Connection, Phase, Pools, Verdict};
+use crate::limits::{self, Admission};
 use crate::service::ServiceKind;
 use crate::sockopt;
-use crate::stats::{CloseReason, Stats};
+use crate::stats::{CloseReason, RefuseReason, Stats};
 use crate::timer::{DeadlineList, earliest};
 
-/// Listener `i` has token `LISTENER_TOKEN_TOP - i`.
+/// Listener `i` has token `usize::MAX - i`.
 const LISTENER_TOKEN_TOP: usize = usize::MAX;
 
-/// Most listeners one server opens; keeps listener tokens clear of slab keys.
+/// Most listeners one server opens; keeps listener tokens clear of the rest.
 pub const MAX_LISTENERS: usize = 64;
+
+/// The signal pipe's token, just below the listeners'.
+const SIGNAL_TOKEN: usize = LISTENER_TOKEN_TOP - MAX_LISTENERS;
 
 /// How long a connection whose side we shut may wait for the client to close
 /// its side before we close the socket anyway. Long enough for the last
 /// bytes in flight on any sane link; short enough that a client that never
 /// closes does not hold a slot.
 pub const LINGER: Duration = Duration::from_secs(5);
+
+/// How long accepting pauses after the process or system ran out of file
+/// descriptors or memory: long enough not to spin on a failing `accept`,
+/// short enough to take new clients soon after others leave.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// During shutdown, how often draining connections are checked for an empty
+/// kernel send queue (there is no event for it).
+const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
 /// Events fetched per poll.
 const EVENTS_CAPACITY: usize = 1024;
@@ -52,9 +71,20 @@ struct Listener {
     kind: ServiceKind,
 }
 
-/// A bound, running-ready server.
+/// How `run` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A signal asked for a stop and everything owed was flushed (or the
+    /// shutdown timeout passed).
+    Graceful,
+    /// A second signal came during the shutdown.
+    Forced,
+}
+
+/// A bound, ready-to-run server.
 pub struct Server {
     poll: Poll,
+    /// Empty once shutdown has begun.
     listeners: Vec<Listener>,
     conns: Slab<Connection>,
     pools: Pools,
@@ -62,6 +92,15 @@ pub struct Server {
     ready: VecDeque<usize>,
     /// Connections in the `Draining` phase, by when to give up waiting.
     linger: DeadlineList,
+    /// Every connection, by when it has been idle too long.
+    idle: Option<DeadlineList>,
+    admission: Admission,
+    /// Accepting is paused until then (out of descriptors or memory).
+    accept_paused_until: Option<Instant>,
+    last_accept_warning: Option<Instant>,
+    signals: Option<Signals>,
+    /// Set once a signal asked for a stop: when to give up flushing.
+    shutdown_deadline: Option<Instant>,
     config: ServerConfig,
     stats: Stats,
 }
@@ -81,7 +120,7 @@ impl Server {
         for (i, spec) in config.listeners.iter().enumerate() {
             let fail =
                 |e: io::Error| format!("cannot listen on {} ({}): {e}", spec.addr, spec.service);
-            let mut socket = sockopt::listener(spec.addr).map_err(fail)?;
+            let mut socket = sockopt::listener(spec.addr, config.reuse_port).map_err(fail)?;
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
                 .register(
@@ -107,9 +146,26 @@ impl Server {
             },
             ready: VecDeque::new(),
             linger: DeadlineList::new(LINGER),
+            idle: config.idle_timeout.map(DeadlineList::new),
+            admission: Admission::new(config.max_conns, config.max_conns_per_ip),
+            accept_paused_until: None,
+            last_accept_warning: None,
+            signals: None,
+            shutdown_deadline: None,
             config,
             stats: Stats::default(),
         })
+    }
+
+    /// Makes SIGINT and SIGTERM start a graceful shutdown (and a second one
+    /// end the process at once), delivered through the poll loop.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        self.poll
+            .registry()
+            .register(&mut signals, Token(SIGNAL_TOKEN), Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
     }
 
     /// The bound addresses, with their services, in `--listen` order.
@@ -122,12 +178,12 @@ impl Server {
         &self.stats
     }
 
-    /// Serves until an unrecoverable poll error.
-    pub fn run(&mut self) -> io::Result<()> {
+    /// Serves until a signal stops it, or an unrecoverable poll error.
+    pub fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = if self.ready.is_empty() {
-                earliest([self.linger.next_deadline()])
+                self.next_deadline()
                     .map(|d| d.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -140,8 +196,19 @@ impl Server {
             let now = Instant::now();
             for event in events.iter() {
                 let token = event.token().0;
-                if token > LISTENER_TOKEN_TOP - MAX_LISTENERS {
+                if token > SIGNAL_TOKEN {
                     self.accept(LISTENER_TOKEN_TOP - token, now);
+                    continue;
+                }
+                if token == SIGNAL_TOKEN {
+                    if self.take_signals() {
+                        if self.shutdown_deadline.is_some() {
+                            warn!("second signal: exiting now");
+                            info!("{}", self.stats.summary());
+                            return Ok(Exit::Forced);
+                        }
+                        self.begin_shutdown(now);
+                    }
                     continue;
                 }
                 let Some(conn) = self.conns.get_mut(token) else {
@@ -172,13 +239,50 @@ impl Server {
                     self.drive(key, now);
                 }
             }
+            if let Some(deadline) = self.shutdown_deadline
+                && self.shutdown_step(now, deadline)
+            {
+                info!("{}", self.stats.summary());
+                return Ok(Exit::Graceful);
+            }
         }
     }
 
-    /// Accepts every pending connection on listener `index`.
+    fn next_deadline(&self) -> Option<Instant> {
+        let drain_check = self
+            .shutdown_deadline
+            .map(|d| d.min(Instant::now() + DRAIN_CHECK));
+        earliest([
+            self.linger.next_deadline(),
+            self.idle.as_ref().and_then(|l| l.next_deadline()),
+            self.accept_paused_until,
+            drain_check,
+        ])
+    }
+
+    /// Drains the signal pipe; true if SIGINT or SIGTERM arrived.
+    fn take_signals(&mut self) -> bool {
+        let Some(signals) = &mut self.signals else {
+            return false;
+        };
+        let mut stop = false;
+        for signal in signals.pending() {
+            info!("received signal {signal}");
+            stop = true;
+        }
+        stop
+    }
+
+    /// Accepts every pending connection on listener `index`, unless
+    /// accepting is paused.
     fn accept(&mut self, index: usize, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
         loop {
-            let listener = &self.listeners[index];
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
             match listener.socket.accept() {
                 Ok((socket, peer)) => {
                     let kind = listener.kind;
@@ -190,10 +294,28 @@ impl Server {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                        io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => {
-                    warn!("accept on {} failed: {e}", listener.addr);
+                    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+                    // ENOMEM), or anything unexpected: retrying at once would
+                    // spin, so pause; the connections already open go on.
+                    // Clients left in the backlog raise no new edge, so the
+                    // back-off's end accepts by itself (see `expire`).
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                    {
+                        self.last_accept_warning = Some(now);
+                        warn!(
+                            "accept on {} failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({} connections open)",
+                            listener.addr,
+                            self.conns.len()
+                        );
+                    }
                     return;
                 }
             }
@@ -201,6 +323,16 @@ impl Server {
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, kind: ServiceKind, now: Instant) {
+        if let Err(refusal) = self.admission.admit(peer.ip()) {
+            let reason = match refusal {
+                limits::Refusal::Full => RefuseReason::Full,
+                limits::Refusal::PerIp(_) => RefuseReason::PerIp,
+            };
+            self.stats.refused(kind, reason);
+            warn!("{peer} ({kind}): refused: {refusal}");
+            refuse(&mut socket, &refusal.to_string());
+            return;
+        }
         if self.config.nodelay
             && let Err(e) = socket.set_nodelay(true)
         {
@@ -208,18 +340,20 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        if key > LISTENER_TOKEN_TOP - MAX_LISTENERS {
+        let registered = if key >= SIGNAL_TOKEN {
             // Unreachable in practice (it needs ~2^64 connections), but a
             // token collision would be silent, so refuse loudly instead.
-            warn!("{peer}: connection table full");
-            return;
-        }
-        if let Err(e) = self.poll.registry().register(
-            &mut socket,
-            Token(key),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+            Err(io::Error::other("connection table full"))
+        } else {
+            self.poll.registry().register(
+                &mut socket,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        };
+        if let Err(e) = registered {
             warn!("{peer}: cannot register connection: {e}");
+            self.admission.release(peer.ip());
             return;
         }
         debug!("conn {key} {peer} ({kind}): opened");
@@ -231,6 +365,9 @@ impl Server {
             self.config.send_buf,
             now,
         ));
+        if let Some(idle) = &mut self.idle {
+            idle.touch(key, now);
+        }
         self.stats.opened(kind);
     }
 
@@ -243,6 +380,11 @@ impl Server {
         let counters = self.stats.service(conn.kind);
         counters.bytes_in += report.bytes_in as u64;
         counters.bytes_out += report.bytes_out as u64;
+        if report.bytes_in + report.bytes_out > 0
+            && let Some(idle) = &mut self.idle
+        {
+            idle.touch(key, now);
+        }
         match report.next {
             Verdict::Wait => {}
             Verdict::Requeue => {
@@ -260,12 +402,89 @@ impl Server {
         }
     }
 
-    /// Closes connections whose deadlines have passed.
+    /// Acts on every deadline that has passed.
     fn expire(&mut self, now: Instant) {
         while let Some(key) = self.linger.pop_expired(now) {
             debug!("conn {key}: client did not close within {LINGER:?}");
-            self.close(key, CloseReason::Done);
+            let reason = self
+                .conns
+                .get(key)
+                .map_or(CloseReason::Peer, |c| c.close_reason);
+            self.close(key, reason);
         }
+        while let Some(key) = self.idle.as_mut().and_then(|l| l.pop_expired(now)) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            debug!("conn {key} {}: idle, closing", conn.peer);
+            if conn.phase == Phase::Open {
+                // Flush what is owed, then close; the linger bounds how long
+                // that may take for a client that reads nothing.
+                conn.begin_close(CloseReason::Idle);
+                self.linger.touch(key, now);
+                self.drive(key, now);
+            } else {
+                self.close(key, CloseReason::Idle);
+            }
+        }
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            for index in 0..self.listeners.len() {
+                self.accept(index, now);
+            }
+        }
+    }
+
+    /// Stops accepting, ends every conversation that is not owed a download
+    /// in progress, and starts the clock on flushing.
+    fn begin_shutdown(&mut self, now: Instant) {
+        let timeout = self.config.shutdown_timeout;
+        info!(
+            "shutting down: {} connections to flush, for at most {timeout:?}",
+            self.conns.len()
+        );
+        self.shutdown_deadline = Some(now + timeout);
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        self.accept_paused_until = None;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.is_producing() {
+                conn.stop_input();
+            } else {
+                conn.begin_close(CloseReason::Shutdown);
+            }
+            self.drive(key, now);
+        }
+    }
+
+    /// One shutdown check: closes the connections whose last bytes the
+    /// client has acknowledged, or all of them once `deadline` passes.
+    /// True when none is left.
+    fn shutdown_step(&mut self, now: Instant, deadline: Instant) -> bool {
+        let past = now >= deadline;
+        let done: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                past || (c.phase == Phase::Draining
+                    && sockopt::send_queue(&c.socket).is_ok_and(|q| q == 0))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        if past && !done.is_empty() {
+            warn!(
+                "shutdown timeout: closing {} connections still owed bytes",
+                done.len()
+            );
+        }
+        for key in done {
+            let reason = self.conns[key].close_reason;
+            self.close(key, reason);
+        }
+        self.conns.is_empty()
     }
 
     fn close(&mut self, key: usize, reason: CloseReason) {
@@ -273,6 +492,10 @@ impl Server {
             return;
         };
         self.linger.remove(key);
+        if let Some(idle) = &mut self.idle {
+            idle.remove(key);
+        }
+        self.admission.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("conn {key}: deregister failed: {e}");
         }
@@ -290,4 +513,19 @@ impl Server {
             conn.opened.elapsed()
         );
     }
+}
+
+/// Tells a client it is refused, then closes. What it already sent is read
+/// and dropped first, so the close is not a reset that destroys the line.
+fn refuse(socket: &mut TcpStream, line: &str) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match socket.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    // A fresh socket's send queue is empty: this write does not block.
+    let _ = socket.write_all(format!("{line}\n").as_bytes());
+    let _ = socket.shutdown(Shutdown::Write);
 }

@@ -8,19 +8,35 @@ use crate::service::ServiceKind;
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The protocol finished: the client half-closed, or asked to end.
-    Done,
-    /// A socket error, such as a reset by the peer.
+    /// The conversation ended normally: the client closed its side, said
+    /// `exit`, or its download was sent in full.
+    Peer,
+    /// No byte moved for `--idle-timeout`.
+    Idle,
+    /// A socket error, such as a reset by the client.
     Error,
+    /// A limit ended it: a receiver too slow for its send buffer.
+    Limit,
+    /// The server was shutting down.
+    Shutdown,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 2] = [CloseReason::Done, CloseReason::Error];
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Peer,
+        CloseReason::Idle,
+        CloseReason::Error,
+        CloseReason::Limit,
+        CloseReason::Shutdown,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            CloseReason::Done => "done",
+            CloseReason::Peer => "peer",
+            CloseReason::Idle => "idle",
             CloseReason::Error => "error",
+            CloseReason::Limit => "limit",
+            CloseReason::Shutdown => "shutdown",
         }
     }
 }
@@ -31,11 +47,32 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Why a connection was turned away at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// `--max-conns` reached.
+    Full,
+    /// `--max-conns-per-ip` reached.
+    PerIp,
+}
+
+impl RefuseReason {
+    pub const ALL: [RefuseReason; 2] = [RefuseReason::Full, RefuseReason::PerIp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RefuseReason::Full => "full",
+            RefuseReason::PerIp => "per-ip",
+        }
+    }
+}
+
 /// Counters for one service.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceStats {
     pub accepted: u64,
     pub active: u64,
+    pub refused: [u64; RefuseReason::ALL.len()],
     pub closed: [u64; CloseReason::ALL.len()],
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -58,6 +95,10 @@ impl Stats {
         s.active += 1;
     }
 
+    pub fn refused(&mut self, kind: ServiceKind, reason: RefuseReason) {
+        self.service(kind).refused[reason as usize] += 1;
+    }
+
     pub fn closed(&mut self, kind: ServiceKind, reason: CloseReason) {
         let s = self.service(kind);
         s.active -= 1;
@@ -70,6 +111,9 @@ impl Stats {
         for s in &self.services {
             t.accepted += s.accepted;
             t.active += s.active;
+            for (sum, n) in t.refused.iter_mut().zip(s.refused) {
+                *sum += n;
+            }
             for (sum, n) in t.closed.iter_mut().zip(s.closed) {
                 *sum += n;
             }
@@ -86,10 +130,12 @@ impl Stats {
             .iter()
             .map(|r| format!("{} {}", r.name(), t.closed[*r as usize]))
             .collect();
+        let refused: u64 = t.refused.iter().sum();
         format!(
-            "served {} connections ({} still open), {} bytes in, {} bytes out; closed: {}",
+            "served {} connections ({} still open, {} refused), {} bytes in, {} bytes out; closed: {}",
             t.accepted,
             t.active,
+            refused,
             t.bytes_in,
             t.bytes_out,
             closed.join(", ")
@@ -115,10 +161,12 @@ mod tests {
             (2, 1, 10, 5)
         );
         assert_eq!(t.closed[CloseReason::Error as usize], 1);
+        stats.refused(ServiceKind::Ack, RefuseReason::PerIp);
+        assert_eq!(stats.total().refused, [0, 1]);
         assert!(
             stats
                 .summary()
-                .contains("served 2 connections (1 still open)")
+                .contains("served 2 connections (1 still open, 1 refused)")
         );
     }
 }

@@ -254,3 +254,123 @@ fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
         b"ERR not found\n"
     );
 }
+
+/// Runs the binary with `args` and `stdin`, bounded by `support::WAIT`.
+fn run_binary(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(support::binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx.recv_timeout(support::WAIT).unwrap_or_else(|_| {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        panic!("{args:?} did not finish within {:?}", support::WAIT)
+    });
+    feeder.join().unwrap();
+    output.expect("collect output")
+}
+
+#[test]
+fn the_get_client_downloads_from_the_real_service() {
+    let root = TempDir::new("get-real");
+    let work = TempDir::new("get-real-cwd");
+    let body = pattern_bytes(3_000_000);
+    fs::create_dir(root.path().join("sub")).unwrap();
+    fs::write(root.path().join("sub/data.bin"), &body).unwrap();
+    let server = files_server(&root, &[]);
+    let addr = server.addr("files").to_string();
+
+    let out = run_binary(&["get", &addr, "sub/data.bin", "-q"], b"", work.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(fs::read(work.path().join("data.bin")).unwrap() == body);
+
+    // No overwrite without --force, and the file is left as it was.
+    fs::write(work.path().join("data.bin"), b"mine").unwrap();
+    let out = run_binary(&["get", &addr, "sub/data.bin"], b"", work.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert_eq!(fs::read(work.path().join("data.bin")).unwrap(), b"mine");
+    let out = run_binary(
+        &["get", &addr, "sub/data.bin", "--force", "-q"],
+        b"",
+        work.path(),
+    );
+    assert!(out.status.success());
+    assert!(fs::read(work.path().join("data.bin")).unwrap() == body);
+
+    // To standard output.
+    let out = run_binary(&["get", &addr, "sub/data.bin", "-o", "-"], b"", work.path());
+    assert!(out.status.success());
+    assert!(out.stdout == body);
+
+    // A refusal from the server: one line naming the reason, nothing saved.
+    let out = run_binary(&["get", &addr, "../etc/passwd"], b"", work.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("outside the root"), "{stderr}");
+    assert!(!work.path().join("passwd").exists());
+    let names: Vec<_> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("data.bin")],
+        "no temporary files left"
+    );
+}
+
+#[test]
+fn the_interactive_client_works_in_a_pipe_and_reports_refusal() {
+    let server = Server::start(&["-l", "127.0.0.1:0=ack", "--reply", "ok"]);
+    let cwd = std::env::temp_dir();
+    let addr = server.addr("ack").to_string();
+    let out = run_binary(&["client", &addr], b"a\nb\n", &cwd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"ok\nok\n");
+
+    let gbk = Server::start(&["-l", "127.0.0.1:0=ack", "--encoding", "gbk"]);
+    let addr = gbk.addr("ack").to_string();
+    let out = run_binary(
+        &["client", &addr, "--encoding", "gbk"],
+        "你好\nexit\n".as_bytes(),
+        &cwd,
+    );
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "收到请求\n");
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = run_binary(&["client", &closed], b"a\n", &cwd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+}

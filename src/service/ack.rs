@@ -96,6 +96,9 @@ impl Ack {
             }
             let written = io.write(&config.ack_reply) + io.write(b"\n");
             debug_assert_eq!(written, reply_len, "room was checked above");
+            if config.short {
+                return Outcome::close_after_flush();
+            }
         }
         if io.eof && io.input.is_empty() {
             return Outcome::close_after_flush();
@@ -212,6 +215,15 @@ mod tests {
         assert!(bare.closed);
         let crlf = ack(&[b"exit\r\n"], false, false);
         assert!(crlf.closed);
+    }
+
+    #[test]
+    fn short_connections_close_after_the_first_reply() {
+        let mut short = config();
+        short.short = true;
+        let out = run(ServiceKind::Ack, &short, &[b"a\nb\n"], false, false, 64, 16);
+        assert_eq!(out.output, b"ok\n");
+        assert!(out.closed);
     }
 
     #[test]

@@ -1,19 +1,24 @@
 //! The echo service: every byte back, in order, exactly once. No I/O here.
 
-use super::{Io, Outcome};
+use super::{Io, Outcome, ServiceConfig};
 
-/// Echo keeps no state: whatever is in the receive buffer goes to the send
-/// buffer as room allows.
+/// Whatever is in the receive buffer goes to the send buffer as room allows.
 #[derive(Debug, Default)]
-pub struct Echo;
+pub struct Echo {
+    /// A burst has ended: with `--short`, the connection closes once it has
+    /// been echoed.
+    burst_seen: bool,
+}
 
 impl Echo {
     /// Moves input to output; closes once the client has half-closed and
-    /// everything it sent has been moved.
-    pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
+    /// everything it sent has been moved (or, with `--short`, once its first
+    /// burst has been).
+    pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
+        self.burst_seen |= io.burst_end;
         io.transfer();
         if io.input.is_empty() {
-            if io.eof {
+            if io.eof || (config.short && self.burst_seen) {
                 return Outcome::close_after_flush();
             }
             Outcome::proceed(false)
@@ -58,6 +63,23 @@ mod tests {
             );
             assert_eq!(split.output, message, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn short_connections_close_after_the_first_burst() {
+        let mut short = config();
+        short.short = true;
+        let out = run(
+            ServiceKind::Echo,
+            &short,
+            &[b"abc", b"def"],
+            true,
+            false,
+            64,
+            64,
+        );
+        assert_eq!(out.output, b"abc");
+        assert!(out.closed);
     }
 
     #[test]

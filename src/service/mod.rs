@@ -74,6 +74,8 @@ pub struct ServiceConfig {
     pub ack_reply: Vec<u8>,
     /// How client text is decoded for logs.
     pub encoding: Encoding,
+    /// Short connections (`--short`): close once the first reply is sent.
+    pub short: bool,
     /// The files service's root, canonical (absolute, no symlinks), so a
     /// resolved name is inside it exactly when it starts with it.
     pub root: PathBuf,
@@ -91,7 +93,7 @@ impl Service {
     /// Fresh state for a new connection to a `kind` listener.
     pub fn new(kind: ServiceKind) -> Service {
         match kind {
-            ServiceKind::Echo => Service::Echo(echo::Echo),
+            ServiceKind::Echo => Service::Echo(echo::Echo::default()),
             ServiceKind::Ack => Service::Ack(ack::Ack::default()),
             ServiceKind::Files => Service::Files(files::Files::default()),
         }
@@ -110,7 +112,7 @@ impl Service {
     /// Consumes input and produces output as far as both allow.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
         match self {
-            Service::Echo(s) => s.process(io),
+            Service::Echo(s) => s.process(io, config),
             Service::Ack(s) => s.process(io, config),
             Service::Files(s) => s.process(io, config),
         }
@@ -241,6 +243,7 @@ pub(crate) mod testing {
         ServiceConfig {
             ack_reply: b"ok".to_vec(),
             encoding: Encoding::Utf8,
+            short: false,
             root: root.to_path_buf(),
         }
     }

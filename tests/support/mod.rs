@@ -30,11 +30,25 @@ impl Server {
     /// Starts `serve` with `args`, and waits until every listener has logged
     /// its address. Use port 0 in every `--listen`.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_under(&[], args)
+    }
+
+    /// As [`Server::start`], run under `wrapper` (a command and its
+    /// arguments that ends by running the rest, such as `prlimit ... --`).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
         let listeners = args
             .iter()
             .filter(|a| **a == "-l" || **a == "--listen")
             .count();
-        let mut child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .arg("serve")
             .args(args)
             .stdin(Stdio::null())
@@ -126,6 +140,20 @@ impl Server {
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// CPU time (user + system) the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc stat");
+        // The fields after the parenthesised command name; utime and stime
+        // are fields 14 and 15 of the line, in clock ticks (100 a second).
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        Duration::from_millis((fields[11] + fields[12]) * 10)
     }
 
     /// Panics if the server has exited (it must survive every client).

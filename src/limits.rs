@@ -1,0 +1,151 @@
+//! Admission: caps on open client connections, in total and per client IP.
+//!
+//! The notes say a server holding long connections may cap how many one
+//! client holds; the total cap keeps file descriptors and buffer memory for
+//! the clients already connected. Pure: no I/O here.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Why a new connection is turned away. `Display` is the line sent to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-conns` reached.
+    Full,
+    /// `--max-conns-per-ip` reached for this address.
+    PerIp(IpAddr),
+}
+
+impl Refusal {
+    /// A short name for counters.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Refusal::Full => "full",
+            Refusal::PerIp(_) => "per-ip",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Full => f.write_str("ERR server full"),
+            Refusal::PerIp(ip) => write!(f, "ERR too many connections from {ip}"),
+        }
+    }
+}
+
+/// Counts open connections and decides on new ones.
+///
+/// Invariant: `per_ip` holds exactly the addresses with at least one open
+/// connection, with their counts, and `total` is the sum of the counts. An
+/// address's entry is removed when its count falls to zero, so the map is
+/// bounded by the open connections, not by every address ever seen.
+#[derive(Debug, Default)]
+pub struct Admission {
+    max_total: Option<usize>,
+    max_per_ip: Option<usize>,
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    /// Caps, `None` for no cap.
+    pub fn new(max_total: Option<usize>, max_per_ip: Option<usize>) -> Admission {
+        Admission {
+            max_total,
+            max_per_ip,
+            ..Admission::default()
+        }
+    }
+
+    /// Admits a connection from `ip` and counts it, or says why not.
+    pub fn admit(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.max_total.is_some_and(|max| self.total >= max) {
+            return Err(Refusal::Full);
+        }
+        let count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        if self.max_per_ip.is_some_and(|max| count >= max) {
+            return Err(Refusal::PerIp(ip));
+        }
+        self.per_ip.insert(ip, count + 1);
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Forgets one admitted connection from `ip`.
+    pub fn release(&mut self, ip: IpAddr) {
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count -= 1;
+            self.total -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Open connections counted.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn without_caps_everyone_is_admitted() {
+        let mut a = Admission::new(None, None);
+        for _ in 0..1000 {
+            a.admit(ip(1)).unwrap();
+        }
+        assert_eq!(a.total(), 1000);
+    }
+
+    #[test]
+    fn the_total_cap_refuses_past_n_and_frees_on_release() {
+        let mut a = Admission::new(Some(2), None);
+        a.admit(ip(1)).unwrap();
+        a.admit(ip(2)).unwrap();
+        assert_eq!(a.admit(ip(3)), Err(Refusal::Full));
+        a.release(ip(1));
+        a.admit(ip(3)).unwrap();
+        assert_eq!(Refusal::Full.to_string(), "ERR server full");
+    }
+
+    #[test]
+    fn the_per_ip_cap_counts_each_address_apart() {
+        let mut a = Admission::new(None, Some(2));
+        a.admit(ip(1)).unwrap();
+        a.admit(ip(1)).unwrap();
+        assert_eq!(a.admit(ip(1)), Err(Refusal::PerIp(ip(1))));
+        a.admit(ip(2)).unwrap();
+        a.release(ip(1));
+        a.admit(ip(1)).unwrap();
+        assert_eq!(
+            Refusal::PerIp(ip(1)).to_string(),
+            "ERR too many connections from 127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn released_addresses_leave_no_entry() {
+        let mut a = Admission::new(None, Some(5));
+        for last in 0..=255 {
+            a.admit(ip(last)).unwrap();
+        }
+        for last in 0..=255 {
+            a.release(ip(last));
+        }
+        assert_eq!(a.total(), 0);
+        assert!(a.per_ip.is_empty());
+        a.release(ip(9)); // unknown: ignored
+        assert_eq!(a.total(), 0);
+    }
+}

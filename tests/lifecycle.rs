@@ -1,0 +1,293 @@
+//! Integration tests of the connection lifecycle: idle timeouts, admission
+//! caps, short connections, running out of file descriptors, and graceful
+//! shutdown on a signal.
+
+mod support;
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Pattern, Server, TempDir, WAIT, connect, read_exact, read_to_end, write_pattern};
+
+fn echo_once(stream: &mut TcpStream, text: &[u8]) {
+    stream.write_all(text).unwrap();
+    assert_eq!(read_exact(stream, text.len()), text);
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_timeout_and_an_active_one_kept() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "--idle-timeout", "1", "-v"]);
+    let addr = server.addr("echo");
+    let started = Instant::now();
+    let mut idle = connect(addr);
+    let mut active = connect(addr);
+    // The active client talks every 200 ms for 3 s: five times per timeout.
+    while started.elapsed() < Duration::from_secs(3) {
+        echo_once(&mut active, b"tick");
+        thread::sleep(Duration::from_millis(200));
+    }
+    // The idle one was closed meanwhile (it sees end of stream, not a reset).
+    assert_eq!(read_to_end(&mut idle), b"");
+    echo_once(&mut active, b"still open");
+    // Once quiet, the active one goes the same way, no sooner than 1 s.
+    let quiet = Instant::now();
+    assert_eq!(read_to_end(&mut active), b"");
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        quiet.elapsed()
+    );
+    assert!(server.wait_for_log("closed (idle)"));
+}
+
+#[test]
+fn past_max_conns_a_new_client_gets_err_server_full() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "--max-conns", "3"]);
+    let addr = server.addr("echo");
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    for s in &mut open {
+        echo_once(s, b"in");
+    }
+    let mut extra = connect(addr);
+    assert_eq!(read_to_end(&mut extra), b"ERR server full\n");
+    for s in &mut open {
+        echo_once(s, b"unaffected");
+    }
+    // A slot freed is a slot taken again.
+    drop(open.pop());
+    let mut next = connect(addr);
+    // The close of the dropped one may still be in flight: retry briefly.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        next.write_all(b"x").unwrap();
+        let mut b = [0u8; 32];
+        let n = next.read(&mut b).unwrap();
+        if &b[..n] == b"x" {
+            break;
+        }
+        assert_eq!(&b[..n], b"ERR server full\n");
+        assert!(Instant::now() < deadline, "slot never freed");
+        next = connect(addr);
+    }
+}
+
+fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&local.parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect_timeout(&addr.into(), WAIT).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+#[test]
+fn past_max_conns_per_ip_that_address_is_refused_and_others_are_not() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "--max-conns-per-ip", "2"]);
+    let addr = server.addr("echo");
+    let mut a1 = connect_from("127.0.0.1:0", addr);
+    let mut a2 = connect_from("127.0.0.1:0", addr);
+    echo_once(&mut a1, b"1");
+    echo_once(&mut a2, b"2");
+    let mut a3 = connect_from("127.0.0.1:0", addr);
+    assert_eq!(
+        read_to_end(&mut a3),
+        b"ERR too many connections from 127.0.0.1\n"
+    );
+    let mut b1 = connect_from("127.0.0.2:0", addr);
+    echo_once(&mut b1, b"other address");
+    echo_once(&mut a1, b"unaffected");
+}
+
+#[test]
+fn short_connections_close_after_the_first_reply() {
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=ack",
+        "-l",
+        "127.0.0.1:0=echo",
+        "--short",
+        "--reply",
+        "ok",
+    ]);
+    let mut ack = connect(server.addr("ack"));
+    ack.write_all(b"first\nsecond\n").unwrap();
+    assert_eq!(read_to_end(&mut ack), b"ok\n");
+    // The notes' way: one message, no newline, then wait for the answer.
+    let mut ack = connect(server.addr("ack"));
+    ack.write_all(b"hello").unwrap();
+    assert_eq!(read_to_end(&mut ack), b"ok\n");
+    let mut echo = connect(server.addr("echo"));
+    echo.write_all(b"hello").unwrap();
+    assert_eq!(read_to_end(&mut echo), b"hello");
+
+    // Without --short the same conversation stays open.
+    let long = Server::start(&["-l", "127.0.0.1:0=ack", "--reply", "ok"]);
+    let mut ack = connect(long.addr("ack"));
+    ack.write_all(b"first\nsecond\n").unwrap();
+    assert_eq!(read_exact(&mut ack, 6), b"ok\nok\n");
+    ack.write_all(b"third\n").unwrap();
+    assert_eq!(read_exact(&mut ack, 3), b"ok\n");
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_keeps_serving_and_recovers() {
+    let mut server = Server::start_under(
+        &["prlimit", "--nofile=64:64", "--"],
+        &["-l", "127.0.0.1:0=echo"],
+    );
+    let addr = server.addr("echo");
+    let mut first: Vec<TcpStream> = (0..10).map(|_| connect(addr)).collect();
+    for s in &mut first {
+        echo_once(s, b"before");
+    }
+    // 200 more: the kernel completes every handshake (the backlog is deep),
+    // but the server can accept only as many as it has descriptors for.
+    let mut crowd: Vec<TcpStream> = (0..200).map(|_| connect(addr)).collect();
+    for s in &mut crowd {
+        s.write_all(b"q").unwrap();
+    }
+    assert!(
+        server.wait_for_log("pausing accepts"),
+        "log: {:?}",
+        server.log()
+    );
+    // Those already connected are served as before.
+    for s in &mut first {
+        echo_once(s, b"during");
+    }
+    // Saturated, it must not spin: measure its CPU over two seconds.
+    let cpu_before = server.cpu_time();
+    let window = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    let cpu = server.cpu_time() - cpu_before;
+    assert!(
+        cpu < window.elapsed() / 4,
+        "server used {cpu:?} of CPU in {:?} while out of descriptors",
+        window.elapsed()
+    );
+    let warnings = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("pausing accepts"))
+        .count();
+    assert!(
+        warnings <= 5,
+        "{warnings} warnings in about 2 s: not rate-limited"
+    );
+    // Clients leave; the ones still waiting in the backlog get served.
+    let waiting = crowd.split_off(170);
+    drop(crowd);
+    for (i, mut s) in waiting.into_iter().enumerate() {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)
+            .unwrap_or_else(|e| panic!("backlog client {i} never served: {e}"));
+        assert_eq!(&b, b"q");
+    }
+    server.assert_alive();
+}
+
+#[test]
+fn sigterm_flushes_a_50_mb_download_in_progress_then_exits_0() {
+    const SIZE: usize = 50_000_000;
+    let root = TempDir::new("shutdown");
+    let pattern = Pattern::new();
+    let mut body = Vec::with_capacity(SIZE);
+    while body.len() < SIZE {
+        let n = (SIZE - body.len()).min(60_000);
+        body.extend_from_slice(pattern.slice(body.len() as u64, n));
+    }
+    fs::write(root.path().join("big.bin"), &body).unwrap();
+    let mut server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=files",
+        "-l",
+        "127.0.0.1:0=echo",
+        "--root",
+        root.arg(),
+        "--shutdown-timeout",
+        "20",
+    ]);
+    let files = server.addr("files");
+    let mut download = connect(files);
+    download.write_all(b"GET big.bin\n").unwrap();
+    let header = format!("OK {SIZE}\n");
+    assert_eq!(read_exact(&mut download, header.len()), header.as_bytes());
+    let mut got = read_exact(&mut download, 1000);
+
+    // An echo client owed what it sent, which it has not read yet.
+    let mut echo = connect(server.addr("echo"));
+    write_pattern(&mut echo, &pattern, 100_000);
+    echo.shutdown(Shutdown::Write).unwrap();
+
+    // The signal arrives while nearly all 50 MB are still owed.
+    let pid = server.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(server.wait_for_log("shutting down"));
+    // No new clients once the listeners are closed.
+    let refused = TcpStream::connect_timeout(&files, Duration::from_secs(2));
+    assert!(refused.is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused));
+
+    download
+        .read_to_end(&mut got)
+        .expect("the download ends cleanly");
+    assert_eq!(got.len(), SIZE, "bytes received after the signal");
+    assert!(got == body, "downloaded bytes differ");
+    let echoed = read_to_end(&mut echo);
+    assert_eq!(echoed.len(), 100_000);
+    assert!(pattern.matches(0, &echoed));
+
+    let status = server.signal_and_wait("0");
+    assert_eq!(status.code(), Some(0), "log: {:?}", server.log());
+    assert!(
+        server.wait_for_log("served 2 connections"),
+        "log: {:?}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&["-l", "127.0.0.1:0=echo", "--shutdown-timeout", "60"]);
+    // A client that owes nothing but never closes keeps the shutdown waiting.
+    let mut hog = connect(server.addr("echo"));
+    let mut filler = vec![0u8; 1 << 20];
+    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    while hog.write(&filler).is_ok() {}
+    filler.clear();
+    let pid = server.pid().to_string();
+    let kill = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+    };
+    kill("-INT");
+    assert!(server.wait_for_log("shutting down"));
+    let started = Instant::now();
+    kill("-INT");
+    let status = server.signal_and_wait("0");
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        exchange_refused(server.addr("echo")),
+        ErrorKind::ConnectionRefused
+    );
+}
+
+fn exchange_refused(addr: SocketAddr) -> ErrorKind {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(|_| ())
+        .unwrap_err()
+        .kind()
+}
