@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #
-# Netcat tests of the echo and ack services and of `serve`'s command-line
+# Netcat tests of the echo, ack and files services and of `serve`'s command-line
 # errors, against servers this script starts itself on loopback port 0.
 # Outputs are checked byte for byte.
 #
@@ -133,6 +133,35 @@ printf 'hello' | nc_send $LOCAL "$ECHO" >"$TMP/hello-after"
 check_bytes "echo: still answers after hostile input" 'hello' "$TMP/hello-after"
 printf 'still there?\n' | nc_send $LOCAL "$ACK" >"$TMP/ack-after"
 check_bytes "ack: still answers after hostile input" "$REPLY" "$TMP/ack-after"
+
+echo "# files"
+
+ROOT=$TMP/root
+mkdir -p "$ROOT/sub"
+printf 'hello notes\n' >"$ROOT/notes.txt"
+head -c 2M /dev/urandom >"$ROOT/sub/data.bin"
+ln -s /etc/passwd "$ROOT/escape"
+start_server -l "$LOCAL:0=files" --root "$ROOT"
+FILES=$(port_of files)
+
+printf 'GET notes.txt\n' | nc_send $LOCAL "$FILES" >"$TMP/get"
+check_bytes "files: GET answers OK <size> then the bytes" $'OK 12\nhello notes\n' "$TMP/get"
+
+# The notes' download client: the bare name, no newline and no half-close
+# (stdin stays open a while), then read to the end.
+(printf 'sub/data.bin'; sleep 1) | timeout 10 nc $LOCAL "$FILES" >"$TMP/bare"
+check "files: nc exits normally after a bare-name download" 0 $?
+check_file "files: the bare download is byte-identical" "$ROOT/sub/data.bin" "$TMP/bare"
+
+printf 'LIST\n' | nc_send $LOCAL "$FILES" >"$TMP/list"
+check_bytes "files: LIST names the regular files" $'notes.txt\nsub/data.bin\n' "$TMP/list"
+
+for name in escape ../notes.txt /etc/passwd sub; do
+    printf 'GET %s\n' "$name" | nc_send $LOCAL "$FILES" >"$TMP/refused"
+    check_match "files: GET $name is refused with ERR" '^ERR ' "$TMP/refused"
+    printf '%s\n' "$name" | nc_send $LOCAL "$FILES" >"$TMP/refused-bare"
+    check_bytes "files: bare $name gets no bytes" '' "$TMP/refused-bare"
+done
 
 echo "# command line"
 
