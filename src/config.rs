@@ -26,6 +26,10 @@ pub struct ServerConfig {
     pub nodelay: bool,
     /// SO_REUSEPORT on listeners.
     pub reuse_port: bool,
+    /// SO_RCVBUF / SO_SNDBUF for accepted sockets (`--so-rcvbuf`,
+    /// `--so-sndbuf`); `None` leaves the kernel's autotuning alone.
+    pub so_rcvbuf: Option<usize>,
+    pub so_sndbuf: Option<usize>,
     /// Most open client connections (`--max-conns`), `None` for no cap.
     pub max_conns: Option<usize>,
     /// Most open connections from one IP (`--max-conns-per-ip`).

@@ -20,7 +20,7 @@ use log::{debug, trace};
 use mio::net::TcpStream;
 
 use crate::buffer::{BufPool, ByteBuf};
-use crate::service::{Io, Next, Service, ServiceConfig, ServiceKind};
+use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind};
 use crate::stats::CloseReason;
 
 /// Bytes a connection may read plus write in one turn. Past it the connection
@@ -42,11 +42,11 @@ pub enum Phase {
     /// Reading requests and answering them.
     Open,
     /// The service is finished: input is discarded, what is owed is sent.
-    Flushing,
+    Draining,
     /// Everything was sent and our side is shut: waiting for the client to
     /// close its side, so that closing the socket cannot turn late input into
     /// a reset that destroys replies still in flight.
-    Draining,
+    Closing,
 }
 
 /// What the reactor should do with a connection after its turn.
@@ -106,6 +106,8 @@ pub struct Connection {
     input_stopped: bool,
     /// The cause counted when this connection closes without an error.
     pub close_reason: CloseReason,
+    /// Requests from the service to the reactor, taken after each turn.
+    effects: Vec<Effect>,
     pub opened: Instant,
     pub last_active: Instant,
     pub bytes_in: u64,
@@ -140,6 +142,7 @@ impl Connection {
             queued: false,
             input_stopped: false,
             close_reason: CloseReason::Peer,
+            effects: Vec::new(),
             opened: now,
             last_active: now,
             bytes_in: 0,
@@ -159,7 +162,7 @@ impl Connection {
     pub fn begin_close(&mut self, reason: CloseReason) {
         self.close_reason = reason;
         if self.phase == Phase::Open {
-            self.phase = Phase::Flushing;
+            self.phase = Phase::Draining;
             self.recv.clear();
         }
     }
@@ -168,6 +171,28 @@ impl Connection {
     /// finish it (shutdown: a download in progress is owed in full).
     pub fn stop_input(&mut self) {
         self.input_stopped = true;
+    }
+
+    /// The state the admin view shows: reading, paused (by backpressure),
+    /// draining (sending what is owed before closing) or closing (our side
+    /// shut, waiting for the client's).
+    pub fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Open if self.paused => "paused",
+            Phase::Open => "reading",
+            Phase::Draining => "draining",
+            Phase::Closing => "closing",
+        }
+    }
+
+    /// What the service asked of the reactor since the last call.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Hands the answer to a query back to the service.
+    pub fn deliver(&mut self, answer: Vec<u8>) {
+        self.service.deliver(answer);
     }
 
     /// The service has output to produce without further input.
@@ -181,7 +206,7 @@ impl Connection {
             && !self.eof
             && match self.phase {
                 Phase::Open => !self.input_stopped && !self.paused && !self.recv.is_full(),
-                Phase::Flushing | Phase::Draining => true,
+                Phase::Draining | Phase::Closing => true,
             }
     }
 
@@ -240,7 +265,7 @@ impl Connection {
                 );
             }
 
-            if self.phase == Phase::Flushing && self.send.is_empty() {
+            if self.phase == Phase::Draining && self.send.is_empty() {
                 // Everything owed is with the kernel. Shutting the write side
                 // sends FIN after it; the kernel delivers it all even after
                 // the socket is closed, provided no unread input makes the
@@ -252,7 +277,7 @@ impl Connection {
                 }
                 // Input may still be in flight: from here on it is read and
                 // discarded until the client closes its side.
-                self.phase = Phase::Draining;
+                self.phase = Phase::Closing;
             }
 
             if self.wants_read() {
@@ -268,7 +293,7 @@ impl Connection {
                     self.recv.clear();
                 }
             }
-            if self.phase == Phase::Draining && self.eof {
+            if self.phase == Phase::Closing && self.eof {
                 return Verdict::Close(self.close_reason);
             }
 
@@ -276,7 +301,7 @@ impl Connection {
                 return Verdict::Requeue;
             }
             if self.progress_mark(report) == before {
-                return if self.phase == Phase::Draining {
+                return if self.phase == Phase::Closing {
                     Verdict::Linger
                 } else {
                     Verdict::Wait
@@ -319,6 +344,9 @@ impl Connection {
         io.low_watermark = low_watermark;
         io.eof = self.eof;
         let outcome = self.service.process(&mut io, config);
+        if let Some(effect) = outcome.effect {
+            self.effects.push(effect);
+        }
         if (outcome.output_blocked || self.send.is_full()) && !self.paused {
             self.paused = true;
             debug!(
@@ -331,7 +359,7 @@ impl Connection {
                 "conn {key}: service finished, flushing {} bytes",
                 self.send.len()
             );
-            self.phase = Phase::Flushing;
+            self.phase = Phase::Draining;
             self.recv.clear();
         }
     }

@@ -14,7 +14,7 @@ use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::reactor::{Exit, Server};
-use tcp_reactor::service::ServiceConfig;
+use tcp_reactor::service::{ServiceConfig, ServiceKind};
 use tcp_reactor::text::Encoding;
 
 /// A single-threaded TCP server on a hand-written mio reactor, with bounded,
@@ -125,9 +125,11 @@ Services:
   files  download from --root: 'NAME' gets the bytes then close (nothing if
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
          'LIST' names the files
+  admin  'stats', 'clients' (buffers and kernel queues per connection),
+         either with 'json'; 'help'. Loopback only without --admin-anywhere
 
-Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890 and files on
-127.0.0.1:8000, all on loopback.
+Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890, files on
+127.0.0.1:8000 and admin on 127.0.0.1:7999, all on loopback.
 Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
 
 Examples:
@@ -135,7 +137,7 @@ Examples:
   tcp-reactor serve -l 127.0.0.1:0=echo -l [::1]:7890=ack --reply OK
   printf 'hello' | nc -N 127.0.0.1 7788")]
 struct ServeArgs {
-    /// Listen on ADDR for SERVICE (echo, ack, files); repeatable.
+    /// Listen on ADDR for SERVICE (echo, ack, files, admin); repeatable.
     #[arg(short, long = "listen", value_name = "ADDR=SERVICE", value_parser = config::parse_listen)]
     listen: Vec<ListenSpec>,
 
@@ -160,6 +162,21 @@ struct ServeArgs {
     /// stops reading while it is full, until it drains below a quarter.
     #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = config::parse_size)]
     send_buf: usize,
+
+    /// SO_RCVBUF for accepted sockets (set on the listener, so the TCP window
+    /// scale fits it); Linux doubles the figure. Default: kernel autotuning.
+    #[arg(long, value_name = "BYTES", value_parser = config::parse_size)]
+    so_rcvbuf: Option<usize>,
+
+    /// SO_SNDBUF for accepted sockets; Linux doubles the figure. Default:
+    /// kernel autotuning.
+    #[arg(long, value_name = "BYTES", value_parser = config::parse_size)]
+    so_sndbuf: Option<usize>,
+
+    /// Allow the admin service on a non-loopback address (it shows every
+    /// client's address and traffic).
+    #[arg(long)]
+    admin_anywhere: bool,
 
     /// Set TCP_NODELAY on accepted connections (no Nagle delay).
     #[arg(long)]
@@ -357,16 +374,30 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let listeners = if args.listen.is_empty() {
+        config::default_listeners()
+    } else {
+        args.listen
+    };
+    if !args.admin_anywhere
+        && let Some(open) = listeners
+            .iter()
+            .find(|l| l.service == ServiceKind::Admin && !l.addr.ip().is_loopback())
+    {
+        eprintln!(
+            "error: --listen {}=admin is not a loopback address (add --admin-anywhere to allow it)",
+            open.addr
+        );
+        return ExitCode::from(2);
+    }
     let config = ServerConfig {
-        listeners: if args.listen.is_empty() {
-            config::default_listeners()
-        } else {
-            args.listen
-        },
+        listeners,
         recv_buf: args.recv_buf,
         send_buf: args.send_buf,
         nodelay: args.nodelay,
         reuse_port: args.reuse_port,
+        so_rcvbuf: args.so_rcvbuf,
+        so_sndbuf: args.so_sndbuf,
         max_conns: (args.max_conns > 0).then_some(args.max_conns),
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
         idle_timeout: (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout)),

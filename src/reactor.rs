@@ -33,9 +33,10 @@ use crate::buffer::BufPool;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Phase, Pools, Verdict};
 use crate::limits::{self, Admission};
-use crate::service::ServiceKind;
+use crate::service::admin::{self, ClientRow, Query};
+use crate::service::{Effect, ServiceKind};
 use crate::sockopt;
-use crate::stats::{CloseReason, RefuseReason, Stats};
+use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
 use crate::timer::{DeadlineList, earliest};
 
 /// Listener `i` has token `usize::MAX - i`.
@@ -58,7 +59,7 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// short enough to take new clients soon after others leave.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// During shutdown, how often draining connections are checked for an empty
+/// During shutdown, how often closing connections are checked for an empty
 /// kernel send queue (there is no event for it).
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
@@ -90,7 +91,7 @@ pub struct Server {
     pools: Pools,
     /// Connections to drive again without waiting for an event.
     ready: VecDeque<usize>,
-    /// Connections in the `Draining` phase, by when to give up waiting.
+    /// Connections in the `Closing` phase, by when to give up waiting.
     linger: DeadlineList,
     /// Every connection, by when it has been idle too long.
     idle: Option<DeadlineList>,
@@ -103,6 +104,7 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     config: ServerConfig,
     stats: Stats,
+    started: Instant,
 }
 
 impl Server {
@@ -120,7 +122,13 @@ impl Server {
         for (i, spec) in config.listeners.iter().enumerate() {
             let fail =
                 |e: io::Error| format!("cannot listen on {} ({}): {e}", spec.addr, spec.service);
-            let mut socket = sockopt::listener(spec.addr, config.reuse_port).map_err(fail)?;
+            let mut socket = sockopt::listener(
+                spec.addr,
+                config.reuse_port,
+                config.so_rcvbuf,
+                config.so_sndbuf,
+            )
+            .map_err(fail)?;
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
                 .register(
@@ -154,6 +162,7 @@ impl Server {
             shutdown_deadline: None,
             config,
             stats: Stats::default(),
+            started: Instant::now(),
         })
     }
 
@@ -385,7 +394,15 @@ impl Server {
         {
             idle.touch(key, now);
         }
-        match report.next {
+        let effects = conn.take_effects();
+        let next = report.next;
+        for effect in effects {
+            self.apply(key, effect, now);
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match next {
             Verdict::Wait => {}
             Verdict::Requeue => {
                 if !conn.queued {
@@ -400,6 +417,61 @@ impl Server {
             }
             Verdict::Close(reason) => self.close(key, reason),
         }
+    }
+
+    /// Carries out what connection `key`'s service asked for.
+    fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
+        match effect {
+            Effect::Query(query) => {
+                let answer = match query {
+                    Query::Stats { json } => {
+                        let running: Vec<(&str, &ServiceStats)> = ServiceKind::ALL
+                            .iter()
+                            .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
+                            .map(|k| (k.name(), &self.stats.services[k.index()]))
+                            .collect();
+                        admin::render_stats(&self.stats, &running, now - self.started, json)
+                    }
+                    Query::Clients { json } => admin::render_clients(&self.client_rows(now), json),
+                };
+                let conn = &mut self.conns[key];
+                conn.deliver(answer.into_bytes());
+                // The answer waits in the service; a turn sends it.
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+            }
+        }
+    }
+
+    /// One row per connection, with the kernel's view of its socket.
+    fn client_rows(&self, now: Instant) -> Vec<ClientRow> {
+        self.conns
+            .iter()
+            .map(|(id, c)| {
+                let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
+                ClientRow {
+                    id,
+                    peer: c.peer,
+                    service: c.kind.name(),
+                    age: now.saturating_duration_since(c.opened),
+                    idle: now.saturating_duration_since(c.last_active),
+                    recv_used: c.recv.len(),
+                    recv_capacity: c.recv.capacity(),
+                    send_used: c.send.len(),
+                    send_capacity: c.send.capacity(),
+                    kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
+                    kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
+                    kernel_unsent: sockopt::send_queue_unsent(&c.socket).ok(),
+                    so_rcvbuf,
+                    so_sndbuf,
+                    state: c.state_name(),
+                    bytes_in: c.bytes_in,
+                    bytes_out: c.bytes_out,
+                }
+            })
+            .collect()
     }
 
     /// Acts on every deadline that has passed.
@@ -469,7 +541,7 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| {
-                past || (c.phase == Phase::Draining
+                past || (c.phase == Phase::Closing
                     && sockopt::send_queue(&c.socket).is_ok_and(|q| q == 0))
             })
             .map(|(k, _)| k)

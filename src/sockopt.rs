@@ -4,9 +4,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Accept backlog requested for listeners (the kernel caps it at
 /// `net.core.somaxconn`). `mio`'s default of 128 overflows when a thousand
@@ -19,7 +19,17 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// `SO_REUSEPORT` when `reuse_port` (so several processes can share the port
 /// and the kernel spreads connections between them). An IPv6 address listens
 /// on IPv6 only, so that `[::]` and `0.0.0.0` can be separate listeners.
-pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpListener> {
+///
+/// `so_rcvbuf` / `so_sndbuf` set the kernel buffer sizes on the listener, so
+/// every accepted socket inherits them from its first packet: the receive
+/// size must be known before the handshake, which fixes the TCP window
+/// scale, so setting it on the accepted socket would be too late.
+pub fn listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+    so_rcvbuf: Option<usize>,
+    so_sndbuf: Option<usize>,
+) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -28,6 +38,12 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpL
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
+    if let Some(size) = so_rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(size) = so_sndbuf {
+        socket.set_send_buffer_size(size)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
@@ -35,14 +51,40 @@ pub fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpL
 }
 
 /// Bytes in the kernel's send queue of `socket`: sent but not yet
-/// acknowledged, plus not yet sent (ioctl SIOCOUTQ).
+/// acknowledged, plus not yet sent (ioctl SIOCOUTQ, which is TIOCOUTQ).
 pub fn send_queue(socket: &impl AsRawFd) -> io::Result<usize> {
-    let mut bytes: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (SIOCOUTQ for sockets) writes one c_int through the
-    // pointer, which points at a live c_int; the fd is open for the duration.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut bytes) };
+    int_ioctl(socket, libc::TIOCOUTQ)
+}
+
+/// Bytes in the kernel's receive queue of `socket` not yet read (ioctl
+/// SIOCINQ, which is FIONREAD).
+pub fn recv_queue(socket: &impl AsRawFd) -> io::Result<usize> {
+    int_ioctl(socket, libc::FIONREAD)
+}
+
+/// Bytes in the kernel's send queue not yet sent at all (ioctl
+/// SIOCOUTQNSD): the rest of [`send_queue`] is sent and waiting for the
+/// peer's acknowledgement.
+pub fn send_queue_unsent(socket: &impl AsRawFd) -> io::Result<usize> {
+    int_ioctl(socket, libc::SIOCOUTQNSD as libc::Ioctl)
+}
+
+/// Runs an ioctl that reports one `int`.
+fn int_ioctl(socket: &impl AsRawFd, request: libc::Ioctl) -> io::Result<usize> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: each request passed here (FIONREAD, TIOCOUTQ, SIOCOUTQNSD)
+    // writes exactly one c_int through the pointer, which points at a live
+    // c_int; the fd stays open for the duration of the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), request, &mut value) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(usize::try_from(bytes).unwrap_or(0))
+    Ok(usize::try_from(value).unwrap_or(0))
+}
+
+/// SO_RCVBUF and SO_SNDBUF as the kernel reports them (Linux doubles what
+/// setsockopt asked for).
+pub fn buffer_sizes(socket: &impl AsFd) -> (Option<usize>, Option<usize>) {
+    let s = SockRef::from(socket);
+    (s.recv_buffer_size().ok(), s.send_buffer_size().ok())
 }

@@ -8,6 +8,7 @@
 //! plain byte slices, and all I/O stays in the reactor.
 
 pub mod ack;
+pub mod admin;
 pub mod echo;
 pub mod files;
 
@@ -26,11 +27,17 @@ pub enum ServiceKind {
     Echo,
     Ack,
     Files,
+    Admin,
 }
 
 impl ServiceKind {
     /// Every service, in the order `stats` lists them.
-    pub const ALL: [ServiceKind; 3] = [ServiceKind::Echo, ServiceKind::Ack, ServiceKind::Files];
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Echo,
+        ServiceKind::Ack,
+        ServiceKind::Files,
+        ServiceKind::Admin,
+    ];
 
     /// The service's name on the command line and in logs.
     pub fn name(self) -> &'static str {
@@ -38,6 +45,7 @@ impl ServiceKind {
             ServiceKind::Echo => "echo",
             ServiceKind::Ack => "ack",
             ServiceKind::Files => "files",
+            ServiceKind::Admin => "admin",
         }
     }
 
@@ -87,6 +95,7 @@ pub enum Service {
     Echo(echo::Echo),
     Ack(ack::Ack),
     Files(files::Files),
+    Admin(admin::Admin),
 }
 
 impl Service {
@@ -96,6 +105,7 @@ impl Service {
             ServiceKind::Echo => Service::Echo(echo::Echo::default()),
             ServiceKind::Ack => Service::Ack(ack::Ack::default()),
             ServiceKind::Files => Service::Files(files::Files::default()),
+            ServiceKind::Admin => Service::Admin(admin::Admin::default()),
         }
     }
 
@@ -105,7 +115,16 @@ impl Service {
     pub fn is_producing(&self) -> bool {
         match self {
             Service::Files(s) => s.is_producing(),
+            Service::Admin(s) => s.is_producing(),
             Service::Echo(_) | Service::Ack(_) => false,
+        }
+    }
+
+    /// Hands the reactor's answer to an [`Effect::Query`] back to the
+    /// service that asked.
+    pub fn deliver(&mut self, answer: Vec<u8>) {
+        if let Service::Admin(s) = self {
+            s.deliver(answer);
         }
     }
 
@@ -115,6 +134,7 @@ impl Service {
             Service::Echo(s) => s.process(io, config),
             Service::Ack(s) => s.process(io, config),
             Service::Files(s) => s.process(io, config),
+            Service::Admin(s) => s.process(io),
         }
     }
 }
@@ -204,13 +224,21 @@ pub enum Next {
     CloseAfterFlush,
 }
 
+/// Something a service asks of the reactor beyond its own connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Admin: gather server-wide figures and [`Service::deliver`] the answer.
+    Query(admin::Query),
+}
+
 /// A service call's answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub next: Next,
     /// The service left input it could handle unconsumed because the send
     /// buffer had no room: the reactor should stop reading until it drains.
     pub output_blocked: bool,
+    pub effect: Option<Effect>,
 }
 
 impl Outcome {
@@ -219,6 +247,7 @@ impl Outcome {
         Outcome {
             next: Next::Continue,
             output_blocked,
+            effect: None,
         }
     }
 
@@ -227,6 +256,15 @@ impl Outcome {
         Outcome {
             next: Next::CloseAfterFlush,
             output_blocked: false,
+            effect: None,
+        }
+    }
+
+    /// The same, with `effect` for the reactor to carry out.
+    pub fn with_effect(self, effect: Effect) -> Outcome {
+        Outcome {
+            effect: Some(effect),
+            ..self
         }
     }
 }
