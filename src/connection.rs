@@ -387,6 +387,7 @@ impl Connection {
                         self.recv.capacity()
                     );
                     if n < asked && !self.peer_closing {
+                        trace!("conn {key}: short read, socket drained");
                         // A short read emptied the kernel's queue; asking
                         // again would only return WouldBlock.
                         self.readable = false;
