@@ -5,7 +5,12 @@
 //! empty, so an idle connection costs no buffer memory. Storage comes from a
 //! [`BufPool`] when bytes arrive or are produced and goes back to it when the
 //! buffer empties. No I/O here: the reactor reads into [`ByteBuf::spare`] and
-//! writes from [`ByteBuf::data`].
+//! writes from [`ByteBuf::data`]. [`SharedQueue`] holds output shared
+//! between connections.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
 
 /// A free list of equally sized storage blocks.
 ///
@@ -206,6 +211,84 @@ impl ByteBuf {
     }
 }
 
+/// A queue of shared, immutable chunks: output that several connections send
+/// alike (a chat line goes to every member), held once in memory and counted
+/// against each receiver's limit.
+///
+/// Invariant: `len` is the sum of the unsent parts of the chunks, and every
+/// chunk in the queue has at least one unsent byte.
+#[derive(Debug, Default)]
+pub struct SharedQueue {
+    chunks: VecDeque<(Rc<[u8]>, usize)>,
+    len: usize,
+}
+
+/// Most chunks a write hands to the kernel in one vectored call.
+const MAX_SLICES: usize = 64;
+
+impl SharedQueue {
+    /// Unsent bytes queued.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `chunk` (which stays shared with whoever else holds it).
+    pub fn push(&mut self, chunk: Rc<[u8]>) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back((chunk, 0));
+        }
+    }
+
+    /// The unsent bytes, oldest first, as slices for a vectored write.
+    pub fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.chunks
+            .iter()
+            .take(MAX_SLICES)
+            .map(|(chunk, sent)| IoSlice::new(&chunk[*sent..]))
+            .collect()
+    }
+
+    /// Drops the `n` oldest unsent bytes.
+    ///
+    /// # Panics
+    /// If `n` exceeds [`SharedQueue::len`]: a caller bug.
+    pub fn consume(&mut self, mut n: usize) {
+        assert!(n <= self.len, "consume {n} of {} bytes", self.len);
+        self.len -= n;
+        while n > 0 {
+            let (chunk, sent) = self.chunks.front_mut().expect("len counts queued bytes");
+            let left = chunk.len() - *sent;
+            if n < left {
+                *sent += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+        }
+        self.shrink_if_empty();
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+        self.shrink_if_empty();
+    }
+
+    /// An empty queue gives back a large ring, so an idle connection holds
+    /// next to nothing.
+    fn shrink_if_empty(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +373,24 @@ mod tests {
     fn consuming_more_than_buffered_is_a_bug() {
         let mut buf = ByteBuf::new(4);
         buf.consume(1);
+    }
+
+    #[test]
+    fn shared_chunks_are_consumed_across_chunk_boundaries() {
+        let a: Rc<[u8]> = Rc::from(&b"hello "[..]);
+        let b: Rc<[u8]> = Rc::from(&b"world"[..]);
+        let mut q = SharedQueue::default();
+        q.push(a.clone());
+        q.push(Rc::from(&b""[..]));
+        q.push(b);
+        assert_eq!(q.len(), 11);
+        assert_eq!(Rc::strong_count(&a), 2, "queued, not copied");
+        q.consume(8);
+        let rest: Vec<u8> = q.slices().iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(rest, b"rld");
+        assert_eq!(Rc::strong_count(&a), 1, "a sent chunk is let go");
+        q.consume(3);
+        assert!(q.is_empty() && q.slices().is_empty());
     }
 
     #[test]

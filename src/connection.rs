@@ -14,12 +14,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, trace};
 use mio::net::TcpStream;
 
-use crate::buffer::{BufPool, ByteBuf};
+use crate::buffer::{BufPool, ByteBuf, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind};
 use crate::stats::CloseReason;
 
@@ -82,6 +83,9 @@ pub struct Connection {
     /// Bytes produced and not yet taken by the kernel; bounded by
     /// `--send-buf`.
     pub send: ByteBuf,
+    /// Output shared with other connections (chat lines), sent after
+    /// `send`; `send` and this together stay within `--send-buf`.
+    pub shared: SharedQueue,
     pub phase: Phase,
     /// The socket may have bytes to read (last event said so, and no read has
     /// seen it empty since).
@@ -132,6 +136,7 @@ impl Connection {
             service: Service::new(kind),
             recv: ByteBuf::new(recv_buf),
             send: ByteBuf::new(send_buf),
+            shared: SharedQueue::default(),
             phase: Phase::Open,
             readable: false,
             writable: false,
@@ -251,13 +256,13 @@ impl Connection {
                 self.run_service(key, pools, config, now);
             }
 
-            if self.writable && !self.send.is_empty() {
+            if self.writable && self.owed() > 0 {
                 match self.flush(key) {
                     Ok(n) => report.bytes_out += n,
                     Err(e) => return self.fail(key, "write", &e),
                 }
             }
-            if self.paused && self.send.len() <= self.low_watermark() {
+            if self.paused && self.owed() <= self.low_watermark() {
                 self.paused = false;
                 debug!(
                     "conn {key}: resume reading, send buffer {} bytes",
@@ -265,7 +270,7 @@ impl Connection {
                 );
             }
 
-            if self.phase == Phase::Draining && self.send.is_empty() {
+            if self.phase == Phase::Draining && self.owed() == 0 {
                 // Everything owed is with the kernel. Shutting the write side
                 // sends FIN after it; the kernel delivers it all even after
                 // the socket is closed, provided no unread input makes the
@@ -317,7 +322,7 @@ impl Connection {
             report.bytes_in,
             report.bytes_out,
             self.recv.len(),
-            self.send.len(),
+            self.owed(),
             self.phase,
             self.eof,
         )
@@ -412,26 +417,35 @@ impl Connection {
         Ok(total)
     }
 
-    /// Writes the send buffer until it is empty or the socket would block.
-    /// Returns the bytes written.
+    /// Writes the send buffer, then the shared chunks, until both are empty
+    /// or the socket would block. Returns the bytes written.
     fn flush(&mut self, key: usize) -> io::Result<usize> {
         let mut total = 0;
-        while !self.send.is_empty() {
-            match (&self.socket).write(self.send.data()) {
+        while self.owed() > 0 {
+            let written = if self.send.is_empty() {
+                (&self.socket).write_vectored(&self.shared.slices())
+            } else {
+                (&self.socket).write(self.send.data())
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.send.consume(n);
+                    if self.send.is_empty() {
+                        self.shared.consume(n);
+                    } else {
+                        self.send.consume(n);
+                    }
                     total += n;
                     trace!(
                         "conn {key}: wrote {n} bytes, send buffer {}/{}",
-                        self.send.len(),
+                        self.owed(),
                         self.send.capacity()
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(
                         "conn {key}: write would block, send buffer {}/{}",
-                        self.send.len(),
+                        self.owed(),
                         self.send.capacity()
                     );
                     self.writable = false;
@@ -442,6 +456,31 @@ impl Connection {
             }
         }
         Ok(total)
+    }
+
+    /// Bytes produced for the client and not yet taken by the kernel: the
+    /// send buffer plus the shared chunks queued behind it. Both count
+    /// against `--send-buf`.
+    pub fn owed(&self) -> usize {
+        self.send.len() + self.shared.len()
+    }
+
+    /// A last line sent straight to the socket, best effort, before the
+    /// connection is dropped (nothing queued will be sent any more).
+    pub fn farewell(&mut self, line: &[u8]) {
+        self.send.clear();
+        self.shared.clear();
+        let _ = (&self.socket).write(line);
+    }
+
+    /// Queues a chunk shared with other connections, if the send limit
+    /// allows; false if it would pass the limit (the receiver is too slow).
+    pub fn queue_shared(&mut self, chunk: &Rc<[u8]>) -> bool {
+        if self.owed() + chunk.len() > self.send.capacity() {
+            return false;
+        }
+        self.shared.push(Rc::clone(chunk));
+        true
     }
 
     /// The one place socket errors become a close: a reset or any other

@@ -125,11 +125,14 @@ Services:
   files  download from --root: 'NAME' gets the bytes then close (nothing if
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
          'LIST' names the files
+  chat   each line goes to every other chat client as '[PEER] line'; joins and
+         leaves are announced; a client too slow to keep up is disconnected
   admin  'stats', 'clients' (buffers and kernel queues per connection),
          either with 'json'; 'help'. Loopback only without --admin-anywhere
 
 Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890, files on
-127.0.0.1:8000 and admin on 127.0.0.1:7999, all on loopback.
+127.0.0.1:8000, chat on 127.0.0.1:9090 and admin on 127.0.0.1:7999, all on
+loopback.
 Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
 
 Examples:
@@ -137,7 +140,7 @@ Examples:
   tcp-reactor serve -l 127.0.0.1:0=echo -l [::1]:7890=ack --reply OK
   printf 'hello' | nc -N 127.0.0.1 7788")]
 struct ServeArgs {
-    /// Listen on ADDR for SERVICE (echo, ack, files, admin); repeatable.
+    /// Listen on ADDR for SERVICE (echo, ack, files, chat, admin); repeatable.
     #[arg(short, long = "listen", value_name = "ADDR=SERVICE", value_parser = config::parse_listen)]
     listen: Vec<ListenSpec>,
 

@@ -18,9 +18,10 @@
 //! O(1) structures and the poll timeout is the nearest of them; no event
 //! scans all connections. The one scan is at shutdown, once per drain check.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -34,6 +35,7 @@ use crate::config::ServerConfig;
 use crate::connection::{Connection, Phase, Pools, Verdict};
 use crate::limits::{self, Admission};
 use crate::service::admin::{self, ClientRow, Query};
+use crate::service::chat;
 use crate::service::{Effect, ServiceKind};
 use crate::sockopt;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
@@ -96,6 +98,8 @@ pub struct Server {
     /// Every connection, by when it has been idle too long.
     idle: Option<DeadlineList>,
     admission: Admission,
+    /// Keys of the open chat connections, the receivers of a broadcast.
+    chat_members: HashSet<usize>,
     /// Accepting is paused until then (out of descriptors or memory).
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
@@ -156,6 +160,7 @@ impl Server {
             linger: DeadlineList::new(LINGER),
             idle: config.idle_timeout.map(DeadlineList::new),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
+            chat_members: HashSet::new(),
             accept_paused_until: None,
             last_accept_warning: None,
             signals: None,
@@ -378,6 +383,10 @@ impl Server {
             idle.touch(key, now);
         }
         self.stats.opened(kind);
+        if kind == ServiceKind::Chat {
+            self.broadcast(Some(key), chat::joined(peer));
+            self.chat_members.insert(key);
+        }
     }
 
     /// Gives connection `key` a turn and applies its verdict.
@@ -422,6 +431,7 @@ impl Server {
     /// Carries out what connection `key`'s service asked for.
     fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
         match effect {
+            Effect::Broadcast(chunk) => self.broadcast(Some(key), chunk),
             Effect::Query(query) => {
                 let answer = match query {
                     Query::Stats { json } => {
@@ -445,6 +455,44 @@ impl Server {
         }
     }
 
+    /// Queues `chunk` on every open chat connection but `from`. A receiver
+    /// whose queued output would pass its send limit is too slow: it is told
+    /// so (best effort), closed, and its leave announced in turn; that
+    /// announcement can find more receivers too slow, hence the work list.
+    fn broadcast(&mut self, from: Option<usize>, chunk: Rc<[u8]>) {
+        let mut work = vec![(from, chunk)];
+        while let Some((from, chunk)) = work.pop() {
+            let mut too_slow = Vec::new();
+            for &key in &self.chat_members {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    continue;
+                };
+                if Some(key) == from || conn.phase != Phase::Open {
+                    continue;
+                }
+                if !conn.queue_shared(&chunk) {
+                    too_slow.push(key);
+                } else if !conn.queued {
+                    // Written after this poll round, with whatever else
+                    // arrives in it: one vectored write per receiver.
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+            }
+            for key in too_slow {
+                let conn = &mut self.conns[key];
+                let peer = conn.peer;
+                warn!(
+                    "chat {peer}: too slow, {} bytes already queued; disconnecting",
+                    conn.owed()
+                );
+                conn.farewell(b"* disconnected: too slow\n");
+                self.close_quietly(key, CloseReason::Limit);
+                work.push((None, chat::left(peer, true)));
+            }
+        }
+    }
+
     /// One row per connection, with the kernel's view of its socket.
     fn client_rows(&self, now: Instant) -> Vec<ClientRow> {
         self.conns
@@ -459,7 +507,7 @@ impl Server {
                     idle: now.saturating_duration_since(c.last_active),
                     recv_used: c.recv.len(),
                     recv_capacity: c.recv.capacity(),
-                    send_used: c.send.len(),
+                    send_used: c.owed(),
                     send_capacity: c.send.capacity(),
                     kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
                     kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
@@ -559,10 +607,17 @@ impl Server {
         self.conns.is_empty()
     }
 
+    /// Closes connection `key`; a chat member's leave is announced.
     fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(mut conn) = self.conns.try_remove(key) else {
-            return;
-        };
+        if let Some(peer) = self.close_quietly(key, reason) {
+            self.broadcast(None, chat::left(peer, false));
+        }
+    }
+
+    /// Closes connection `key` without announcing it; returns the peer if it
+    /// was a chat member, whose leave is then the caller's to announce.
+    fn close_quietly(&mut self, key: usize, reason: CloseReason) -> Option<SocketAddr> {
+        let mut conn = self.conns.try_remove(key)?;
         self.linger.remove(key);
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
@@ -575,6 +630,7 @@ impl Server {
         conn.recv.release(&mut self.pools.recv);
         conn.send.clear();
         conn.send.release(&mut self.pools.send);
+        conn.shared.clear();
         self.stats.closed(conn.kind, reason);
         debug!(
             "conn {key} {} ({}): closed ({reason}), {} bytes in, {} bytes out, open {:?}",
@@ -584,6 +640,7 @@ impl Server {
             conn.bytes_out,
             conn.opened.elapsed()
         );
+        self.chat_members.remove(&key).then_some(conn.peer)
     }
 }
 

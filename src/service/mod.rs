@@ -9,12 +9,14 @@
 
 pub mod ack;
 pub mod admin;
+pub mod chat;
 pub mod echo;
 pub mod files;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -27,15 +29,17 @@ pub enum ServiceKind {
     Echo,
     Ack,
     Files,
+    Chat,
     Admin,
 }
 
 impl ServiceKind {
     /// Every service, in the order `stats` lists them.
-    pub const ALL: [ServiceKind; 4] = [
+    pub const ALL: [ServiceKind; 5] = [
         ServiceKind::Echo,
         ServiceKind::Ack,
         ServiceKind::Files,
+        ServiceKind::Chat,
         ServiceKind::Admin,
     ];
 
@@ -45,6 +49,7 @@ impl ServiceKind {
             ServiceKind::Echo => "echo",
             ServiceKind::Ack => "ack",
             ServiceKind::Files => "files",
+            ServiceKind::Chat => "chat",
             ServiceKind::Admin => "admin",
         }
     }
@@ -95,6 +100,7 @@ pub enum Service {
     Echo(echo::Echo),
     Ack(ack::Ack),
     Files(files::Files),
+    Chat(chat::Chat),
     Admin(admin::Admin),
 }
 
@@ -105,6 +111,7 @@ impl Service {
             ServiceKind::Echo => Service::Echo(echo::Echo::default()),
             ServiceKind::Ack => Service::Ack(ack::Ack::default()),
             ServiceKind::Files => Service::Files(files::Files::default()),
+            ServiceKind::Chat => Service::Chat(chat::Chat),
             ServiceKind::Admin => Service::Admin(admin::Admin::default()),
         }
     }
@@ -116,7 +123,7 @@ impl Service {
         match self {
             Service::Files(s) => s.is_producing(),
             Service::Admin(s) => s.is_producing(),
-            Service::Echo(_) | Service::Ack(_) => false,
+            Service::Echo(_) | Service::Ack(_) | Service::Chat(_) => false,
         }
     }
 
@@ -134,6 +141,7 @@ impl Service {
             Service::Echo(s) => s.process(io, config),
             Service::Ack(s) => s.process(io, config),
             Service::Files(s) => s.process(io, config),
+            Service::Chat(s) => s.process(io),
             Service::Admin(s) => s.process(io),
         }
     }
@@ -229,6 +237,8 @@ pub enum Next {
 pub enum Effect {
     /// Admin: gather server-wide figures and [`Service::deliver`] the answer.
     Query(admin::Query),
+    /// Chat: queue this chunk, shared, on every other chat connection.
+    Broadcast(Rc<[u8]>),
 }
 
 /// A service call's answer.

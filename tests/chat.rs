@@ -1,0 +1,238 @@
+//! Integration tests of the chat service against a real server on port 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{Server, WAIT, connect};
+
+/// A chat client reading whole lines.
+struct Member {
+    stream: TcpStream,
+    lines: BufReader<TcpStream>,
+}
+
+impl Member {
+    fn join(addr: SocketAddr) -> Member {
+        let stream = connect(addr);
+        let lines = BufReader::new(stream.try_clone().unwrap());
+        Member { stream, lines }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    fn say(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self
+            .lines
+            .read_line(&mut line)
+            .expect("a line within the wait");
+        assert!(n > 0, "the server closed the connection");
+        line
+    }
+}
+
+#[test]
+fn three_members_exchange_lines_and_see_joins_and_leaves() {
+    let server = Server::start(&["-l", "127.0.0.1:0=chat"]);
+    let addr = server.addr("chat");
+    let mut a = Member::join(addr);
+    let mut b = Member::join(addr);
+    assert_eq!(a.next_line(), format!("* {} joined\n", b.addr()));
+    let mut c = Member::join(addr);
+    assert_eq!(a.next_line(), format!("* {} joined\n", c.addr()));
+    assert_eq!(b.next_line(), format!("* {} joined\n", c.addr()));
+
+    a.say("hello from a");
+    let from_a = format!("[{}] hello from a\n", a.addr());
+    assert_eq!(b.next_line(), from_a);
+    assert_eq!(c.next_line(), from_a);
+    c.say("and c\r");
+    let from_c = format!("[{}] and c\n", c.addr());
+    assert_eq!(a.next_line(), from_c);
+    assert_eq!(b.next_line(), from_c);
+
+    // A partial line waits for its newline...
+    b.stream.write_all(b"half ").unwrap();
+    b.stream.write_all(b"a line\npartial").unwrap();
+    let half = format!("[{}] half a line\n", b.addr());
+    assert_eq!(a.next_line(), half);
+    assert_eq!(c.next_line(), half);
+    // ...or for the sender's half-close, after which it leaves.
+    let b_addr = b.addr();
+    b.stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(a.next_line(), format!("[{b_addr}] partial\n"));
+    assert_eq!(a.next_line(), format!("* {b_addr} left\n"));
+    assert_eq!(c.next_line(), format!("[{b_addr}] partial\n"));
+    assert_eq!(c.next_line(), format!("* {b_addr} left\n"));
+
+    let c_addr = c.addr();
+    drop(c);
+    assert_eq!(a.next_line(), format!("* {c_addr} left\n"));
+}
+
+#[test]
+fn a_line_longer_than_the_receive_buffer_is_refused() {
+    let server = Server::start(&["-l", "127.0.0.1:0=chat", "--recv-buf", "1K"]);
+    let mut listener = Member::join(server.addr("chat"));
+    let mut talker = Member::join(server.addr("chat"));
+    let _ = listener.next_line(); // the talker's join
+    talker.stream.write_all(&[b'x'; 3000]).unwrap();
+    assert_eq!(talker.next_line(), "ERR line too long\n");
+    let talker_addr = talker.addr();
+    let mut rest = String::new();
+    // Then the server's end of stream: it shut its side after the ERR line.
+    assert_eq!(talker.lines.read_line(&mut rest).unwrap(), 0);
+    drop(talker);
+    assert_eq!(listener.next_line(), format!("* {talker_addr} left\n"));
+}
+
+/// Sends `count` numbered lines of `pad` bytes each from `member`, in
+/// batches, waiting after each batch until every reader has seen it, so
+/// that only a bounded amount is in flight to the readers that keep up.
+fn send_numbered(
+    stream: &mut TcpStream,
+    name: usize,
+    count: u64,
+    pad: usize,
+    batch: u64,
+    progress: &[Arc<AtomicU64>],
+) {
+    let padding = "p".repeat(pad);
+    let mut out = Vec::new();
+    for i in 0..count {
+        out.extend_from_slice(format!("{name} {i} {padding}\n").as_bytes());
+        if (i + 1) % batch == 0 || i + 1 == count {
+            stream.write_all(&out).unwrap();
+            out.clear();
+            let deadline = Instant::now() + WAIT;
+            while progress.iter().any(|p| p.load(Ordering::Acquire) < i + 1) {
+                assert!(Instant::now() < deadline, "readers stalled");
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_member_that_never_reads_is_disconnected_and_the_others_get_every_line() {
+    const LINES: u64 = 160_000; // per sender, ~104 bytes each: 50 MB in all
+    const PAD: usize = 90;
+    let mut server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=chat",
+        "--send-buf",
+        "256K",
+        "--recv-buf",
+        "64K",
+    ]);
+    let addr = server.addr("chat");
+    let baseline = server.status_field("VmRSS");
+    let mut members: Vec<Member> = (0..3).map(|_| Member::join(addr)).collect();
+    let sleeper = connect(addr); // joins and never reads
+    let sleeper_addr = sleeper.local_addr().unwrap();
+    let names: Vec<String> = members.iter().map(|m| m.addr().to_string()).collect();
+
+    // progress[reader][sender]: lines of `sender` that `reader` has seen.
+    let progress: Vec<Vec<Arc<AtomicU64>>> = (0..3)
+        .map(|_| (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect())
+        .collect();
+    thread::scope(|s| {
+        for (me, member) in members.iter_mut().enumerate() {
+            let names = &names;
+            let mine = &progress[me];
+            let mut lines = BufReader::with_capacity(1 << 16, member.stream.try_clone().unwrap());
+            s.spawn(move || {
+                let mut line = String::new();
+                let mut left_seen = false;
+                while mine
+                    .iter()
+                    .enumerate()
+                    .any(|(i, p)| i != me && p.load(Ordering::Acquire) < LINES)
+                    || !left_seen
+                {
+                    line.clear();
+                    assert!(
+                        lines.read_line(&mut line).unwrap() > 0,
+                        "reader {me} was closed"
+                    );
+                    if line.starts_with("* ") {
+                        left_seen |= line == format!("* {sleeper_addr} left (too slow)\n");
+                        continue;
+                    }
+                    // "[PEER] NAME SEQ PAD": in order, nothing lost.
+                    let (peer, rest) = line[1..].split_once("] ").unwrap();
+                    let mut words = rest.split(' ');
+                    let sender: usize = words.next().unwrap().parse().unwrap();
+                    let seq: u64 = words.next().unwrap().parse().unwrap();
+                    assert_eq!(peer, names[sender]);
+                    assert_eq!(
+                        seq,
+                        mine[sender].load(Ordering::Relaxed),
+                        "reader {me}, sender {sender}"
+                    );
+                    mine[sender].store(seq + 1, Ordering::Release);
+                }
+            });
+        }
+        for (me, member) in members.iter_mut().enumerate() {
+            let mut stream = member.stream.try_clone().unwrap();
+            let watchers: Vec<Arc<AtomicU64>> = (0..3)
+                .filter(|&r| r != me)
+                .map(|r| Arc::clone(&progress[r][me]))
+                .collect();
+            s.spawn(move || send_numbered(&mut stream, me, LINES, PAD, 500, &watchers));
+        }
+    });
+    assert!(server.wait_for_log("too slow"));
+    // Ours saw the sleeper leave as too slow; it got at most a bounded part.
+    drop(sleeper);
+    let peak = server.status_field("VmHWM");
+    let limit = 4 * (256 + 64) + 8 * 1024;
+    assert!(
+        peak.saturating_sub(baseline) < limit,
+        "server RSS grew from {baseline} to {peak} KiB (limit {limit} KiB growth)"
+    );
+    server.assert_alive();
+}
+
+#[test]
+fn five_hundred_members_all_receive_every_line_of_one_sender() {
+    const LINES: usize = 200;
+    let server = Server::start(&["-l", "127.0.0.1:0=chat"]);
+    let addr = server.addr("chat");
+    let mut sender = Member::join(addr);
+    let mut receivers: Vec<Member> = (0..499).map(|_| Member::join(addr)).collect();
+    // Each receiver sees the joins after its own; wait until the last has
+    // been announced to the sender, so every receiver is a member.
+    let last = receivers.last().unwrap().addr();
+    while sender.next_line() != format!("* {last} joined\n") {}
+    for i in 0..LINES {
+        sender.say(&format!("line {i}"));
+    }
+    let prefix = format!("[{}] ", sender.addr());
+    for (r, member) in receivers.iter_mut().enumerate() {
+        let mut expected = 0;
+        while expected < LINES {
+            let line = member.next_line();
+            if line.starts_with("* ") {
+                continue;
+            }
+            assert_eq!(line, format!("{prefix}line {expected}\n"), "receiver {r}");
+            expected += 1;
+        }
+    }
+}
