@@ -291,3 +291,31 @@ fn exchange_refused(addr: SocketAddr) -> ErrorKind {
         .unwrap_err()
         .kind()
 }
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port_and_both_get_clients() {
+    let first = Server::start(&["-l", "127.0.0.1:0=echo", "--reuse-port", "-v"]);
+    let addr = first.addr("echo");
+    let spec = format!("{addr}=echo");
+    let second = Server::start(&["-l", &spec, "--reuse-port", "-v"]);
+    assert_eq!(second.addr("echo"), addr);
+    let mut clients: Vec<TcpStream> = (0..64).map(|_| connect(addr)).collect();
+    for c in &mut clients {
+        echo_once(c, b"shared");
+    }
+    let opened = |s: &Server| s.log().iter().filter(|l| l.contains(": opened")).count();
+    // The log reaches us through a pipe: wait for the last lines.
+    let deadline = Instant::now() + WAIT;
+    while opened(&first) + opened(&second) < 64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(opened(&first) + opened(&second), 64);
+    // The kernel hashes connections across the two: each gets some.
+    assert!(opened(&first) > 0 && opened(&second) > 0);
+    // Without --reuse-port the port stays taken.
+    let out = std::process::Command::new(support::binary())
+        .args(["serve", "-l", &spec])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
