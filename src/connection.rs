@@ -178,12 +178,18 @@ impl Connection {
         self.input_stopped = true;
     }
 
-    /// The state the admin view shows: reading, paused (by backpressure),
+    /// The state the admin view shows: reading, paused (by backpressure, or
+    /// a download waiting for its send buffer to drain),
     /// draining (sending what is owed before closing) or closing (our side
     /// shut, waiting for the client's).
     pub fn state_name(&self) -> &'static str {
         match self.phase {
-            Phase::Open if self.paused => "paused",
+            Phase::Open
+                if self.paused
+                    || (self.service.is_producing() && self.owed() >= self.low_watermark()) =>
+            {
+                "paused"
+            }
             Phase::Open => "reading",
             Phase::Draining => "draining",
             Phase::Closing => "closing",
@@ -352,7 +358,9 @@ impl Connection {
         if let Some(effect) = outcome.effect {
             self.effects.push(effect);
         }
-        if (outcome.output_blocked || self.send.is_full()) && !self.paused {
+        // Only a service that left input waiting for room pauses reading: a
+        // download filling the buffer is not backpressure on the client.
+        if outcome.output_blocked && !self.paused {
             self.paused = true;
             debug!(
                 "conn {key}: pause reading, send buffer full ({} bytes)",

@@ -172,7 +172,9 @@ struct ServeArgs {
     so_rcvbuf: Option<usize>,
 
     /// SO_SNDBUF for accepted sockets; Linux doubles the figure. Default:
-    /// kernel autotuning.
+    /// kernel autotuning. A tiny one makes the server wait for an ACK after
+    /// nearly every write, and a receiver's delayed ACKs (up to 40 ms each)
+    /// then dominate: a 4 MiB download with 4K took 1.9 s instead of 5 ms.
     #[arg(long, value_name = "BYTES", value_parser = config::parse_size)]
     so_sndbuf: Option<usize>,
 

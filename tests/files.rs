@@ -374,3 +374,21 @@ fn the_interactive_client_works_in_a_pipe_and_reports_refusal() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("refused"), "{stderr}");
 }
+
+#[test]
+fn regression_a_fast_download_does_not_flap_pause_and_resume() {
+    // The files service fills the send buffer on every refill; that is not
+    // backpressure, and once logged a pause/resume pair per 64 KiB.
+    let root = TempDir::new("files-flap");
+    fs::write(root.path().join("f.bin"), pattern_bytes(4_000_000)).unwrap();
+    let server = files_server(&root, &["-v"]);
+    let got = exchange(server.addr("files"), b"GET f.bin\n");
+    assert_eq!(got.len(), "OK 4000000\n".len() + 4_000_000);
+    assert!(server.wait_for_log("closed (peer)"));
+    let pauses = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("pause reading"))
+        .count();
+    assert_eq!(pauses, 0, "{:?}", server.log());
+}
