@@ -298,3 +298,104 @@ finish() {
     echo "$PASSED passed, $FAILED failed"
     exit $((FAILED > 0 ? 1 : 0))
 }
+
+# ---------------------------------------------------------------------------
+# Helpers for the buffer demonstrations (scripts/demo-*.sh). A demo calls
+# `demo_init "$@"` first; with --test it runs quietly and without pauses.
+
+# check_num NAME A OP B: the integers compare as `[ A OP B ]` (OP: -eq -ne
+# -lt -le -gt -ge), e.g. check_num "queue is not empty" "$queued" -gt 0.
+check_num() {
+    local name=$1 a=$2 op=$3 b=$4
+    if [[ $a =~ ^-?[0-9]+$ && $b =~ ^-?[0-9]+$ ]] && test "$a" "$op" "$b"; then
+        pass "$name"
+    else
+        fail "$name" "expected: '$a' $op '$b'"
+    fi
+}
+
+# demo_init "$@": sets DEMO_TEST=1 for --test (no explanations, no pauses);
+# DEMO_PAUSE (default 1) is the pause in seconds before each step otherwise.
+demo_init() {
+    DEMO_TEST=0
+    DEMO_STEP=0
+    DEMO_PAUSE=${DEMO_PAUSE:-1}
+    case "${1:-}" in
+        --test) DEMO_TEST=1 ;;
+        '') ;;
+        *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+    esac
+}
+
+# explain: prints its standard input (a here-document), except under --test.
+explain() {
+    if [ "$DEMO_TEST" = 1 ]; then
+        cat >/dev/null
+    else
+        cat
+    fi
+}
+
+# step TITLE: a numbered step heading, after a pause of DEMO_PAUSE seconds
+# (none before the first step, none under --test).
+step() {
+    DEMO_STEP=$((DEMO_STEP + 1))
+    if [ "$DEMO_TEST" = 0 ] && [ "$DEMO_STEP" -gt 1 ]; then
+        sleep "$DEMO_PAUSE"
+    fi
+    printf '\n== Step %d: %s\n' "$DEMO_STEP" "$1"
+}
+
+# start_bg COMMAND...: runs COMMAND in the background, killed at exit like
+# the servers; sets BG_PID. Call it from the script itself, not a subshell.
+start_bg() {
+    "$@" </dev/null &
+    BG_PID=$!
+    STARTED_PIDS+=("$BG_PID")
+}
+
+# wait_for_file FILE [SECONDS]: waits (default 10 s) until FILE exists.
+wait_for_file() {
+    local i
+    for ((i = 0; i < ${2:-10} * 20; i++)); do
+        [ -e "$1" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# admin PORT COMMAND: one admin command (`clients`, `stats json`, ...); the
+# answer goes to stdout.
+admin() {
+    printf '%s\n' "$2" | timeout "$NC_TIMEOUT" nc -N 127.0.0.1 "$1"
+}
+
+# show_clients PORT: the admin `clients` table without the admin's own
+# connections and without the footnote, indented.
+show_clients() {
+    admin "$1" clients | awk 'NR == 1 || ($3 != "admin" && $1 ~ /^[0-9]+$/)' |
+        sed 's/^/    /'
+}
+
+# client_field PORT PEER-PORT FIELD...: the fields, on one line, of the
+# connection from 127.0.0.1:PEER-PORT in `clients json` (nothing if none).
+client_field() {
+    local port=$1
+    shift
+    admin "$port" 'clients json' | python3 -c '
+import json, sys
+for c in json.load(sys.stdin)["clients"]:
+    if c["peer"] == "127.0.0.1:" + sys.argv[1]:
+        print(*(c[f] for f in sys.argv[2:]))' "$@"
+}
+
+# sock_queues LOCAL-PORT PEER-PORT: "RECV-Q SEND-Q" of that loopback TCP
+# socket, as `ss -tn` shows them.
+sock_queues() {
+    ss -tnH "( sport = :$1 and dport = :$2 )" | awk 'NR == 1 { print $2, $3 }'
+}
+
+# rss_kb PID: the process's resident memory in kB (VmRSS).
+rss_kb() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
