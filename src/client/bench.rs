@@ -194,23 +194,21 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
     let deadline = begin + config.duration;
     let mut latencies = Vec::new();
     let mut active = 0;
-    for conn in conns.iter_mut().filter(|c| c.connected && !c.done) {
-        conn.started = Instant::now();
-        active += 1;
-        if let Err(e) = pump(
-            conn,
-            &message,
-            &mut scratch,
-            &config,
-            deadline,
-            &mut latencies,
-        ) {
-            failures.push(e);
-            conn.done = true;
-        }
-        // A fast server can finish every round before the first poll.
-        if conn.done {
-            active -= 1;
+    let mut load = Load {
+        message: &message,
+        scratch: &mut scratch,
+        config: &config,
+        deadline,
+        latencies: &mut latencies,
+        failures: &mut failures,
+    };
+    for (i, conn) in conns.iter_mut().enumerate() {
+        if conn.connected && !conn.done {
+            conn.started = Instant::now();
+            // A fast server can finish every round before the first poll.
+            if !load.step(i, conn) {
+                active += 1;
+            }
         }
     }
     while active > 0 {
@@ -222,21 +220,7 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
         for event in events.iter() {
             let i = event.token().0;
             let conn = &mut conns[i];
-            if conn.done || !conn.connected {
-                continue;
-            }
-            if let Err(e) = pump(
-                conn,
-                &message,
-                &mut scratch,
-                &config,
-                deadline,
-                &mut latencies,
-            ) {
-                failures.push(format!("connection {i}: {e}"));
-                conn.done = true;
-            }
-            if conn.done {
+            if !conn.done && conn.connected && load.step(i, conn) {
                 active -= 1;
             }
         }
@@ -251,6 +235,35 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
         latencies,
         failures,
     })
+}
+
+/// What every connection's loop shares.
+struct Load<'a> {
+    message: &'a [u8],
+    scratch: &'a mut [u8],
+    config: &'a BenchConfig,
+    deadline: Instant,
+    latencies: &'a mut Vec<Duration>,
+    failures: &'a mut Vec<String>,
+}
+
+impl Load<'_> {
+    /// Moves connection `i` on; true once it is done (finished or failed).
+    fn step(&mut self, i: usize, conn: &mut Conn) -> bool {
+        let moved = pump(
+            conn,
+            self.message,
+            self.scratch,
+            self.config,
+            self.deadline,
+            self.latencies,
+        );
+        if let Err(e) = moved {
+            self.failures.push(format!("connection {i}: {e}"));
+            conn.done = true;
+        }
+        conn.done
+    }
 }
 
 /// Moves one connection's closed loop as far as the socket allows.
