@@ -8,17 +8,14 @@
 # Usage: scripts/measure-chat.sh [RECEIVERS] [LINES]    (default 500 20000)
 # Needs python3 (for the many clients).
 
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+set -uo pipefail
 receivers=${1:-500}
 lines=${2:-20000}
-cargo build --release --quiet
-log=$(mktemp)
-target/release/tcp-reactor serve -l 127.0.0.1:0=chat --send-buf 1M 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
-port=$(grep -oP 'listening on 127\.0\.0\.1:\K[0-9]+' "$log")
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/measure-lib.sh"
+start_server -l 127.0.0.1:0=chat --send-buf 1M
+port=$(port_of chat)
+server=$SERVER_PID
 
 python3 - "$port" "$receivers" "$lines" "$server" <<'PY'
 import selectors, socket, sys, time

@@ -7,21 +7,17 @@
 # Usage: scripts/measure-idle-cpu.sh [CONNS] [SECONDS]    (default 10000 30)
 # Needs python3 (to hold the client sockets).
 
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+set -uo pipefail
 conns=${1:-10000}
 secs=${2:-30}
-cargo build --release --quiet
 hard=$(ulimit -Hn)
 want=$((conns + 200))
-ulimit -n $(( want < hard ? want : hard ))
-log=$(mktemp)
-target/release/tcp-reactor serve -l 127.0.0.1:0=echo --idle-timeout $((secs * 2)) \
-    --max-conns 0 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; rm -f "$log"' EXIT
-for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
-port=$(grep -oP 'listening on 127\.0\.0\.1:\K[0-9]+' "$log")
+ulimit -n $((want < hard ? want : hard))
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/measure-lib.sh"
+start_server -l 127.0.0.1:0=echo --idle-timeout $((secs * 2)) --max-conns 0
+port=$(port_of echo)
+server=$SERVER_PID
 
 python3 - "$port" "$conns" "$secs" "$server" <<'PY'
 import os, socket, sys, time

@@ -8,19 +8,15 @@
 # Usage: scripts/measure-slow-download.sh [SIZE_MB] [SLOW_SECONDS]   (default 2048 10)
 # Needs python3 (for the slow client).
 
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+set -uo pipefail
 size_mb=${1:-2048}
 slow=${2:-10}
-cargo build --release --quiet
-dir=$(mktemp -d)
-log=$dir/server.log
-truncate -s "${size_mb}M" "$dir/huge.bin"
-target/release/tcp-reactor serve -l 127.0.0.1:0=files --root "$dir" 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do grep -q 'listening on' "$log" && break; sleep 0.1; done
-port=$(grep -oP 'listening on 127\.0\.0\.1:\K[0-9]+' "$log")
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/measure-lib.sh"
+truncate -s "${size_mb}M" "$TMP/huge.bin"
+start_server -l 127.0.0.1:0=files --root "$TMP"
+port=$(port_of files)
+server=$SERVER_PID
 
 python3 - "$port" "$server" "$slow" <<'PY'
 import socket, sys, time
