@@ -339,7 +339,7 @@ impl Connection {
     fn service_has_work(&self) -> bool {
         !self.recv.is_empty()
             || self.eof
-            || (self.service.is_producing() && self.send.len() < self.low_watermark())
+            || (self.service.is_producing() && self.owed() < self.low_watermark())
     }
 
     fn run_service(&mut self, key: usize, pools: &mut Pools, config: &ServiceConfig, now: Instant) {
@@ -430,19 +430,18 @@ impl Connection {
     fn flush(&mut self, key: usize) -> io::Result<usize> {
         let mut total = 0;
         while self.owed() > 0 {
+            // The service's own output first, then the shared chunks; each
+            // holds whole lines, so the two never split a message.
             let written = if self.send.is_empty() {
-                (&self.socket).write_vectored(&self.shared.slices())
+                self.shared.write_to(&mut &self.socket)
             } else {
-                (&self.socket).write(self.send.data())
+                (&self.socket)
+                    .write(self.send.data())
+                    .inspect(|&n| self.send.consume(n))
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    if self.send.is_empty() {
-                        self.shared.consume(n);
-                    } else {
-                        self.send.consume(n);
-                    }
                     total += n;
                     trace!(
                         "conn {key}: wrote {n} bytes, send buffer {}/{}",

@@ -182,16 +182,6 @@ impl Server {
         Ok(())
     }
 
-    /// The bound addresses, with their services, in `--listen` order.
-    pub fn local_addrs(&self) -> Vec<(SocketAddr, ServiceKind)> {
-        self.listeners.iter().map(|l| (l.addr, l.kind)).collect()
-    }
-
-    /// The counters so far.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
     /// Serves until a signal stops it, or an unrecoverable poll error.
     pub fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
@@ -458,10 +448,13 @@ impl Server {
     /// Queues `chunk` on every open chat connection but `from`. A receiver
     /// whose queued output would pass its send limit is too slow: it is told
     /// so (best effort), closed, and its leave announced in turn; that
-    /// announcement can find more receivers too slow, hence the work list.
+    /// announcement can find more receivers too slow, hence the list of
+    /// leaves still to announce.
     fn broadcast(&mut self, from: Option<usize>, chunk: Rc<[u8]>) {
-        let mut work = vec![(from, chunk)];
-        while let Some((from, chunk)) = work.pop() {
+        // Leaves to announce; allocated only when someone was too slow.
+        let mut leaves = Vec::new();
+        let mut next = Some((from, chunk));
+        while let Some((from, chunk)) = next.take().or_else(|| leaves.pop()) {
             let mut too_slow = Vec::new();
             for &key in &self.chat_members {
                 let Some(conn) = self.conns.get_mut(key) else {
@@ -488,7 +481,7 @@ impl Server {
                 );
                 conn.farewell(b"* disconnected: too slow\n");
                 self.close_quietly(key, CloseReason::Limit);
-                work.push((None, chat::left(peer, true)));
+                leaves.push((None, chat::left(peer, true)));
             }
         }
     }

@@ -46,11 +46,6 @@ impl DeadlineList {
         }
     }
 
-    /// The timeout this list applies.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Entries in the list.
     pub fn len(&self) -> usize {
         self.len

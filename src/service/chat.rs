@@ -29,18 +29,27 @@ pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 impl Chat {
     /// Turns the complete lines in the input into one broadcast.
     pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
-        let prefix = format!("[{}] ", io.peer);
         let mut message = Vec::new();
         let mut consumed = 0;
         {
             let data = io.input.data();
-            while let Some(pos) = data[consumed..].iter().position(|&b| b == b'\n') {
-                push_line(&mut message, &prefix, &data[consumed..consumed + pos]);
-                consumed += pos + 1;
-            }
-            if io.eof && consumed < data.len() {
-                push_line(&mut message, &prefix, &data[consumed..]);
-                consumed = data.len();
+            let complete = match data.iter().rposition(|&b| b == b'\n') {
+                _ if io.eof => data.len(),
+                Some(last) => last + 1,
+                None => 0,
+            };
+            if complete > 0 {
+                // Built only when a line is complete: a partial line costs
+                // nothing per read.
+                let prefix = format!("[{}] ", io.peer);
+                for line in data[..complete]
+                    .strip_suffix(b"\n")
+                    .unwrap_or(&data[..complete])
+                    .split(|&b| b == b'\n')
+                {
+                    push_line(&mut message, &prefix, line);
+                }
+                consumed = complete;
             }
         }
         io.input.consume(consumed);
