@@ -16,7 +16,8 @@
 //!
 //! Time: deadlines (idle, linger, accept back-off, shutdown) are kept in
 //! O(1) structures and the poll timeout is the nearest of them; no event
-//! scans all connections. The one scan is at shutdown, once per drain check.
+//! scans all connections. The one scan is at shutdown, once per drain check
+//! (every 20 ms), since no event says a kernel send queue has drained.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
@@ -106,6 +107,9 @@ pub struct Server {
     signals: Option<Signals>,
     /// Set once a signal asked for a stop: when to give up flushing.
     shutdown_deadline: Option<Instant>,
+    /// During shutdown, when to next look for connections whose kernel send
+    /// queue has drained (a scan of all of them, so not on every event).
+    next_drain_check: Option<Instant>,
     config: ServerConfig,
     stats: Stats,
     started: Instant,
@@ -165,6 +169,7 @@ impl Server {
             last_accept_warning: None,
             signals: None,
             shutdown_deadline: None,
+            next_drain_check: None,
             config,
             stats: Stats::default(),
             started: Instant::now(),
@@ -244,6 +249,7 @@ impl Server {
                 }
             }
             if let Some(deadline) = self.shutdown_deadline
+                && self.next_drain_check.is_some_and(|t| t <= now)
                 && self.shutdown_step(now, deadline)
             {
                 info!("{}", self.stats.summary());
@@ -253,14 +259,11 @@ impl Server {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let drain_check = self
-            .shutdown_deadline
-            .map(|d| d.min(Instant::now() + DRAIN_CHECK));
         earliest([
             self.linger.next_deadline(),
             self.idle.as_ref().and_then(|l| l.next_deadline()),
             self.accept_paused_until,
-            drain_check,
+            self.next_drain_check,
         ])
     }
 
@@ -557,6 +560,7 @@ impl Server {
             self.conns.len()
         );
         self.shutdown_deadline = Some(now + timeout);
+        self.next_drain_check = Some(now);
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
@@ -578,6 +582,7 @@ impl Server {
     /// True when none is left.
     fn shutdown_step(&mut self, now: Instant, deadline: Instant) -> bool {
         let past = now >= deadline;
+        self.next_drain_check = Some((now + DRAIN_CHECK).min(deadline));
         let done: Vec<usize> = self
             .conns
             .iter()
