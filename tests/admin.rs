@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Server, connect, exchange, read_exact, read_to_end};
+use support::{Server, connect, exchange, fill_until_blocked, read_exact, read_to_end, run_binary};
 
 /// Sends one admin command and returns the answer (the service closes after
 /// our half-close).
@@ -40,26 +40,6 @@ fn number(json: &str, field: &str) -> Option<u64> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
-}
-
-/// Writes to an echo connection without reading until our own send blocks,
-/// which leaves every queue on the path non-empty and still.
-fn fill_until_blocked(stream: &mut TcpStream) -> u64 {
-    stream
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![b'z'; 64 * 1024];
-    let mut sent = 0u64;
-    loop {
-        match stream.write(&chunk) {
-            Ok(n) => sent += n as u64,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return sent;
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-        assert!(sent < 1 << 30, "never blocked");
-    }
 }
 
 #[test]
@@ -238,10 +218,7 @@ fn help_unknown_commands_and_a_long_conversation() {
 
 #[test]
 fn admin_refuses_a_non_loopback_address_without_admin_anywhere() {
-    let out = Command::new(support::binary())
-        .args(["serve", "-l", "0.0.0.0:0=admin"])
-        .output()
-        .unwrap();
+    let out = run_binary(&["serve", "-l", "0.0.0.0:0=admin"], b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

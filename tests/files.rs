@@ -8,22 +8,14 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
-use support::{Pattern, Server, TempDir, connect, exchange, read_exact, read_to_end};
+use support::{
+    Pattern, Server, TempDir, connect, exchange, read_exact, read_to_end, run_binary, run_binary_in,
+};
 
 fn files_server(root: &TempDir, extra: &[&str]) -> Server {
     let mut args = vec!["-l", "127.0.0.1:0=files", "--root", root.arg()];
     args.extend_from_slice(extra);
     Server::start(&args)
-}
-
-fn pattern_bytes(len: usize) -> Vec<u8> {
-    let pattern = Pattern::new();
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        let n = (len - out.len()).min(60_000);
-        out.extend_from_slice(pattern.slice(out.len() as u64, n));
-    }
-    out
 }
 
 #[test]
@@ -44,7 +36,7 @@ fn get_answers_ok_size_then_the_bytes_like_nc_would_see() {
 #[test]
 fn a_notes_style_client_gets_an_identical_copy_of_a_large_file() {
     let root = TempDir::new("files-bare");
-    let body = pattern_bytes(8_000_000);
+    let body = Pattern::bytes(8_000_000);
     fs::write(root.path().join("big.bin"), &body).unwrap();
     let server = files_server(&root, &[]);
     // Send the bare name, no newline, no half-close; read until the server
@@ -183,7 +175,7 @@ fn a_large_file_to_a_slow_reader_keeps_server_memory_flat() {
 #[test]
 fn a_hundred_simultaneous_downloads_each_get_their_exact_bytes() {
     let root = TempDir::new("files-many");
-    let bodies: Vec<Vec<u8>> = (0..4).map(|i| pattern_bytes(700_000 + i * 4099)).collect();
+    let bodies: Vec<Vec<u8>> = (0..4).map(|i| Pattern::bytes(700_000 + i * 4099)).collect();
     for (i, body) in bodies.iter().enumerate() {
         fs::write(root.path().join(format!("f{i}.bin")), body).unwrap();
     }
@@ -222,7 +214,7 @@ fn a_hundred_simultaneous_downloads_each_get_their_exact_bytes() {
 fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
     let root = TempDir::new("files-shrink");
     let path = root.path().join("shrinking.bin");
-    fs::write(&path, pattern_bytes(20_000_000)).unwrap();
+    fs::write(&path, Pattern::bytes(20_000_000)).unwrap();
     let mut server = files_server(&root, &[]);
     let mut stream = connect(server.addr("files"));
     stream.write_all(b"GET shrinking.bin\n").unwrap();
@@ -242,7 +234,7 @@ fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
     assert!(server.wait_for_log("shrank while being sent"));
     // A file removed while being sent stays readable (Linux keeps it until
     // closed); the download completes and the server carries on.
-    fs::write(&path, pattern_bytes(3_000_000)).unwrap();
+    fs::write(&path, Pattern::bytes(3_000_000)).unwrap();
     let mut stream = connect(server.addr("files"));
     stream.write_all(b"GET shrinking.bin\n").unwrap();
     let _ = read_exact(&mut stream, 11);
@@ -255,48 +247,17 @@ fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
     );
 }
 
-/// Runs the binary with `args` and `stdin`, bounded by `support::WAIT`.
-fn run_binary(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(support::binary())
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the binary");
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    let pid = child.id();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = rx.recv_timeout(support::WAIT).unwrap_or_else(|_| {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-        panic!("{args:?} did not finish within {:?}", support::WAIT)
-    });
-    feeder.join().unwrap();
-    output.expect("collect output")
-}
-
 #[test]
 fn the_get_client_downloads_from_the_real_service() {
     let root = TempDir::new("get-real");
     let work = TempDir::new("get-real-cwd");
-    let body = pattern_bytes(3_000_000);
+    let body = Pattern::bytes(3_000_000);
     fs::create_dir(root.path().join("sub")).unwrap();
     fs::write(root.path().join("sub/data.bin"), &body).unwrap();
     let server = files_server(&root, &[]);
     let addr = server.addr("files").to_string();
 
-    let out = run_binary(&["get", &addr, "sub/data.bin", "-q"], b"", work.path());
+    let out = run_binary_in(&["get", &addr, "sub/data.bin", "-q"], b"", work.path());
     assert!(
         out.status.success(),
         "{}",
@@ -306,11 +267,11 @@ fn the_get_client_downloads_from_the_real_service() {
 
     // No overwrite without --force, and the file is left as it was.
     fs::write(work.path().join("data.bin"), b"mine").unwrap();
-    let out = run_binary(&["get", &addr, "sub/data.bin"], b"", work.path());
+    let out = run_binary_in(&["get", &addr, "sub/data.bin"], b"", work.path());
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
     assert_eq!(fs::read(work.path().join("data.bin")).unwrap(), b"mine");
-    let out = run_binary(
+    let out = run_binary_in(
         &["get", &addr, "sub/data.bin", "--force", "-q"],
         b"",
         work.path(),
@@ -319,12 +280,12 @@ fn the_get_client_downloads_from_the_real_service() {
     assert!(fs::read(work.path().join("data.bin")).unwrap() == body);
 
     // To standard output.
-    let out = run_binary(&["get", &addr, "sub/data.bin", "-o", "-"], b"", work.path());
+    let out = run_binary_in(&["get", &addr, "sub/data.bin", "-o", "-"], b"", work.path());
     assert!(out.status.success());
     assert!(out.stdout == body);
 
     // A refusal from the server: one line naming the reason, nothing saved.
-    let out = run_binary(&["get", &addr, "../etc/passwd"], b"", work.path());
+    let out = run_binary_in(&["get", &addr, "../etc/passwd"], b"", work.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -344,9 +305,8 @@ fn the_get_client_downloads_from_the_real_service() {
 #[test]
 fn the_interactive_client_works_in_a_pipe_and_reports_refusal() {
     let server = Server::start(&["-l", "127.0.0.1:0=ack", "--reply", "ok"]);
-    let cwd = std::env::temp_dir();
     let addr = server.addr("ack").to_string();
-    let out = run_binary(&["client", &addr], b"a\nb\n", &cwd);
+    let out = run_binary(&["client", &addr], b"a\nb\n");
     assert!(
         out.status.success(),
         "{}",
@@ -359,7 +319,6 @@ fn the_interactive_client_works_in_a_pipe_and_reports_refusal() {
     let out = run_binary(
         &["client", &addr, "--encoding", "gbk"],
         "你好\nexit\n".as_bytes(),
-        &cwd,
     );
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "收到请求\n");
@@ -368,7 +327,7 @@ fn the_interactive_client_works_in_a_pipe_and_reports_refusal() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let out = run_binary(&["client", &closed], b"a\n", &cwd);
+    let out = run_binary(&["client", &closed], b"a\n");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -380,7 +339,7 @@ fn regression_a_fast_download_does_not_flap_pause_and_resume() {
     // The files service fills the send buffer on every refill; that is not
     // backpressure, and once logged a pause/resume pair per 64 KiB.
     let root = TempDir::new("files-flap");
-    fs::write(root.path().join("f.bin"), pattern_bytes(4_000_000)).unwrap();
+    fs::write(root.path().join("f.bin"), Pattern::bytes(4_000_000)).unwrap();
     let server = files_server(&root, &["-v"]);
     let got = exchange(server.addr("files"), b"GET f.bin\n");
     assert_eq!(got.len(), "OK 4000000\n".len() + 4_000_000);

@@ -10,7 +10,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Pattern, Server, TempDir, WAIT, connect, read_exact, read_to_end, write_pattern};
+use support::{
+    Pattern, Server, TempDir, WAIT, connect, fill_until_blocked, read_exact, read_to_end,
+    run_binary, write_pattern,
+};
 
 fn echo_once(stream: &mut TcpStream, text: &[u8]) {
     stream.write_all(text).unwrap();
@@ -196,11 +199,7 @@ fn sigterm_flushes_a_50_mb_download_in_progress_then_exits_0() {
     const SIZE: usize = 50_000_000;
     let root = TempDir::new("shutdown");
     let pattern = Pattern::new();
-    let mut body = Vec::with_capacity(SIZE);
-    while body.len() < SIZE {
-        let n = (SIZE - body.len()).min(60_000);
-        body.extend_from_slice(pattern.slice(body.len() as u64, n));
-    }
+    let body = Pattern::bytes(SIZE);
     fs::write(root.path().join("big.bin"), &body).unwrap();
     let mut server = Server::start(&[
         "-l",
@@ -261,10 +260,7 @@ fn a_second_signal_exits_at_once() {
     let mut server = Server::start(&["-l", "127.0.0.1:0=echo", "--shutdown-timeout", "60"]);
     // A client that owes nothing but never closes keeps the shutdown waiting.
     let mut hog = connect(server.addr("echo"));
-    let mut filler = vec![0u8; 1 << 20];
-    hog.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-    while hog.write(&filler).is_ok() {}
-    filler.clear();
+    fill_until_blocked(&mut hog);
     let pid = server.pid().to_string();
     let kill = |sig: &str| {
         std::process::Command::new("kill")
@@ -313,9 +309,6 @@ fn reuse_port_lets_two_servers_share_a_port_and_both_get_clients() {
     // The kernel hashes connections across the two: each gets some.
     assert!(opened(&first) > 0 && opened(&second) > 0);
     // Without --reuse-port the port stays taken.
-    let out = std::process::Command::new(support::binary())
-        .args(["serve", "-l", &spec])
-        .output()
-        .unwrap();
+    let out = run_binary(&["serve", "-l", &spec], b"");
     assert!(!out.status.success());
 }

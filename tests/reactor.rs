@@ -5,12 +5,12 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use support::{
-    Pattern, Server, connect, exchange, read_exact, read_pattern, read_to_end, write_pattern,
+    Pattern, Server, connect, exchange, read_exact, read_pattern, read_to_end, run_binary,
+    write_pattern,
 };
 
 const ECHO: &[&str] = &["-l", "127.0.0.1:0=echo"];
@@ -312,11 +312,7 @@ fn resets_and_garbage_close_only_their_own_connection() {
 }
 
 fn run_serve(args: &[&str]) -> (i32, String) {
-    let out = Command::new(support::binary())
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("run the binary");
+    let out = run_binary(&[&["serve"], args].concat(), b"");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -357,12 +353,12 @@ fn a_listen_address_in_use_is_a_clear_error() {
 fn bench_checks_every_echo_and_stops_after_its_rounds() {
     let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=ack"]);
     let run = |addr: String| {
-        Command::new(support::binary())
-            .args([
-                "bench", &addr, "--conns", "50", "--size", "100", "--rounds", "10", "--secs", "20",
-            ])
-            .output()
-            .expect("run bench")
+        run_binary(
+            &[
+                "bench", &addr, "--conns", "50", "--size", "100", "--rounds", "10", "--secs", "5",
+            ],
+            b"",
+        )
     };
     let good = run(server.addr("echo").to_string());
     let text = String::from_utf8_lossy(&good.stdout);

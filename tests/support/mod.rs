@@ -241,6 +241,17 @@ pub struct Pattern {
 const PERIOD: usize = 65_521;
 
 impl Pattern {
+    /// The first `len` bytes of the pattern, as one vector (a file body).
+    pub fn bytes(len: usize) -> Vec<u8> {
+        let pattern = Pattern::new();
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let n = (len - out.len()).min(60_000);
+            out.extend_from_slice(pattern.slice(out.len() as u64, n));
+        }
+        out
+    }
+
     pub fn new() -> Pattern {
         let mut x: u32 = 2_463_534_242;
         let table = (0..PERIOD * 2)
@@ -340,4 +351,64 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Writes to an echo connection without reading until our own send blocks
+/// (no progress for half a second), which leaves every queue on the path
+/// non-empty and still. Returns the bytes the kernel took.
+pub fn fill_until_blocked(stream: &mut TcpStream) -> u64 {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![b'z'; 64 * 1024];
+    let mut sent = 0u64;
+    loop {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return sent;
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+        assert!(sent < 1 << 30, "never blocked");
+    }
+}
+
+/// Runs the binary with `args` and `stdin` in the temp directory; kills it
+/// and panics if it has not finished within `WAIT`.
+pub fn run_binary(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    run_binary_in(args, stdin, &std::env::temp_dir())
+}
+
+/// As [`run_binary`], in the directory `cwd`.
+pub fn run_binary_in(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let mut input = child.stdin.take().expect("stdin was piped");
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("{args:?} did not finish within {WAIT:?}")
+    });
+    feeder.join().expect("stdin feeder");
+    output.expect("collect output")
 }
