@@ -291,13 +291,16 @@ fn progress_bar(size: u64, visible: bool) -> ProgressBar {
 }
 
 /// Bytes so far and in all, rate and time left.
+/// The progress line: bytes so far of the total, a bar, the rate and the
+/// time left.
+const PROGRESS_TEMPLATE: &str =
+    "{bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} ETA {eta}";
+
 fn progress_style() -> ProgressStyle {
-    // A literal template, parsed by the unit test below.
-    ProgressStyle::with_template(
-        "{bytes}/{total_bytes} [{wide_bar}] {binary_bytes_per_sec} ETA {eta}",
-    )
-    .expect("valid progress template")
-    .progress_chars("=> ")
+    ProgressStyle::with_template(PROGRESS_TEMPLATE)
+        // A literal, checked by the unit test below.
+        .expect("valid progress template")
+        .progress_chars("=> ")
 }
 
 /// The reading half of a download.
@@ -475,8 +478,11 @@ mod tests {
     }
 
     #[test]
-    fn the_progress_template_parses() {
-        let _ = progress_style();
+    fn the_progress_template_parses_and_shows_bytes_rate_and_eta() {
+        assert!(ProgressStyle::with_template(PROGRESS_TEMPLATE).is_ok());
+        for key in ["{bytes}", "{total_bytes}", "_per_sec}", "{eta}"] {
+            assert!(PROGRESS_TEMPLATE.contains(key), "{key}");
+        }
     }
 
     #[test]
