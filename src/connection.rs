@@ -110,8 +110,6 @@ pub struct Connection {
     input_stopped: bool,
     /// The cause counted when this connection closes without an error.
     pub close_reason: CloseReason,
-    /// Requests from the service to the reactor, taken after each turn.
-    effects: Vec<Effect>,
     pub opened: Instant,
     pub last_active: Instant,
     pub bytes_in: u64,
@@ -147,7 +145,6 @@ impl Connection {
             queued: false,
             input_stopped: false,
             close_reason: CloseReason::Peer,
-            effects: Vec::new(),
             opened: now,
             last_active: now,
             bytes_in: 0,
@@ -196,11 +193,6 @@ impl Connection {
         }
     }
 
-    /// What the service asked of the reactor since the last call.
-    pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
-    }
-
     /// Hands the answer to a query back to the service.
     pub fn deliver(&mut self, answer: Vec<u8>) {
         self.service.deliver(answer);
@@ -223,19 +215,21 @@ impl Connection {
 
     /// Moves bytes until nothing more can move, the sockets would block, or
     /// the budget is spent; then says what the reactor should do next.
+    /// What the service asks of the reactor is appended to `effects`.
     pub fn turn(
         &mut self,
         key: usize,
         pools: &mut Pools,
         config: &ServiceConfig,
         now: Instant,
+        effects: &mut Vec<Effect>,
     ) -> TurnReport {
         let mut report = TurnReport {
             next: Verdict::Wait,
             bytes_in: 0,
             bytes_out: 0,
         };
-        report.next = self.turn_inner(key, pools, config, now, &mut report);
+        report.next = self.turn_inner(key, pools, config, now, effects, &mut report);
         if report.bytes_in + report.bytes_out > 0 {
             self.last_active = now;
         }
@@ -253,13 +247,14 @@ impl Connection {
         pools: &mut Pools,
         config: &ServiceConfig,
         now: Instant,
+        effects: &mut Vec<Effect>,
         report: &mut TurnReport,
     ) -> Verdict {
         loop {
             let before = self.progress_mark(report);
 
             if self.phase == Phase::Open && self.service_has_work() {
-                self.run_service(key, pools, config, now);
+                self.run_service(key, pools, config, now, effects);
             }
 
             if self.writable && self.owed() > 0 {
@@ -342,7 +337,14 @@ impl Connection {
             || (self.service.is_producing() && self.owed() < self.low_watermark())
     }
 
-    fn run_service(&mut self, key: usize, pools: &mut Pools, config: &ServiceConfig, now: Instant) {
+    fn run_service(
+        &mut self,
+        key: usize,
+        pools: &mut Pools,
+        config: &ServiceConfig,
+        now: Instant,
+        effects: &mut Vec<Effect>,
+    ) {
         let low_watermark = self.low_watermark();
         let mut io = Io::new(
             &mut self.recv,
@@ -356,7 +358,7 @@ impl Connection {
         io.eof = self.eof;
         let outcome = self.service.process(&mut io, config);
         if let Some(effect) = outcome.effect {
-            self.effects.push(effect);
+            effects.push(effect);
         }
         // Only a service that left input waiting for room pauses reading: a
         // download filling the buffer is not backpressure on the client.

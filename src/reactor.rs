@@ -101,6 +101,8 @@ pub struct Server {
     admission: Admission,
     /// Keys of the open chat connections, the receivers of a broadcast.
     chat_members: HashSet<usize>,
+    /// What the services asked for in the current turn; empty between turns.
+    effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
@@ -165,6 +167,7 @@ impl Server {
             idle: config.idle_timeout.map(DeadlineList::new),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
             chat_members: HashSet::new(),
+            effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
             signals: None,
@@ -387,7 +390,16 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let report = conn.turn(key, &mut self.pools, &self.config.service, now);
+        // The list is the server's, reused, so a turn with effects (every
+        // chat line) allocates nothing for them.
+        let mut effects = std::mem::take(&mut self.effects);
+        let report = conn.turn(
+            key,
+            &mut self.pools,
+            &self.config.service,
+            now,
+            &mut effects,
+        );
         let counters = self.stats.service(conn.kind);
         counters.bytes_in += report.bytes_in as u64;
         counters.bytes_out += report.bytes_out as u64;
@@ -396,11 +408,11 @@ impl Server {
         {
             idle.touch(key, now);
         }
-        let effects = conn.take_effects();
         let next = report.next;
-        for effect in effects {
+        for effect in effects.drain(..) {
             self.apply(key, effect, now);
         }
+        self.effects = effects;
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
