@@ -47,6 +47,9 @@ pub fn default_listeners() -> Vec<ListenSpec> {
     [
         ("127.0.0.1:7788", ServiceKind::Echo),
         ("127.0.0.1:7890", ServiceKind::Ack),
+        ("127.0.0.1:8000", ServiceKind::Files),
+        ("127.0.0.1:9090", ServiceKind::Chat),
+        ("127.0.0.1:7999", ServiceKind::Admin),
     ]
     .into_iter()
     .map(|(addr, service)| ListenSpec {
@@ -164,11 +167,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_loopback() {
-        assert!(
-            default_listeners()
-                .iter()
-                .all(|l| l.addr.ip().is_loopback())
-        );
+    fn defaults_are_every_service_on_loopback() {
+        let defaults = default_listeners();
+        assert!(defaults.iter().all(|l| l.addr.ip().is_loopback()));
+        for kind in ServiceKind::ALL {
+            assert!(defaults.iter().any(|l| l.service == kind), "{kind}");
+        }
     }
 }

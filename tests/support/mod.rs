@@ -40,6 +40,22 @@ impl Server {
             .iter()
             .filter(|a| **a == "-l" || **a == "--listen")
             .count();
+        Server::spawn(wrapper, args, None, listeners.max(1))
+    }
+
+    /// `serve` with `args` in the directory `cwd`, waiting for `listeners`
+    /// addresses in the log (for runs without `--listen`, which open the
+    /// default listeners).
+    pub fn start_in(cwd: &std::path::Path, args: &[&str], listeners: usize) -> Server {
+        Server::spawn(&[], args, Some(cwd), listeners)
+    }
+
+    fn spawn(
+        wrapper: &[&str],
+        args: &[&str],
+        cwd: Option<&std::path::Path>,
+        listeners: usize,
+    ) -> Server {
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -48,6 +64,9 @@ impl Server {
             }
             None => Command::new(binary()),
         };
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         let mut child = command
             .arg("serve")
             .args(args)
@@ -74,7 +93,7 @@ impl Server {
             lines,
         };
         let deadline = Instant::now() + WAIT;
-        while server.addrs.len() < listeners.max(1) {
+        while server.addrs.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = server.lines.recv_timeout(left).unwrap_or_else(|_| {
                 panic!("server did not log its addresses; log: {:?}", server.log())
