@@ -215,12 +215,20 @@ impl ByteBuf {
 /// alike (a chat line goes to every member), held once in memory and counted
 /// against each receiver's limit.
 ///
-/// Invariant: `len` is the sum of the unsent parts of the chunks, and every
-/// chunk in the queue has at least one unsent byte.
+/// Invariant: `len` is the sum of the unsent parts (`sent..end`) of the
+/// pieces, and every piece in the queue has at least one unsent byte.
 #[derive(Debug, Default)]
 pub struct SharedQueue {
-    chunks: VecDeque<(Rc<[u8]>, usize)>,
+    pieces: VecDeque<Piece>,
     len: usize,
+}
+
+/// One queued chunk and how much of it is still to send: `chunk[sent..end]`.
+#[derive(Debug)]
+struct Piece {
+    chunk: Rc<[u8]>,
+    sent: usize,
+    end: usize,
 }
 
 /// Most chunks a write hands to the kernel in one vectored call.
@@ -236,12 +244,38 @@ impl SharedQueue {
         self.len == 0
     }
 
+    /// The oldest chunk is partly sent: anything written before the rest of
+    /// it would land inside it.
+    pub fn is_mid_chunk(&self) -> bool {
+        self.pieces.front().is_some_and(|p| p.sent > 0)
+    }
+
     /// Queues `chunk` (which stays shared with whoever else holds it).
     pub fn push(&mut self, chunk: Rc<[u8]>) {
         if !chunk.is_empty() {
             self.len += chunk.len();
-            self.chunks.push_back((chunk, 0));
+            let end = chunk.len();
+            self.pieces.push_back(Piece {
+                chunk,
+                sent: 0,
+                end,
+            });
         }
+    }
+
+    /// Drops everything queued except the rest of the line the receiver is
+    /// in the middle of (the oldest chunk's unsent bytes up to and including
+    /// its next newline), so what the receiver gets ends at a line boundary.
+    pub fn keep_current_line(&mut self) {
+        let Some(front) = self.pieces.front_mut().filter(|p| p.sent > 0) else {
+            return self.clear();
+        };
+        let rest = &front.chunk[front.sent..front.end];
+        if let Some(newline) = first_newline(rest) {
+            front.end = front.sent + newline + 1;
+        }
+        self.len = front.end - front.sent;
+        self.pieces.truncate(1);
     }
 
     /// Writes the unsent bytes, oldest first, with one vectored write of at
@@ -250,8 +284,8 @@ impl SharedQueue {
     pub fn write_to(&mut self, writer: &mut impl Write) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut count = 0;
-        for ((chunk, sent), slot) in self.chunks.iter().zip(slices.iter_mut()) {
-            *slot = IoSlice::new(&chunk[*sent..]);
+        for (piece, slot) in self.pieces.iter().zip(slices.iter_mut()) {
+            *slot = IoSlice::new(&piece.chunk[piece.sent..piece.end]);
             count += 1;
         }
         let n = writer.write_vectored(&slices[..count])?;
@@ -267,21 +301,21 @@ impl SharedQueue {
         assert!(n <= self.len, "consume {n} of {} bytes", self.len);
         self.len -= n;
         while n > 0 {
-            let (chunk, sent) = self.chunks.front_mut().expect("len counts queued bytes");
-            let left = chunk.len() - *sent;
+            let piece = self.pieces.front_mut().expect("len counts queued bytes");
+            let left = piece.end - piece.sent;
             if n < left {
-                *sent += n;
+                piece.sent += n;
                 return;
             }
             n -= left;
-            self.chunks.pop_front();
+            self.pieces.pop_front();
         }
         self.shrink_if_empty();
     }
 
     /// Drops everything queued.
     pub fn clear(&mut self) {
-        self.chunks.clear();
+        self.pieces.clear();
         self.len = 0;
         self.shrink_if_empty();
     }
@@ -289,10 +323,14 @@ impl SharedQueue {
     /// An empty queue gives back a large ring, so an idle connection holds
     /// next to nothing.
     fn shrink_if_empty(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
-            self.chunks = VecDeque::new();
+        if self.pieces.is_empty() && self.pieces.capacity() > 16 {
+            self.pieces = VecDeque::new();
         }
     }
+}
+
+fn first_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]
@@ -379,6 +417,26 @@ mod tests {
     fn consuming_more_than_buffered_is_a_bug() {
         let mut buf = ByteBuf::new(4);
         buf.consume(1);
+    }
+
+    #[test]
+    fn a_dismissed_receiver_keeps_only_the_rest_of_its_current_line() {
+        let mut q = SharedQueue::default();
+        q.push(Rc::from(&b"one\ntwo\n"[..]));
+        q.push(Rc::from(&b"three\n"[..]));
+        q.consume(1);
+        assert!(q.is_mid_chunk());
+        q.keep_current_line();
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            q.write_to(&mut out).unwrap();
+        }
+        assert_eq!(out, b"ne\n");
+        // At a chunk boundary nothing is begun, so nothing is kept.
+        q.push(Rc::from(&b"four\n"[..]));
+        assert!(!q.is_mid_chunk());
+        q.keep_current_line();
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -4,13 +4,43 @@
 //! A turn reads from the socket into the receive buffer, lets the service turn
 //! input into output, and writes the send buffer to the socket, until nothing
 //! moves, the socket would block, or the turn's byte budget is spent. It never
-//! registers or closes the socket: it tells the reactor what to do next.
+//! registers, deregisters or closes the socket, and it never reads the clock:
+//! it tells the reactor what to do next, and the reactor keeps the deadlines.
 //!
 //! Readiness is edge-triggered, so the connection remembers what the last
 //! event said (`readable`, `writable`) and clears a hint only when the socket
 //! proves it stale (`WouldBlock`, or a short read). A connection that stops
 //! early, because its budget ran out or its receive buffer was full, keeps the
 //! hint and must be driven again without waiting for a new edge.
+//!
+//! # Closing
+//!
+//! Stopping input and discarding input are different things, and the
+//! [`Phase`] says which applies:
+//! - the **server** ends a conversation (signal, idle timeout, a chat receiver
+//!   that cannot keep up) with [`Connection::finish`]: nothing more is read,
+//!   but the service still consumes what was already read (echo echoes it, ack
+//!   answers every complete message) and every reply is flushed
+//!   ([`Phase::Finishing`]);
+//! - the **client** ends it (its half-close, `exit`, a download answered):
+//!   the service has said its last word, so input from then on is read and
+//!   discarded while what is owed is sent ([`Phase::Draining`]).
+//!
+//! Either way the write side is then shut and the connection waits in
+//! [`Phase::Closing`] for the client's FIN (or, when the server ended it, for
+//! the client to acknowledge our last byte, which the reactor checks), so a
+//! close never turns unread input into a reset that destroys replies still in
+//! flight.
+//!
+//! Invariant, enforced in [`Connection::turn`]: every byte read from the
+//! socket while the conversation is open is handed to the service, which
+//! consumes it or holds it as an unfinished message, unless the connection
+//! failed; bytes are discarded only in `Draining` and `Closing`, after the
+//! client ended the conversation. A read that fails after bytes arrived (a
+//! reset after data) still delivers those bytes to the service first: the
+//! failure is kept ([`Connection::failure`]) and acted on once the service
+//! has had them. Discarded input is not activity: it never refreshes the idle
+//! timer (it is reported apart, in [`TurnReport::discarded`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -37,38 +67,62 @@ pub struct Pools {
     pub send: BufPool,
 }
 
-/// Where a connection is in its life.
+/// Where a connection is in its life. Every phase but `Open` has a deadline,
+/// kept by the reactor and started when the phase is entered (see
+/// [`TurnReport::phase_changed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Reading requests and answering them.
-    Open,
-    /// The service is finished: input is discarded, what is owed is sent.
+    /// Reading requests and answering them. `paused`: reading is held back
+    /// because the service left input waiting for send-buffer room
+    /// (backpressure); it resumes once the send buffer drains below its low
+    /// watermark.
+    Open { paused: bool },
+    /// The server ended the conversation: nothing more is read, the service
+    /// consumes what it already read, and what is owed is sent.
+    Finishing,
+    /// The client ended the conversation (or the service finished answering
+    /// it): input is read and discarded, and what is owed is sent.
     Draining,
-    /// Everything was sent and our side is shut: waiting for the client to
-    /// close its side, so that closing the socket cannot turn late input into
-    /// a reset that destroys replies still in flight.
-    Closing,
+    /// Everything owed is with the kernel and our write side is shut: waiting
+    /// for the client to close its side. `discard`: the client ended the
+    /// conversation, so input is read and thrown away; otherwise (the server
+    /// ended it) nothing is read until the client's FIN, and the client's
+    /// acknowledgement of our last byte ends the wait too.
+    Closing { discard: bool },
+}
+
+impl Phase {
+    /// The conversation is still open.
+    pub fn is_open(self) -> bool {
+        matches!(self, Phase::Open { .. })
+    }
 }
 
 /// What the reactor should do with a connection after its turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Wait for the next readiness event.
+    /// Wait for the next readiness event (or the phase's deadline).
     Wait,
     /// The budget ran out with work left: drive it again soon.
     Requeue,
-    /// Our side is shut; close when the client closes, or after a linger.
-    Linger,
-    /// Close the socket now.
+    /// Close the socket now: the conversation ended cleanly.
     Close(CloseReason),
+    /// Close with a reset (SO_LINGER 0): a transfer that cannot complete
+    /// (or a failed socket) must not look like a complete one to the client.
+    Reset(CloseReason),
 }
 
 /// The result of one turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TurnReport {
     pub next: Verdict,
+    /// Bytes read and handed to the service.
     pub bytes_in: usize,
+    /// Bytes read and thrown away (after the client ended the conversation).
+    pub discarded: usize,
     pub bytes_out: usize,
+    /// The phase changed during the turn: its deadline starts now.
+    pub phase_changed: bool,
 }
 
 /// One accepted client.
@@ -77,6 +131,10 @@ pub struct Connection {
     pub socket: TcpStream,
     pub peer: SocketAddr,
     pub kind: ServiceKind,
+    /// Which accept this is: tags the connection's poll token, so an event
+    /// left over for a closed connection never reaches a new one that reuses
+    /// its slab key.
+    pub generation: u32,
     service: Service,
     /// Received bytes the service has not consumed; bounded by `--recv-buf`.
     pub recv: ByteBuf,
@@ -86,7 +144,7 @@ pub struct Connection {
     /// Output shared with other connections (chat lines), sent after
     /// `send`; `send` and this together stay within `--send-buf`.
     pub shared: SharedQueue,
-    pub phase: Phase,
+    phase: Phase,
     /// The socket may have bytes to read (last event said so, and no read has
     /// seen it empty since).
     pub readable: bool,
@@ -97,23 +155,29 @@ pub struct Connection {
     pub peer_closing: bool,
     /// A read returned 0: the client sent everything it will send.
     pub eof: bool,
-    /// Reading is paused by backpressure: the send buffer filled up, and
-    /// reading resumes only once it drains below its low watermark.
-    pub paused: bool,
-    /// The socket ran dry after the last read, and the service has not been
-    /// told yet.
-    burst_end_pending: bool,
+    /// A socket call failed: sticky, so no later step of any turn reads or
+    /// writes again. The turn that sets it lets the service take the bytes
+    /// read before the failure, then asks for a reset.
+    failure: Option<Failure>,
     /// Sitting in the reactor's ready queue.
     pub queued: bool,
-    /// No more input is read (shutdown), though a service still producing
-    /// output (a download) runs to its end.
-    input_stopped: bool,
-    /// The cause counted when this connection closes without an error.
+    /// The cause counted when this connection closes.
     pub close_reason: CloseReason,
     pub opened: Instant,
     pub last_active: Instant,
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+/// Why a connection cannot go on. Sticky: once set, nothing more is read or
+/// written, and the connection ends with a reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// A socket call failed (the client reset the connection, say).
+    Socket(io::ErrorKind),
+    /// The service cannot complete what it promised (a file shrank or failed
+    /// to read mid-download).
+    Aborted,
 }
 
 impl Connection {
@@ -123,33 +187,37 @@ impl Connection {
         socket: TcpStream,
         peer: SocketAddr,
         kind: ServiceKind,
-        recv_buf: usize,
-        send_buf: usize,
+        generation: u32,
+        buffers: (usize, usize),
         now: Instant,
     ) -> Connection {
         Connection {
             socket,
             peer,
             kind,
+            generation,
             service: Service::new(kind),
-            recv: ByteBuf::new(recv_buf),
-            send: ByteBuf::new(send_buf),
+            recv: ByteBuf::new(buffers.0),
+            send: ByteBuf::new(buffers.1),
             shared: SharedQueue::default(),
-            phase: Phase::Open,
+            phase: Phase::Open { paused: false },
             readable: false,
             writable: false,
             peer_closing: false,
             eof: false,
-            paused: false,
-            burst_end_pending: false,
+            failure: None,
             queued: false,
-            input_stopped: false,
             close_reason: CloseReason::Peer,
             opened: now,
             last_active: now,
             bytes_in: 0,
             bytes_out: 0,
         }
+    }
+
+    /// Where the connection is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
     }
 
     /// Below this many buffered bytes, a paused connection reads again. A gap
@@ -159,37 +227,37 @@ impl Connection {
         (self.send.capacity() / 4).max(1)
     }
 
-    /// Ends the conversation: input from now on is discarded, what is owed
-    /// is sent, then the connection closes, counted as `reason`.
-    pub fn begin_close(&mut self, reason: CloseReason) {
-        self.close_reason = reason;
-        if self.phase == Phase::Open {
-            self.phase = Phase::Draining;
-            self.recv.clear();
+    /// The server ends the conversation, counted as `reason`: nothing more
+    /// is read, the service consumes what was already read, what is owed is
+    /// sent, then the connection closes. A download in progress runs to its
+    /// end. Does nothing once the conversation has already ended. True if
+    /// the phase changed (its deadline starts now).
+    pub fn finish(&mut self, reason: CloseReason) -> bool {
+        if !self.phase.is_open() {
+            return false;
         }
-    }
-
-    /// Reads no more input, but lets a service that is producing output
-    /// finish it (shutdown: a download in progress is owed in full).
-    pub fn stop_input(&mut self) {
-        self.input_stopped = true;
+        self.close_reason = reason;
+        self.phase = Phase::Finishing;
+        true
     }
 
     /// The state the admin view shows: reading, paused (by backpressure, or
-    /// a download waiting for its send buffer to drain),
+    /// a download waiting for its send buffer to drain), finishing (the
+    /// server ended the conversation and is answering what it read),
     /// draining (sending what is owed before closing) or closing (our side
     /// shut, waiting for the client's).
     pub fn state_name(&self) -> &'static str {
         match self.phase {
-            Phase::Open
-                if self.paused
-                    || (self.service.is_producing() && self.owed() >= self.low_watermark()) =>
+            Phase::Open { paused: true } => "paused",
+            Phase::Open { paused: false }
+                if self.service.is_producing() && self.owed() >= self.low_watermark() =>
             {
                 "paused"
             }
-            Phase::Open => "reading",
+            Phase::Open { .. } => "reading",
+            Phase::Finishing => "finishing",
             Phase::Draining => "draining",
-            Phase::Closing => "closing",
+            Phase::Closing { .. } => "closing",
         }
     }
 
@@ -198,19 +266,25 @@ impl Connection {
         self.service.deliver(answer);
     }
 
-    /// The service has output to produce without further input.
-    pub fn is_producing(&self) -> bool {
-        self.phase == Phase::Open && self.service.is_producing()
-    }
-
     /// Whether a read now could do anything useful.
     fn wants_read(&self) -> bool {
-        self.readable
-            && !self.eof
-            && match self.phase {
-                Phase::Open => !self.input_stopped && !self.paused && !self.recv.is_full(),
-                Phase::Draining | Phase::Closing => true,
-            }
+        if !self.readable || self.eof || self.failure.is_some() {
+            return false;
+        }
+        match self.phase {
+            Phase::Open { paused } => !paused && !self.recv.is_full(),
+            Phase::Finishing => false,
+            Phase::Draining | Phase::Closing { discard: true } => true,
+            // The client's FIN came: it ended its side too, so what is left
+            // is read to the end and dropped, and the close is clean.
+            Phase::Closing { discard: false } => self.peer_closing,
+        }
+    }
+
+    /// Whether what is read goes to the service (rather than being
+    /// discarded).
+    fn service_takes_input(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. } | Phase::Finishing)
     }
 
     /// Moves bytes until nothing more can move, the sockets would block, or
@@ -224,12 +298,16 @@ impl Connection {
         now: Instant,
         effects: &mut Vec<Effect>,
     ) -> TurnReport {
+        let phase = self.phase;
         let mut report = TurnReport {
             next: Verdict::Wait,
             bytes_in: 0,
+            discarded: 0,
             bytes_out: 0,
+            phase_changed: false,
         };
         report.next = self.turn_inner(key, pools, config, now, effects, &mut report);
+        report.phase_changed = self.phase != phase;
         if report.bytes_in + report.bytes_out > 0 {
             self.last_active = now;
         }
@@ -253,74 +331,113 @@ impl Connection {
         loop {
             let before = self.progress_mark(report);
 
-            if self.phase == Phase::Open && self.service_has_work() {
-                self.run_service(key, pools, config, now, effects);
+            // The service first: after a failed read it still gets the bytes
+            // read before the failure.
+            let mut stuck = false;
+            if self.service_takes_input() && self.service_has_work() {
+                stuck = self.run_service(key, pools, config, now, effects, false);
+            }
+            if let Some(failure) = self.failure {
+                debug!("conn {key} {}: ending with a reset: {failure:?}", self.peer);
+                return Verdict::Reset(CloseReason::Error);
             }
 
             if self.writable && self.owed() > 0 {
                 match self.flush(key) {
                     Ok(n) => report.bytes_out += n,
-                    Err(e) => return self.fail(key, "write", &e),
+                    Err(e) => {
+                        self.fail(key, "write", &e);
+                        continue;
+                    }
                 }
             }
-            if self.paused && self.owed() <= self.low_watermark() {
-                self.paused = false;
+            self.step_phase(key, stuck);
+
+            if self.wants_read() {
+                let budget = TURN_BUDGET - report.bytes_in.min(TURN_BUDGET);
+                let (n, ran_dry) = self.fill(key, &mut pools.recv, budget);
+                if self.service_takes_input() {
+                    report.bytes_in += n;
+                    if ran_dry {
+                        // The end of a burst is an input of its own: told at
+                        // once, whatever the buffer holds, so it is never
+                        // lost.
+                        self.run_service(key, pools, config, now, effects, true);
+                    }
+                } else {
+                    report.discarded += n;
+                    self.recv.clear();
+                }
+            }
+            if self.failure.is_some() {
+                continue;
+            }
+            if matches!(self.phase, Phase::Closing { .. }) && self.eof {
+                return Verdict::Close(self.close_reason);
+            }
+            if report.bytes_in + report.bytes_out + report.discarded >= TURN_BUDGET {
+                return Verdict::Requeue;
+            }
+            if self.progress_mark(report) == before {
+                return Verdict::Wait;
+            }
+        }
+    }
+
+    /// The phase changes that follow from the buffers' state; `stuck`: the
+    /// service was just given input and a whole send buffer of room and
+    /// took none of it (an unfinished message that can never be finished
+    /// now that nothing more is read).
+    fn step_phase(&mut self, key: usize, stuck: bool) {
+        match self.phase {
+            Phase::Open { paused: true } if self.owed() <= self.low_watermark() => {
+                self.phase = Phase::Open { paused: false };
                 debug!(
                     "conn {key}: resume reading, send buffer {} bytes",
                     self.send.len()
                 );
             }
-
-            if self.phase == Phase::Draining && self.owed() == 0 {
-                // Everything owed is with the kernel. Shutting the write side
-                // sends FIN after it; the kernel delivers it all even after
-                // the socket is closed, provided no unread input makes the
-                // close a reset.
-                match self.socket.shutdown(Shutdown::Write) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    Err(e) => return self.fail(key, "shutdown", &e),
+            Phase::Finishing
+                if self.owed() == 0
+                    && !self.service.is_producing()
+                    && (self.recv.is_empty() || stuck) =>
+            {
+                if !self.recv.is_empty() {
+                    debug!(
+                        "conn {key}: {} bytes of an unfinished message left at the server's close",
+                        self.recv.len()
+                    );
                 }
-                // Input may still be in flight: from here on it is read and
-                // discarded until the client closes its side.
-                self.phase = Phase::Closing;
+                self.shut_write(key, false);
             }
-
-            if self.wants_read() {
-                match self.fill(
-                    key,
-                    &mut pools.recv,
-                    TURN_BUDGET - report.bytes_in.min(TURN_BUDGET),
-                ) {
-                    Ok(n) => report.bytes_in += n,
-                    Err(e) => return self.fail(key, "read", &e),
-                }
-                if self.phase != Phase::Open {
-                    self.recv.clear();
-                }
-            }
-            if self.phase == Phase::Closing && self.eof {
-                return Verdict::Close(self.close_reason);
-            }
-
-            if report.bytes_in + report.bytes_out >= TURN_BUDGET {
-                return Verdict::Requeue;
-            }
-            if self.progress_mark(report) == before {
-                return if self.phase == Phase::Closing {
-                    Verdict::Linger
-                } else {
-                    Verdict::Wait
-                };
-            }
+            Phase::Draining if self.owed() == 0 => self.shut_write(key, true),
+            _ => {}
         }
+    }
+
+    /// Everything owed is with the kernel: shutting the write side sends FIN
+    /// after it, and the kernel delivers it all even after the socket is
+    /// closed, provided no unread input makes the close a reset; hence the
+    /// wait in `Closing`.
+    fn shut_write(&mut self, key: usize, discard: bool) {
+        match self.socket.shutdown(Shutdown::Write) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => return self.fail(key, "shutdown", &e),
+        }
+        self.recv.clear();
+        self.phase = Phase::Closing { discard };
     }
 
     /// What changes whenever a step of the turn did something; the turn ends
     /// when a whole pass leaves it unchanged.
-    fn progress_mark(&self, report: &TurnReport) -> (usize, usize, usize, usize, Phase, bool) {
+    fn progress_mark(
+        &self,
+        report: &TurnReport,
+    ) -> (usize, usize, usize, usize, usize, Phase, bool) {
         (
             report.bytes_in,
+            report.discarded,
             report.bytes_out,
             self.recv.len(),
             self.owed(),
@@ -337,6 +454,9 @@ impl Connection {
             || (self.service.is_producing() && self.owed() < self.low_watermark())
     }
 
+    /// One call of the service (`burst_end`: the socket just ran dry).
+    /// Returns whether it was stuck: given input and an empty send buffer,
+    /// it consumed and produced nothing.
     fn run_service(
         &mut self,
         key: usize,
@@ -344,8 +464,11 @@ impl Connection {
         config: &ServiceConfig,
         now: Instant,
         effects: &mut Vec<Effect>,
-    ) {
+        burst_end: bool,
+    ) -> bool {
         let low_watermark = self.low_watermark();
+        let full_room = self.owed() == 0;
+        let (input_before, output_before) = (self.recv.len(), self.send.len());
         let mut io = Io::new(
             &mut self.recv,
             &mut self.send,
@@ -353,35 +476,57 @@ impl Connection {
             self.peer,
             now,
         );
-        io.burst_end = std::mem::take(&mut self.burst_end_pending);
         io.low_watermark = low_watermark;
         io.eof = self.eof;
-        let outcome = self.service.process(&mut io, config);
+        let outcome = if burst_end {
+            self.service.burst_end(&mut io, config)
+        } else {
+            self.service.process(&mut io, config)
+        };
         if let Some(effect) = outcome.effect {
             effects.push(effect);
         }
-        // Only a service that left input waiting for room pauses reading: a
-        // download filling the buffer is not backpressure on the client.
-        if outcome.output_blocked && !self.paused {
-            self.paused = true;
-            debug!(
-                "conn {key}: pause reading, send buffer full ({} bytes)",
-                self.send.len()
-            );
+        let stuck = full_room
+            && input_before > 0
+            && self.recv.len() == input_before
+            && self.send.len() == output_before;
+        match outcome.next {
+            Next::Continue => {
+                // Only a service that left input waiting for room pauses
+                // reading: a download filling the buffer is not backpressure
+                // on the client.
+                if outcome.output_blocked && self.phase == (Phase::Open { paused: false }) {
+                    self.phase = Phase::Open { paused: true };
+                    debug!(
+                        "conn {key}: pause reading, send buffer full ({} bytes)",
+                        self.send.len()
+                    );
+                }
+            }
+            Next::CloseAfterFlush => {
+                if matches!(self.phase, Phase::Open { .. } | Phase::Finishing) {
+                    debug!(
+                        "conn {key}: service finished, flushing {} bytes",
+                        self.owed()
+                    );
+                    // The client ended the conversation: whatever it sends
+                    // from now on is read and dropped.
+                    self.phase = Phase::Draining;
+                    self.recv.clear();
+                }
+            }
+            Next::Abort => {
+                self.failure.get_or_insert(Failure::Aborted);
+            }
         }
-        if outcome.next == Next::CloseAfterFlush {
-            debug!(
-                "conn {key}: service finished, flushing {} bytes",
-                self.send.len()
-            );
-            self.phase = Phase::Draining;
-            self.recv.clear();
-        }
+        stuck
     }
 
     /// Reads into the receive buffer until the socket runs dry, the buffer
-    /// fills, or `budget` bytes have come in. Returns the bytes read.
-    fn fill(&mut self, key: usize, pool: &mut BufPool, budget: usize) -> io::Result<usize> {
+    /// fills, or `budget` bytes have come in. Returns the bytes read and
+    /// whether the socket ran dry (the end of a burst). A failing read keeps
+    /// what came before it and marks the connection failed.
+    fn fill(&mut self, key: usize, pool: &mut BufPool, budget: usize) -> (usize, bool) {
         let mut total = 0;
         while total < budget && !self.recv.is_full() {
             let spare = self.recv.spare(pool);
@@ -391,7 +536,7 @@ impl Connection {
                     trace!("conn {key}: read 0 bytes (end of input)");
                     self.eof = true;
                     self.readable = false;
-                    break;
+                    return (total, false);
                 }
                 Ok(n) => {
                     self.recv.commit(n);
@@ -406,8 +551,7 @@ impl Connection {
                         // A short read emptied the kernel's queue; asking
                         // again would only return WouldBlock.
                         self.readable = false;
-                        self.burst_end_pending = true;
-                        break;
+                        return (total, true);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -417,24 +561,29 @@ impl Connection {
                         self.recv.capacity()
                     );
                     self.readable = false;
-                    self.burst_end_pending = true;
-                    break;
+                    return (total, true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.fail(key, "read", &e);
+                    return (total, false);
+                }
             }
         }
-        Ok(total)
+        (total, false)
     }
 
-    /// Writes the send buffer, then the shared chunks, until both are empty
-    /// or the socket would block. Returns the bytes written.
+    /// Writes the send buffer and the shared chunks until both are empty or
+    /// the socket would block. Returns the bytes written.
+    ///
+    /// Order keeps lines whole: a shared chunk already begun is finished
+    /// first, then the service's own output, then the next shared chunks.
+    /// The service writes whole lines and each chunk holds whole lines, so a
+    /// client's output is only ever interleaved at line boundaries.
     fn flush(&mut self, key: usize) -> io::Result<usize> {
         let mut total = 0;
         while self.owed() > 0 {
-            // The service's own output first, then the shared chunks; each
-            // holds whole lines, so the two never split a message.
-            let written = if self.send.is_empty() {
+            let written = if self.send.is_empty() || self.shared.is_mid_chunk() {
                 self.shared.write_to(&mut &self.socket)
             } else {
                 (&self.socket)
@@ -474,12 +623,15 @@ impl Connection {
         self.send.len() + self.shared.len()
     }
 
-    /// A last line sent straight to the socket, best effort, before the
-    /// connection is dropped (nothing queued will be sent any more).
-    pub fn farewell(&mut self, line: &[u8]) {
+    /// Ends a chat receiver that cannot keep up: what is queued for it is
+    /// dropped, except the rest of a line already begun, so its output is
+    /// cut at a line boundary; then `line` (the farewell) and the server's
+    /// close. True if the phase changed.
+    pub fn dismiss(&mut self, line: &[u8], pools: &mut Pools, reason: CloseReason) -> bool {
+        self.shared.keep_current_line();
         self.send.clear();
-        self.shared.clear();
-        let _ = (&self.socket).write(line);
+        self.send.append(&mut pools.send, line);
+        self.finish(reason)
     }
 
     /// Queues a chunk shared with other connections, if the send limit
@@ -492,10 +644,10 @@ impl Connection {
         true
     }
 
-    /// The one place socket errors become a close: a reset or any other
-    /// error ends this connection, logged at debug, and nothing else.
-    fn fail(&self, key: usize, what: &str, error: &io::Error) -> Verdict {
+    /// The one place socket errors become a failure: a reset or any other
+    /// error ends this connection (with a reset), logged at debug.
+    fn fail(&mut self, key: usize, what: &str, error: &io::Error) {
         debug!("conn {key} {}: {what} failed: {error}", self.peer);
-        Verdict::Close(CloseReason::Error)
+        self.failure.get_or_insert(Failure::Socket(error.kind()));
     }
 }

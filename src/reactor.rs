@@ -1,9 +1,12 @@
 //! The poll loop: one thread, one `mio::Poll`, every listener and connection
 //! registered on it.
 //!
-//! Tokens: a connection's token is its key in the connection slab; listener
-//! tokens count down from the top of the token space, and the signal pipe has
-//! the next one down, so none of them meet. This module is the only one that
+//! Tokens: a connection's token is its key in the connection slab, tagged in
+//! the high bits with the generation of the accept that made it, so an event
+//! left over for a closed connection never reaches a new one that reuses its
+//! key; listener tokens count down from the top of the token space, and the
+//! signal pipe has the next one down, so none of them meet. This module is
+//! the only one that
 //! registers, deregisters and closes sockets. Connections are registered once
 //! for both readable and writable events (edge-triggered): what a connection
 //! does with an event depends on its own state, so pausing and resuming cost
@@ -14,10 +17,19 @@
 //! zero timeout while the queue is not empty). No new edge would come for it,
 //! so without the queue it would stall.
 //!
-//! Time: deadlines (idle, linger, accept back-off, shutdown) are kept in
-//! O(1) structures and the poll timeout is the nearest of them; no event
-//! scans all connections. The one scan is at shutdown, once per drain check
-//! (every 20 ms), since no event says a kernel send queue has drained.
+//! Time: deadlines (idle, the deadline of every phase after `Open`, accept
+//! back-off, shutdown) are kept in O(1) structures and the poll timeout is
+//! the nearest of them; no event scans all connections. The one periodic
+//! check is of the connections the server closed and whose last bytes the
+//! client has not yet acknowledged (every 20 ms, only those), since no event
+//! says a kernel send queue has drained.
+//!
+//! Closing (see [`crate::connection`] for the phases): the server ends a
+//! conversation with [`Connection::finish`] (signal, idle timeout, a chat
+//! receiver too slow), never by dropping what it read. A connection whose
+//! phase deadline passes with bytes still owed is reset, not closed cleanly.
+//! Closes requested while keys are being walked (a chat leave announced to a
+//! receiver found too slow) look every key up again, never index blindly.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
@@ -51,19 +63,31 @@ pub const MAX_LISTENERS: usize = 64;
 /// The signal pipe's token, just below the listeners'.
 const SIGNAL_TOKEN: usize = LISTENER_TOKEN_TOP - MAX_LISTENERS;
 
-/// How long a connection whose side we shut may wait for the client to close
-/// its side before we close the socket anyway. Long enough for the last
-/// bytes in flight on any sane link; short enough that a client that never
-/// closes does not hold a slot.
+/// The deadline of every phase after `Open`: how long a connection may go
+/// without sending a byte while it finishes or drains what it owes, and how
+/// long one whose side we shut may wait for the client to close its side.
+/// Long enough for the last bytes in flight on any sane link; short enough
+/// that a client that never reads or never closes does not hold a slot.
 pub const LINGER: Duration = Duration::from_secs(5);
+
+/// Bits of a connection token that hold the slab key; the generation sits
+/// above them, and the top bit stays clear (listener and signal tokens).
+const KEY_BITS: u32 = 32;
+const KEY_MASK: usize = (1 << KEY_BITS) - 1;
+const GENERATION_MASK: u32 = (1 << 31) - 1;
+
+/// The poll token of connection `key` of generation `generation`.
+fn conn_token(key: usize, generation: u32) -> Token {
+    Token(key | ((generation & GENERATION_MASK) as usize) << KEY_BITS)
+}
 
 /// How long accepting pauses after the process or system ran out of file
 /// descriptors or memory: long enough not to spin on a failing `accept`,
 /// short enough to take new clients soon after others leave.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// During shutdown, how often closing connections are checked for an empty
-/// kernel send queue (there is no event for it).
+/// How often connections the server closed are checked for an empty kernel
+/// send queue (there is no event for it).
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
 /// Events fetched per poll.
@@ -94,8 +118,15 @@ pub struct Server {
     pools: Pools,
     /// Connections to drive again without waiting for an event.
     ready: VecDeque<usize>,
-    /// Connections in the `Closing` phase, by when to give up waiting.
-    linger: DeadlineList,
+    /// Every connection past `Open`, by its phase deadline: touched when it
+    /// enters a phase, and while finishing or draining whenever it sends a
+    /// byte (a slow reader that keeps reading is not cut off).
+    phase_deadlines: DeadlineList,
+    /// Connections the server closed that wait in `Closing` for the client
+    /// to acknowledge the last byte: checked every [`DRAIN_CHECK`].
+    awaiting_ack: HashSet<usize>,
+    /// Tags the next accepted connection's token.
+    next_generation: u32,
     /// Every connection, by when it has been idle too long.
     idle: Option<DeadlineList>,
     admission: Admission,
@@ -109,8 +140,7 @@ pub struct Server {
     signals: Option<Signals>,
     /// Set once a signal asked for a stop: when to give up flushing.
     shutdown_deadline: Option<Instant>,
-    /// During shutdown, when to next look for connections whose kernel send
-    /// queue has drained (a scan of all of them, so not on every event).
+    /// When to next look at `awaiting_ack`; set while it is not empty.
     next_drain_check: Option<Instant>,
     config: ServerConfig,
     stats: Stats,
@@ -163,7 +193,9 @@ impl Server {
                 send: BufPool::new(config.send_buf),
             },
             ready: VecDeque::new(),
-            linger: DeadlineList::new(LINGER),
+            phase_deadlines: DeadlineList::new(LINGER),
+            awaiting_ack: HashSet::new(),
+            next_generation: 0,
             idle: config.idle_timeout.map(DeadlineList::new),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
             chat_members: HashSet::new(),
@@ -213,17 +245,27 @@ impl Server {
                     continue;
                 }
                 if token == SIGNAL_TOKEN {
-                    if self.take_signals() {
-                        if self.shutdown_deadline.is_some() {
-                            warn!("second signal: exiting now");
-                            info!("{}", self.stats.summary());
-                            return Ok(Exit::Forced);
-                        }
+                    let signals = self.take_signals();
+                    // Two signals are a forced stop even when both arrived
+                    // before this drain of the pipe.
+                    let before = u32::from(self.shutdown_deadline.is_some());
+                    if before + signals >= 2 {
+                        warn!("second signal: exiting now");
+                        info!("{}", self.stats.summary());
+                        return Ok(Exit::Forced);
+                    }
+                    if signals > 0 {
                         self.begin_shutdown(now);
                     }
                     continue;
                 }
-                let Some(conn) = self.conns.get_mut(token) else {
+                let key = token & KEY_MASK;
+                let Some(conn) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|c| conn_token(key, c.generation).0 == token)
+                else {
+                    // Left over for a connection closed earlier in this pass.
                     continue;
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -235,7 +277,7 @@ impl Server {
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     conn.writable = true;
                 }
-                self.drive(token, now);
+                self.drive(key, now);
             }
             self.expire(now);
             // Only the connections queued before this pass: one that is
@@ -251,9 +293,11 @@ impl Server {
                     self.drive(key, now);
                 }
             }
+            if self.next_drain_check.is_some_and(|t| t <= now) {
+                self.close_acknowledged(now);
+            }
             if let Some(deadline) = self.shutdown_deadline
-                && self.next_drain_check.is_some_and(|t| t <= now)
-                && self.shutdown_step(now, deadline)
+                && self.shutdown_done(now, deadline)
             {
                 info!("{}", self.stats.summary());
                 return Ok(Exit::Graceful);
@@ -263,24 +307,25 @@ impl Server {
 
     fn next_deadline(&self) -> Option<Instant> {
         earliest([
-            self.linger.next_deadline(),
+            self.phase_deadlines.next_deadline(),
+            self.shutdown_deadline,
             self.idle.as_ref().and_then(|l| l.next_deadline()),
             self.accept_paused_until,
             self.next_drain_check,
         ])
     }
 
-    /// Drains the signal pipe; true if SIGINT or SIGTERM arrived.
-    fn take_signals(&mut self) -> bool {
+    /// Drains the signal pipe; how many SIGINT or SIGTERM arrived.
+    fn take_signals(&mut self) -> u32 {
         let Some(signals) = &mut self.signals else {
-            return false;
+            return 0;
         };
-        let mut stop = false;
+        let mut count = 0;
         for signal in signals.pending() {
             info!("received signal {signal}");
-            stop = true;
+            count += 1;
         }
-        stop
+        count
     }
 
     /// Accepts every pending connection on listener `index`, unless
@@ -350,14 +395,16 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let registered = if key >= SIGNAL_TOKEN {
-            // Unreachable in practice (it needs ~2^64 connections), but a
-            // token collision would be silent, so refuse loudly instead.
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1) & GENERATION_MASK;
+        let registered = if key > KEY_MASK {
+            // Unreachable in practice (it needs 2^32 open connections), but
+            // a token collision would be silent, so refuse loudly instead.
             Err(io::Error::other("connection table full"))
         } else {
             self.poll.registry().register(
                 &mut socket,
-                Token(key),
+                conn_token(key, generation),
                 Interest::READABLE | Interest::WRITABLE,
             )
         };
@@ -371,8 +418,8 @@ impl Server {
             socket,
             peer,
             kind,
-            self.config.recv_buf,
-            self.config.send_buf,
+            generation,
+            (self.config.recv_buf, self.config.send_buf),
             now,
         ));
         if let Some(idle) = &mut self.idle {
@@ -380,7 +427,7 @@ impl Server {
         }
         self.stats.opened(kind);
         if kind == ServiceKind::Chat {
-            self.broadcast(Some(key), chat::joined(peer));
+            self.broadcast(Some(key), chat::joined(peer), now);
             self.chat_members.insert(key);
         }
     }
@@ -403,7 +450,12 @@ impl Server {
         let counters = self.stats.service(conn.kind);
         counters.bytes_in += report.bytes_in as u64;
         counters.bytes_out += report.bytes_out as u64;
-        if report.bytes_in + report.bytes_out > 0
+        let phase = conn.phase();
+        self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
+        // Discarded input is not activity: only bytes the service took or
+        // sent keep a connection from being idle.
+        if phase.is_open()
+            && report.bytes_in + report.bytes_out > 0
             && let Some(idle) = &mut self.idle
         {
             idle.touch(key, now);
@@ -424,19 +476,39 @@ impl Server {
                     self.ready.push_back(key);
                 }
             }
-            Verdict::Linger => {
-                if !self.linger.contains(key) {
-                    self.linger.touch(key, now);
-                }
+            Verdict::Close(reason) => self.close(key, reason, false, now),
+            Verdict::Reset(reason) => self.close(key, reason, true, now),
+        }
+    }
+
+    /// Keeps the deadlines in step with connection `key`'s phase: the phase
+    /// deadline starts when a phase after `Open` is entered and is pushed
+    /// back whenever a finishing or draining connection sends a byte; a
+    /// connection the server closed waits for the client's acknowledgement
+    /// of its last byte.
+    fn track_phase(&mut self, key: usize, phase: Phase, changed: bool, sent: bool, now: Instant) {
+        if phase.is_open() {
+            return;
+        }
+        let progressing = sent && matches!(phase, Phase::Finishing | Phase::Draining);
+        if changed || progressing {
+            self.phase_deadlines.touch(key, now);
+        }
+        if changed {
+            if let Some(idle) = &mut self.idle {
+                idle.remove(key);
             }
-            Verdict::Close(reason) => self.close(key, reason),
+            if phase == (Phase::Closing { discard: false }) {
+                self.awaiting_ack.insert(key);
+                self.next_drain_check.get_or_insert(now + DRAIN_CHECK);
+            }
         }
     }
 
     /// Carries out what connection `key`'s service asked for.
     fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
         match effect {
-            Effect::Broadcast(chunk) => self.broadcast(Some(key), chunk),
+            Effect::Broadcast(chunk) => self.broadcast(Some(key), chunk, now),
             Effect::Query(query) => {
                 let answer = match query {
                     Query::Stats { json } => {
@@ -449,7 +521,9 @@ impl Server {
                     }
                     Query::Clients { json } => admin::render_clients(&self.client_rows(now), json),
                 };
-                let conn = &mut self.conns[key];
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
                 conn.deliver(answer.into_bytes());
                 // The answer waits in the service; a turn sends it.
                 if !conn.queued {
@@ -465,7 +539,7 @@ impl Server {
     /// so (best effort), closed, and its leave announced in turn; that
     /// announcement can find more receivers too slow, hence the list of
     /// leaves still to announce.
-    fn broadcast(&mut self, from: Option<usize>, chunk: Rc<[u8]>) {
+    fn broadcast(&mut self, from: Option<usize>, chunk: Rc<[u8]>, now: Instant) {
         // Leaves to announce; allocated only when someone was too slow.
         let mut leaves = Vec::new();
         let mut next = Some((from, chunk));
@@ -475,7 +549,7 @@ impl Server {
                 let Some(conn) = self.conns.get_mut(key) else {
                     continue;
                 };
-                if Some(key) == from || conn.phase != Phase::Open {
+                if Some(key) == from || !conn.phase().is_open() {
                     continue;
                 }
                 if !conn.queue_shared(&chunk) {
@@ -488,14 +562,27 @@ impl Server {
                 }
             }
             for key in too_slow {
-                let conn = &mut self.conns[key];
+                let Some(conn) = self.conns.get_mut(key) else {
+                    continue;
+                };
                 let peer = conn.peer;
                 warn!(
                     "chat {peer}: too slow, {} bytes already queued; disconnecting",
                     conn.owed()
                 );
-                conn.farewell(b"* disconnected: too slow\n");
-                self.close_quietly(key, CloseReason::Limit);
+                // It gets the rest of the line it is reading, the farewell,
+                // and the server's close; no more chat lines.
+                conn.dismiss(
+                    b"* disconnected: too slow\n",
+                    &mut self.pools,
+                    CloseReason::Limit,
+                );
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push_back(key);
+                }
+                self.track_phase(key, Phase::Finishing, true, false, now);
+                self.chat_members.remove(&key);
                 leaves.push((None, chat::left(peer, true)));
             }
         }
@@ -532,28 +619,28 @@ impl Server {
 
     /// Acts on every deadline that has passed.
     fn expire(&mut self, now: Instant) {
-        while let Some(key) = self.linger.pop_expired(now) {
-            debug!("conn {key}: client did not close within {LINGER:?}");
-            let reason = self
-                .conns
-                .get(key)
-                .map_or(CloseReason::Peer, |c| c.close_reason);
-            self.close(key, reason);
-        }
-        while let Some(key) = self.idle.as_mut().and_then(|l| l.pop_expired(now)) {
-            let Some(conn) = self.conns.get_mut(key) else {
+        while let Some(key) = self.phase_deadlines.pop_expired(now) {
+            let Some(conn) = self.conns.get(key) else {
                 continue;
             };
-            debug!("conn {key} {}: idle, closing", conn.peer);
-            if conn.phase == Phase::Open {
-                // Flush what is owed, then close; the linger bounds how long
-                // that may take for a client that reads nothing.
-                conn.begin_close(CloseReason::Idle);
-                self.linger.touch(key, now);
-                self.drive(key, now);
+            let (reason, phase, owed) = (conn.close_reason, conn.phase(), conn.owed());
+            // Closing with nothing owed: the client was sent everything and
+            // merely did not close; anything else is a transfer that cannot
+            // complete, and must not look complete to the client.
+            let clean = matches!(phase, Phase::Closing { .. }) && owed == 0;
+            if clean {
+                debug!("conn {key}: client did not close within {LINGER:?}");
             } else {
-                self.close(key, CloseReason::Idle);
+                warn!(
+                    "conn {key} {}: no progress for {LINGER:?} while {}, {owed} bytes owed; resetting",
+                    conn.peer,
+                    conn.state_name()
+                );
             }
+            self.close(key, reason, !clean, now);
+        }
+        while let Some(key) = self.idle.as_mut().and_then(|l| l.pop_expired(now)) {
+            self.finish(key, CloseReason::Idle, now);
         }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
@@ -563,78 +650,124 @@ impl Server {
         }
     }
 
-    /// Stops accepting, ends every conversation that is not owed a download
-    /// in progress, and starts the clock on flushing.
+    /// The server ends connection `key`'s conversation (see
+    /// [`Connection::finish`]) and gives it a turn to answer what it read.
+    fn finish(&mut self, key: usize, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.finish(reason) {
+            debug!("conn {key} {}: ending ({reason})", conn.peer);
+            self.track_phase(key, Phase::Finishing, true, false, now);
+        }
+        self.drive(key, now);
+    }
+
+    /// Stops accepting, ends every conversation (a download in progress
+    /// still runs to its end, and every reply owed is flushed), and starts
+    /// the clock on all of it.
     fn begin_shutdown(&mut self, now: Instant) {
         let timeout = self.config.shutdown_timeout;
+        self.shutdown_deadline = Some(now + timeout);
+        // Closed before the log line, so a script that saw it knows no new
+        // client gets in.
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
         info!(
             "shutting down: {} connections to flush, for at most {timeout:?}",
             self.conns.len()
         );
-        self.shutdown_deadline = Some(now + timeout);
-        self.next_drain_check = Some(now);
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener.socket);
-        }
         self.accept_paused_until = None;
+        // Everyone is leaving: announcing each leave to the others would be
+        // O(n^2) lines nobody reads, and no finishing member receives any.
+        self.chat_members.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let conn = &mut self.conns[key];
-            if conn.is_producing() {
-                conn.stop_input();
-            } else {
-                conn.begin_close(CloseReason::Shutdown);
-            }
-            self.drive(key, now);
+            // `finish` looks the key up again: driving one connection can
+            // close another.
+            self.finish(key, CloseReason::Shutdown, now);
         }
     }
 
-    /// One shutdown check: closes the connections whose last bytes the
-    /// client has acknowledged, or all of them once `deadline` passes.
-    /// True when none is left.
-    fn shutdown_step(&mut self, now: Instant, deadline: Instant) -> bool {
-        let past = now >= deadline;
-        self.next_drain_check = Some((now + DRAIN_CHECK).min(deadline));
-        let done: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                past || (c.phase == Phase::Closing
-                    && sockopt::send_queue(&c.socket).is_ok_and(|q| q == 0))
-            })
-            .map(|(k, _)| k)
-            .collect();
-        if past && !done.is_empty() {
+    /// During shutdown: true once no connection is left; past `deadline`,
+    /// closes what is left first (with a reset where bytes are still owed).
+    fn shutdown_done(&mut self, now: Instant, deadline: Instant) -> bool {
+        if now >= deadline && !self.conns.is_empty() {
             warn!(
-                "shutdown timeout: closing {} connections still owed bytes",
-                done.len()
+                "shutdown timeout: closing {} connections that have not finished",
+                self.conns.len()
             );
-        }
-        for key in done {
-            let reason = self.conns[key].close_reason;
-            self.close(key, reason);
+            let left: Vec<(usize, bool)> = self
+                .conns
+                .iter()
+                .map(|(k, c)| {
+                    let clean = matches!(c.phase(), Phase::Closing { .. }) && c.owed() == 0;
+                    (k, clean)
+                })
+                .collect();
+            for (key, clean) in left {
+                let reason = self
+                    .conns
+                    .get(key)
+                    .map_or(CloseReason::Shutdown, |c| c.close_reason);
+                self.close(key, reason, !clean, now);
+            }
         }
         self.conns.is_empty()
     }
 
-    /// Closes connection `key`; a chat member's leave is announced.
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        if let Some(peer) = self.close_quietly(key, reason) {
-            self.broadcast(None, chat::left(peer, false));
+    /// Closes the connections the server ended whose last byte the client
+    /// has acknowledged (an empty kernel send queue): all it was owed has
+    /// arrived, so the close cannot destroy any of it.
+    fn close_acknowledged(&mut self, now: Instant) {
+        let done: Vec<usize> = self
+            .awaiting_ack
+            .iter()
+            .copied()
+            .filter(|&key| {
+                self.conns
+                    .get(key)
+                    .is_none_or(|c| sockopt::send_queue(&c.socket).is_ok_and(|q| q == 0))
+            })
+            .collect();
+        for key in done {
+            self.awaiting_ack.remove(&key);
+            if let Some(reason) = self.conns.get(key).map(|c| c.close_reason) {
+                self.close(key, reason, false, now);
+            }
+        }
+        self.next_drain_check = (!self.awaiting_ack.is_empty()).then(|| now + DRAIN_CHECK);
+    }
+
+    /// Closes connection `key` (with a reset when `reset`); a chat member's
+    /// leave is announced.
+    fn close(&mut self, key: usize, reason: CloseReason, reset: bool, now: Instant) {
+        if let Some(peer) = self.close_quietly(key, reason, reset) {
+            self.broadcast(None, chat::left(peer, false), now);
         }
     }
 
     /// Closes connection `key` without announcing it; returns the peer if it
     /// was a chat member, whose leave is then the caller's to announce.
-    fn close_quietly(&mut self, key: usize, reason: CloseReason) -> Option<SocketAddr> {
+    fn close_quietly(
+        &mut self,
+        key: usize,
+        reason: CloseReason,
+        reset: bool,
+    ) -> Option<SocketAddr> {
         let mut conn = self.conns.try_remove(key)?;
-        self.linger.remove(key);
+        self.phase_deadlines.remove(key);
+        self.awaiting_ack.remove(&key);
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
         }
         self.admission.release(conn.peer.ip());
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("conn {key}: deregister failed: {e}");
+        }
+        if reset && let Err(e) = sockopt::reset_on_close(&conn.socket) {
+            debug!("conn {key}: cannot set SO_LINGER 0: {e}");
         }
         conn.recv.clear();
         conn.recv.release(&mut self.pools.recv);
@@ -643,9 +776,10 @@ impl Server {
         conn.shared.clear();
         self.stats.closed(conn.kind, reason);
         debug!(
-            "conn {key} {} ({}): closed ({reason}), {} bytes in, {} bytes out, open {:?}",
+            "conn {key} {} ({}): {} ({reason}), {} bytes in, {} bytes out, open {:?}",
             conn.peer,
             conn.kind,
+            if reset { "reset" } else { "closed" },
             conn.bytes_in,
             conn.bytes_out,
             conn.opened.elapsed()

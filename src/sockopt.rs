@@ -50,6 +50,13 @@ pub fn listener(
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
+/// Makes closing `socket` send a reset (SO_LINGER with a zero timeout), and
+/// drop whatever it still holds: for a transfer that cannot complete, so
+/// the client cannot mistake a truncated answer for a whole one.
+pub fn reset_on_close(socket: &impl AsFd) -> io::Result<()> {
+    SockRef::from(socket).set_linger(Some(std::time::Duration::ZERO))
+}
+
 /// Bytes in the kernel's send queue of `socket`: sent but not yet
 /// acknowledged, plus not yet sent (ioctl SIOCOUTQ, which is TIOCOUTQ).
 pub fn send_queue(socket: &impl AsRawFd) -> io::Result<usize> {

@@ -8,39 +8,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use support::{Server, connect, exchange, fill_until_blocked, read_exact, read_to_end, run_binary};
-
-/// Sends one admin command and returns the answer (the service closes after
-/// our half-close).
-fn admin(server: &Server, command: &str) -> String {
-    let answer = exchange(server.addr("admin"), format!("{command}\n").as_bytes());
-    String::from_utf8(answer).expect("admin answers in UTF-8")
-}
-
-/// The JSON object of the client whose peer is `peer`, as text.
-fn client_json(clients: &str, peer: SocketAddr) -> String {
-    let key = format!("\"peer\":\"{peer}\"");
-    let at = clients
-        .find(&key)
-        .unwrap_or_else(|| panic!("{peer} not in {clients}"));
-    let start = clients[..at].rfind('{').unwrap();
-    let end = at + clients[at..].find('}').unwrap();
-    clients[start..=end].to_string()
-}
-
-/// The number after `"field":` in `json`, or `None` for null.
-fn number(json: &str, field: &str) -> Option<u64> {
-    let key = format!("\"{field}\":");
-    let at = json
-        .find(&key)
-        .unwrap_or_else(|| panic!("{field} not in {json}"))
-        + key.len();
-    let digits: String = json[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
+use support::{
+    Server, admin, client_json, connect, exchange, fill_until_blocked, json_number, read_exact,
+    read_to_end, run_binary,
+};
 
 #[test]
 fn stats_count_connections_and_bytes_per_service() {
@@ -51,11 +22,11 @@ fn stats_count_connections_and_bytes_per_service() {
     let json = admin(&server, "stats json");
     assert_eq!(json.lines().count(), 1, "{json}");
     let echo = &json[json.find("\"echo\":").unwrap()..];
-    assert_eq!(number(echo, "accepted"), Some(3));
-    assert_eq!(number(echo, "bytes_in"), Some(15));
-    assert_eq!(number(echo, "bytes_out"), Some(15));
+    assert_eq!(json_number(echo, "accepted"), Some(3));
+    assert_eq!(json_number(echo, "bytes_in"), Some(15));
+    assert_eq!(json_number(echo, "bytes_out"), Some(15));
     assert_eq!(
-        number(echo, "peer"),
+        json_number(echo, "peer"),
         Some(3),
         "three closed by the peer: {json}"
     );
@@ -94,14 +65,14 @@ fn clients_show_each_connection_with_buffers_and_state() {
         q.contains("\"state\":\"reading\"") && q.contains("\"service\":\"echo\""),
         "{q}"
     );
-    assert_eq!(number(&q, "bytes_in"), Some(2));
-    assert_eq!(number(&q, "send_buf_used"), Some(0));
+    assert_eq!(json_number(&q, "bytes_in"), Some(2));
+    assert_eq!(json_number(&q, "send_buf_used"), Some(0));
     let h = client_json(&json, hog.local_addr().unwrap());
     assert!(h.contains("\"state\":\"paused\""), "{h}");
-    assert_eq!(number(&h, "send_buf_used"), Some(32 * 1024), "{h}");
-    assert_eq!(number(&h, "send_buf_capacity"), Some(32 * 1024));
-    assert!(number(&h, "kernel_recv_queue").unwrap() > 0, "{h}");
-    assert!(number(&h, "kernel_send_queue").unwrap() > 0, "{h}");
+    assert_eq!(json_number(&h, "send_buf_used"), Some(32 * 1024), "{h}");
+    assert_eq!(json_number(&h, "send_buf_capacity"), Some(32 * 1024));
+    assert!(json_number(&h, "kernel_recv_queue").unwrap() > 0, "{h}");
+    assert!(json_number(&h, "kernel_send_queue").unwrap() > 0, "{h}");
 
     let table = admin(&server, "clients");
     let header = table.lines().next().unwrap();
@@ -155,8 +126,8 @@ fn kernel_queue_figures_equal_what_ss_shows() {
         let json = admin(&server, "clients json");
         let row = client_json(&json, client);
         let ours = (
-            number(&row, "kernel_recv_queue").unwrap(),
-            number(&row, "kernel_send_queue").unwrap(),
+            json_number(&row, "kernel_recv_queue").unwrap(),
+            json_number(&row, "kernel_send_queue").unwrap(),
         );
         let after = ss_queues(server_side, client);
         if before == after && ours == after {
@@ -187,15 +158,15 @@ fn kernel_buffer_options_reach_accepted_sockets_doubled() {
     let stream = connect(server.addr("echo"));
     let json = admin(&server, "clients json");
     let row = client_json(&json, stream.local_addr().unwrap());
-    assert_eq!(number(&row, "so_rcvbuf"), Some(2 * 64 * 1024), "{row}");
-    assert_eq!(number(&row, "so_sndbuf"), Some(2 * 4 * 1024), "{row}");
+    assert_eq!(json_number(&row, "so_rcvbuf"), Some(2 * 64 * 1024), "{row}");
+    assert_eq!(json_number(&row, "so_sndbuf"), Some(2 * 4 * 1024), "{row}");
 
     let default = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=admin"]);
     let stream = connect(default.addr("echo"));
     let json = admin(&default, "clients json");
     let row = client_json(&json, stream.local_addr().unwrap());
     assert_ne!(
-        number(&row, "so_sndbuf"),
+        json_number(&row, "so_sndbuf"),
         Some(8192),
         "the default is the kernel's own: {row}"
     );

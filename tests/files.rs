@@ -3,13 +3,14 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::thread;
 use std::time::Duration;
 
 use support::{
-    Pattern, Server, TempDir, connect, exchange, read_exact, read_to_end, run_binary, run_binary_in,
+    Pattern, Server, TempDir, connect, exchange, read_exact, read_to_end, read_until_closed,
+    run_binary, run_binary_in,
 };
 
 fn files_server(root: &TempDir, extra: &[&str]) -> Server {
@@ -211,6 +212,37 @@ fn a_hundred_simultaneous_downloads_each_get_their_exact_bytes() {
 }
 
 #[test]
+fn a_bare_name_download_of_a_file_truncated_mid_transfer_ends_with_a_reset() {
+    // The notes' client has no size header: a clean close after a short
+    // transfer would look like the whole file to it.
+    let root = TempDir::new("files-bare-shrink");
+    let path = root.path().join("big.bin");
+    fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
+    let mut server = files_server(&root, &[]);
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"big.bin").unwrap();
+    let _ = read_exact(&mut stream, 1 << 20);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let (rest, ended_by) = read_until_closed(&mut stream);
+    assert!(
+        ((1 << 20) + rest.len()) < 64 << 20,
+        "cannot get the whole file"
+    );
+    assert_eq!(
+        ended_by,
+        Some(ErrorKind::ConnectionReset),
+        "after {} bytes the download ended with a clean close",
+        (1 << 20) + rest.len()
+    );
+    server.assert_alive();
+}
+
+#[test]
 fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
     let root = TempDir::new("files-shrink");
     let path = root.path().join("shrinking.bin");
@@ -226,10 +258,15 @@ fn a_file_that_shrinks_while_sent_ends_only_that_connection() {
         .unwrap()
         .set_len(1_000_000)
         .unwrap();
-    let rest = read_to_end(&mut stream);
+    let (rest, ended_by) = read_until_closed(&mut stream);
     assert!(
         (rest.len() as u64) < 20_000_000 - 100_000,
         "the connection should end short of the announced size"
+    );
+    assert_eq!(
+        ended_by,
+        Some(ErrorKind::ConnectionReset),
+        "a short transfer is a reset"
     );
     assert!(server.wait_for_log("shrank while being sent"));
     // A file removed while being sent stays readable (Linux keeps it until

@@ -47,9 +47,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// An answer is still being written out.
+    /// An answer is on its way (asked of the reactor) or still being
+    /// written out: the connection is not done even with no input left.
     pub fn is_producing(&self) -> bool {
-        self.sent < self.pending.len()
+        self.awaiting || self.sent < self.pending.len()
     }
 
     /// The reactor's answer to the last query.
@@ -62,9 +63,9 @@ impl Admin {
     /// Answers commands one at a time.
     pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
         loop {
-            if self.is_producing() {
+            if self.sent < self.pending.len() {
                 self.sent += io.write(&self.pending[self.sent..]);
-                if self.is_producing() {
+                if self.sent < self.pending.len() {
                     return Outcome::proceed(false);
                 }
                 self.pending = Vec::new();

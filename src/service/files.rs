@@ -4,6 +4,12 @@
 //! or, for a bare name only, at the end of a burst:
 //! - `NAME`: the file's bytes, then close; on any failure, close with no
 //!   bytes (the notes' client then saves nothing) and log why;
+//!
+//! A request longer than the receive buffer is refused as `name too long`
+//! (never cut to what fits). A download that cannot complete (the file
+//! shrank, a read failed) ends with [`Outcome::abort`]: a reset, so a client
+//! with no size header cannot save a truncated file as a whole one.
+//!
 //! - `GET NAME`: `OK <size>\n`, the bytes, close; or `ERR <reason>\n`, close;
 //! - `LIST`: the regular files under the root, one relative path a line.
 //!
@@ -217,14 +223,29 @@ impl Files {
     /// Answers the request if it is complete; `None` if more bytes are needed.
     fn take_request(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Option<()> {
         let data = io.input.data();
+        let peer = io.peer;
         let line = match data.iter().position(|&b| b == b'\n') {
             Some(pos) => &data[..pos],
             None if data.is_empty() => return None,
-            None if io.eof || io.input.is_full() => data,
+            // A request that fills the receive buffer without ending is
+            // longer than the server holds: refused, never cut to fit.
+            None if io.input.is_full() => {
+                if data.starts_with(b"GET ") {
+                    info!("files {peer}: GET refused: {}", Refusal::TooLong);
+                    self.pending = format!("ERR {}\n", Refusal::TooLong).into_bytes();
+                } else {
+                    info!(
+                        "files {peer}: request refused: {}; closing with no bytes",
+                        Refusal::TooLong
+                    );
+                }
+                io.input.clear();
+                return Some(());
+            }
+            None if io.eof => data,
             None if io.burst_end && may_be_bare(data) => data,
             None => return None,
         };
-        let peer = io.peer;
         match Request::parse(line) {
             Request::List => {
                 info!("files {peer}: LIST");
@@ -286,10 +307,11 @@ impl Files {
             match stream.file.read(&mut room[..want]) {
                 Ok(0) => {
                     warn!(
-                        "files {}: {:?} shrank while being sent, {} bytes short; closing",
+                        "files {}: {:?} shrank while being sent, {} bytes short; resetting",
                         io.peer, stream.name, stream.left
                     );
-                    break;
+                    self.stream = None;
+                    return Outcome::abort();
                 }
                 Ok(n) => {
                     io.commit_output(n);
@@ -298,10 +320,11 @@ impl Files {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     warn!(
-                        "files {}: reading {:?} failed: {e}; closing",
+                        "files {}: reading {:?} failed: {e}; resetting",
                         io.peer, stream.name
                     );
-                    break;
+                    self.stream = None;
+                    return Outcome::abort();
                 }
             }
         }

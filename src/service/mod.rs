@@ -135,6 +135,16 @@ impl Service {
         }
     }
 
+    /// The socket ran dry: every byte the client had sent is in the input,
+    /// so what is buffered ends a burst. An input of its own, delivered
+    /// whatever the buffer holds (even nothing), then processed as usual.
+    pub fn burst_end(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
+        io.burst_end = true;
+        let outcome = self.process(io, config);
+        io.burst_end = false;
+        outcome
+    }
+
     /// Consumes input and produces output as far as both allow.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
         match self {
@@ -153,8 +163,9 @@ pub struct Io<'a> {
     pub input: &'a mut ByteBuf,
     output: &'a mut ByteBuf,
     pool: &'a mut BufPool,
-    /// The socket was drained just now: every byte the client had sent is in
-    /// `input`, so the bytes buffered form the end of a burst.
+    /// This call is [`Service::burst_end`]: the socket was drained just now,
+    /// so the bytes buffered form the end of a burst. Never carried over to
+    /// a later call.
     pub burst_end: bool,
     /// The client half-closed and every byte it sent is in `input`.
     pub eof: bool,
@@ -230,6 +241,10 @@ pub enum Next {
     Continue,
     /// Send everything owed, then close.
     CloseAfterFlush,
+    /// What was promised cannot be delivered (a file shrank or failed to
+    /// read mid-transfer): end with a reset, so the client cannot take a
+    /// truncated answer for a whole one.
+    Abort,
 }
 
 /// Something a service asks of the reactor beyond its own connection.
@@ -265,6 +280,15 @@ impl Outcome {
     pub fn close_after_flush() -> Outcome {
         Outcome {
             next: Next::CloseAfterFlush,
+            output_blocked: false,
+            effect: None,
+        }
+    }
+
+    /// Reset the connection: the answer cannot be completed.
+    pub fn abort() -> Outcome {
+        Outcome {
+            next: Next::Abort,
             output_blocked: false,
             effect: None,
         }
@@ -332,13 +356,16 @@ pub(crate) mod testing {
         let mut call = |input: &mut ByteBuf, out: &mut Vec<u8>, burst_end: bool, eof: bool| loop {
             let mut io = Io::new(input, &mut output, &mut send_pool, peer, now);
             io.low_watermark = send_cap / 4 + 1;
-            io.burst_end = burst_end;
             io.eof = eof;
-            let outcome = service.process(&mut io, config);
+            let outcome = if burst_end {
+                service.burst_end(&mut io, config)
+            } else {
+                service.process(&mut io, config)
+            };
             out.extend_from_slice(output.data());
             let moved = output.len();
             output.consume(moved);
-            if outcome.next == Next::CloseAfterFlush {
+            if outcome.next != Next::Continue {
                 return true;
             }
             if !outcome.output_blocked && !service.is_producing() {

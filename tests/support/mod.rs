@@ -232,6 +232,21 @@ pub fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     out
 }
 
+/// Reads until the server closes or resets the connection: the bytes that
+/// arrived, and the error that ended them (`None` for a clean close).
+pub fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Option<std::io::ErrorKind>) {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (out, Some(e.kind())),
+        }
+    }
+}
+
 /// Sends `bytes`, half-closes, and returns everything the server sends back
 /// until it closes.
 pub fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
@@ -430,4 +445,72 @@ pub fn run_binary_in(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> std:
     });
     feeder.join().expect("stdin feeder");
     output.expect("collect output")
+}
+
+/// Sends one admin command to `server`'s admin listener and returns the
+/// answer (the service closes after our half-close).
+pub fn admin(server: &Server, command: &str) -> String {
+    let answer = exchange(server.addr("admin"), format!("{command}\n").as_bytes());
+    String::from_utf8(answer).expect("admin answers in UTF-8")
+}
+
+/// The JSON object of the client whose peer is `peer`, as text.
+pub fn client_json(clients: &str, peer: SocketAddr) -> String {
+    let key = format!("\"peer\":\"{peer}\"");
+    let at = clients
+        .find(&key)
+        .unwrap_or_else(|| panic!("{peer} not in {clients}"));
+    let start = clients[..at].rfind('{').expect("a row is an object");
+    let end = at + clients[at..].find('}').expect("a row is an object");
+    clients[start..=end].to_string()
+}
+
+/// The number after `"field":` in `json`, or `None` for null.
+pub fn json_number(json: &str, field: &str) -> Option<u64> {
+    let key = format!("\"{field}\":");
+    let at = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("{field} not in {json}"))
+        + key.len();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// Polls the admin `clients json` row of the connection from `peer` until
+/// `done` holds for it (every 10 ms, at most `WAIT`); `done` is given `None`
+/// once the connection is gone. Returns the last row, if any.
+pub fn wait_for_row(
+    server: &Server,
+    peer: SocketAddr,
+    done: impl Fn(Option<&str>) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let clients = admin(server, "clients json");
+        let row = clients
+            .contains(&format!("\"peer\":\"{peer}\""))
+            .then(|| client_json(&clients, peer));
+        if done(row.as_deref()) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition never held; last row: {row:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The string after `"field":"` in `json`.
+pub fn json_text<'a>(json: &'a str, field: &str) -> &'a str {
+    let key = format!("\"{field}\":\"");
+    let at = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("{field} not in {json}"))
+        + key.len();
+    let len = json[at..].find('"').expect("a JSON string ends");
+    &json[at..at + len]
 }
