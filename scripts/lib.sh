@@ -14,6 +14,7 @@
 #   need_nc          stop unless `nc` is OpenBSD netcat (it has -N)
 #   start_server     run `tcp-reactor serve ARGS...` in the background and
 #                    wait until every listener is bound
+#   start_server_expecting  the same for a command line without -l
 #   port_of          the port a running server bound for a service
 #   nc_send          a bounded `nc -N` to a loopback port
 #   check*, skip     assertions that print `ok NAME` or `FAIL NAME` + a diff
@@ -106,7 +107,7 @@ need_nc() {
 # addresses must be loopback; use port 0 and ask port_of for the real port.
 # Dies if the server exits or is slow to listen.
 start_server() {
-    local arg want=0 expect_addr=0 n=0 waited=0
+    local arg want=0 expect_addr=0
     for arg in "$@"; do
         if [ "$expect_addr" = 1 ]; then
             expect_addr=0
@@ -125,7 +126,16 @@ start_server() {
             die "start_server: $arg is not a loopback address"
     done
     [ "$want" -gt 0 ] || die "start_server: give every listener with -l ADDR=SERVICE"
+    start_server_expecting "$want" "$@"
+}
 
+# start_server_expecting COUNT ARGS...: start_server for a command line that
+# opens listeners it does not name with -l (`serve` alone opens the
+# defaults): waits for COUNT `listening on` lines, and checks no address. The
+# caller reads the addresses from $SERVER_LOG and checks they are loopback.
+start_server_expecting() {
+    local want=$1 n=0 waited=0
+    shift
     SERVER_LOG=$(mktemp "$TMP/server.XXXXXX.log")
     "$BIN" serve "$@" </dev/null >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
