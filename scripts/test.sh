@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
 # The one test command: the unit and integration tests (`cargo test`), then
-# every netcat test script (scripts/nc-*.sh) and every demo's self-test
+# every netcat test script (scripts/nc-*.sh), the README's console examples
+# (scripts/readme-examples.sh) and every demo's self-test
 # (scripts/demo-*.sh --test) against a fresh debug build.
 #
 # Run from anywhere:  scripts/test.sh
@@ -69,6 +70,7 @@ shopt -s nullglob
 for script in scripts/nc-*.sh; do
     run "$script"
 done
+run scripts/readme-examples.sh
 for script in scripts/demo-*.sh; do
     run "$script" --test
 done
