@@ -13,7 +13,9 @@
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
 //! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
-//!   `SO_REUSEPORT`) and the kernel queue ioctls; every `unsafe` is here.
+//!   `SO_REUSEPORT`), the kernel queue ioctls, and the directory-relative
+//!   opens (`openat2`, `openat`) the files service confines names with;
+//!   every `unsafe` is here.
 //!
 //! - [`client`]: the programs on the other end: `bench`, an echo load
 //!   generator.

@@ -1,10 +1,15 @@
-//! Socket set-up that `mio` does not offer: listening sockets with a deep
-//! accept backlog and optional `SO_REUSEPORT`, and the kernel queue ioctls.
-//! Every `unsafe` of the crate is here.
+//! System calls the standard library and `mio` do not offer: listening
+//! sockets with a deep accept backlog and optional `SO_REUSEPORT`, the kernel
+//! queue ioctls, and the two directory-relative opens (`openat2`, `openat`)
+//! the files service resolves names with.
+//!
+//! Every `unsafe` of the crate is here, each behind a safe function; no
+//! policy (what to open, what a failure means) is decided here.
 
+use std::ffi::CStr;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -94,4 +99,71 @@ fn int_ioctl(socket: &impl AsRawFd, request: libc::Ioctl) -> io::Result<usize> {
 pub fn buffer_sizes(socket: &impl AsFd) -> (Option<usize>, Option<usize>) {
     let s = SockRef::from(socket);
     (s.recv_buffer_size().ok(), s.send_buffer_size().ok())
+}
+
+/// `openat2(2)`: opens `path` relative to the directory `dir` with `flags`
+/// (`O_CLOEXEC` is always added) and the `RESOLVE_*` bits of `resolve`. An
+/// `ENOSYS` error means the kernel (before 5.6) lacks the call; a sandbox's
+/// seccomp filter may answer `EPERM` instead. Retried on `EINTR`.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `open_how` is plain integers, for which all zeros is valid
+    // (and is what the kernel requires of the fields not set here). The
+    // struct is `non_exhaustive`, so it cannot be built by a literal.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    loop {
+        // SAFETY: `path` is NUL-terminated and `how` is a live `open_how`
+        // whose size is passed with it; both outlive the call, which only
+        // reads them. `dir` is an open fd borrowed for the call. On
+        // success the kernel returns a new fd that nothing else owns.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if let Some(fd) = new_fd(rc as libc::c_int)? {
+            return Ok(fd);
+        }
+    }
+}
+
+/// `openat(2)`: opens `path` relative to the directory `dir` with `flags`
+/// (`O_CLOEXEC` is always added). Retried on `EINTR`.
+pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `path` is NUL-terminated and outlives the call; `dir` is
+        // an open fd borrowed for the call; no mode is read without
+        // O_CREAT, which callers here never pass. On success the kernel
+        // returns a new fd that nothing else owns.
+        let rc = unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags | libc::O_CLOEXEC) };
+        if let Some(fd) = new_fd(rc)? {
+            return Ok(fd);
+        }
+    }
+}
+
+/// Takes ownership of the fd an open call returned: `Ok(None)` to retry
+/// after `EINTR`, the error for any other failure.
+fn new_fd(rc: libc::c_int) -> io::Result<Option<OwnedFd>> {
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: `rc` is a fresh fd just returned by the kernel to this
+    // thread and handed to no one else, so this is its only owner.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(rc) }))
 }

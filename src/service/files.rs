@@ -19,15 +19,18 @@
 //! not while what arrived could still be the start of `GET ` or `LIST`).
 //!
 //! No socket I/O here. This service does read the file system: it resolves
-//! names (pure checks first, in [`check_name`]) and reads the file in chunks
-//! straight into the send buffer, and only while that buffer is below its low
-//! watermark, so a 10 GB file costs no more memory than a 10 KB one. Those
-//! reads are blocking, which is fine for local files and page-cache hits.
+//! names (pure checks first, in [`check_name`], then the kernel's own
+//! resolution beneath the root, in [`open_beneath`]) and reads the file in
+//! chunks straight into the send buffer, and only while that buffer is below
+//! its low watermark, so a 10 GB file costs no more memory than a 10 KB one.
+//! Those reads are blocking, which is fine for local files and page-cache
+//! hits.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -35,6 +38,7 @@ use std::path::{Component, Path, PathBuf};
 use log::{debug, info, warn};
 
 use super::{Io, Outcome, ServiceConfig};
+use crate::sockopt;
 
 /// Longest name accepted, in bytes (Linux's PATH_MAX).
 pub const MAX_NAME: usize = 4096;
@@ -111,35 +115,162 @@ pub fn check_name(name: &[u8]) -> Result<&Path, Refusal> {
     Ok(path)
 }
 
+/// How [`open_beneath`] resolves a name under the root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The kernel resolves the whole name beneath the root in one call
+    /// (`openat2` with `RESOLVE_BENEATH`), following symlinks that stay
+    /// inside; on a kernel without `openat2` (or a sandbox that forbids
+    /// it), the same as [`Resolution::Walk`].
+    Kernel,
+    /// One `openat` per component, each relative to the directory opened
+    /// before it, none following a symlink. Stricter than `openat2`: every
+    /// symlink is refused as `outside the root`, even one that would lead
+    /// to a file inside, since telling the two apart would mean resolving
+    /// the link in user space, which is the race this avoids.
+    Walk,
+}
+
+/// Flags of the final open. `O_NONBLOCK`: opening a FIFO must not block
+/// the reactor (it is then refused as not regular). No `O_NOFOLLOW` for
+/// `openat2`: `RESOLVE_BENEATH` already keeps a trailing symlink inside the
+/// root, and `O_NOFOLLOW` would refuse the ones that stay inside.
+const FILE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK;
+
+/// Times `openat2` is tried when it answers `EAGAIN`, which it does when a
+/// rename elsewhere raced a `..` in a symlink's target and the kernel could
+/// not prove the walk stayed beneath the root. Bounded so a client cannot
+/// keep the reactor retrying; past it the request gets `cannot read`.
+const OPENAT2_TRIES: usize = 4;
+
 /// Opens `name` under `root` (canonical) for reading, refusing anything that
-/// is not a regular file inside the root once symlinks are resolved.
+/// is not a regular file inside the root. Same as [`open_beneath`] with
+/// [`Resolution::Kernel`].
 pub fn open_under(root: &Path, name: &[u8]) -> Result<(File, u64), Refusal> {
+    open_beneath(root, name, Resolution::Kernel)
+}
+
+/// Opens `name` beneath `root` for reading, resolving it as `resolution`
+/// says, then refuses anything but a regular file (checked with `fstat` on
+/// the opened file, so it is the file that will be read).
+///
+/// Confinement is the kernel's, done during the open itself: no check of
+/// a path string comes before it, so swapping a directory for a symlink
+/// while a request is served cannot lead the open outside the root.
+///
+/// The root is opened afresh for each request: one more `open` per
+/// connection, which is nothing next to the connection itself, and it
+/// keeps [`ServiceConfig`] a plain path that is `Clone`, `Debug` and free
+/// of fds. (Holding an fd would pin the directory the server started with
+/// should the root path later be renamed; the operator owns that path, a
+/// client cannot change it.)
+pub fn open_beneath(
+    root: &Path,
+    name: &[u8],
+    resolution: Resolution,
+) -> Result<(File, u64), Refusal> {
     let relative = check_name(name)?;
-    let resolved = fs::canonicalize(root.join(relative)).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => Refusal::NotFound,
-        _ => Refusal::Unreadable,
-    })?;
-    if !resolved.starts_with(root) {
-        return Err(Refusal::Outside);
-    }
-    if !fs::metadata(&resolved)
-        .map_err(|_| Refusal::NotFound)?
-        .is_file()
-    {
-        return Err(Refusal::NotRegular);
-    }
-    // O_NONBLOCK: should the file be swapped for a FIFO after the check, the
-    // open must not block the reactor. O_NOFOLLOW: nor for a symlink.
-    let file = OpenOptions::new()
+    let root_dir = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(&resolved)
-        .map_err(|_| Refusal::Unreadable)?;
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .map_err(|e| {
+            warn!("files: cannot open the root {}: {e}", root.display());
+            Refusal::Unreadable
+        })?;
+    let fd = match resolution {
+        Resolution::Kernel => resolve_in_kernel(root_dir.as_fd(), name)
+            .unwrap_or_else(|| walk(root_dir.as_fd(), relative, name.ends_with(b"/"))),
+        Resolution::Walk => walk(root_dir.as_fd(), relative, name.ends_with(b"/")),
+    }
+    .map_err(|e| refusal_for(&e))?;
+    let file = File::from(fd);
     let meta = file.metadata().map_err(|_| Refusal::Unreadable)?;
     if !meta.is_file() {
         return Err(Refusal::NotRegular);
     }
     Ok((file, meta.len()))
+}
+
+/// `openat2(root, name)` beneath `root`, without magic links (`/proc`'s
+/// fd and exe links, which jump anywhere); `None` if the kernel lacks
+/// `openat2` (`ENOSYS`) or a seccomp filter refuses it (`EPERM`). Not
+/// remembered: on such a kernel each request pays one failed system call.
+fn resolve_in_kernel(root: BorrowedFd<'_>, name: &[u8]) -> Option<io::Result<OwnedFd>> {
+    // check_name has refused names containing NUL.
+    let path = CString::new(name).expect("check_name refuses NUL bytes");
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match sockopt::openat2(root, &path, FILE_FLAGS, resolve) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => return None,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < OPENAT2_TRIES => {}
+            other => return Some(other),
+        }
+    }
+}
+
+/// The fallback: each directory component opened relative to the one
+/// before it, with `O_PATH | O_NOFOLLOW` and checked by `fstat` to be a
+/// directory (a symlink gives `ELOOP`, anything else `ENOTDIR`), the last
+/// with `O_NOFOLLOW` (a symlink gives `ELOOP`). `O_PATH` rather than
+/// `O_DIRECTORY | O_NOFOLLOW`, because with `O_DIRECTORY` the kernel reports
+/// a symlink as `ENOTDIR`, and a symlink out would read `not found`.
+/// `dir_wanted`: the name ended in `/`, so its last component must be a
+/// directory (and is then refused as not regular), as for `openat2`.
+fn walk(root: BorrowedFd<'_>, relative: &Path, dir_wanted: bool) -> io::Result<OwnedFd> {
+    let mut parts = relative
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(part) => Some(part),
+            _ => None,
+        })
+        .peekable();
+    let mut current: Option<File> = None;
+    while let Some(part) = parts.next() {
+        let at = current.as_ref().map_or(root, |dir| dir.as_fd());
+        // check_name has refused names containing NUL.
+        let part = CString::new(part.as_bytes()).expect("check_name refuses NUL bytes");
+        if parts.peek().is_some() {
+            let dir = File::from(sockopt::openat(at, &part, libc::O_PATH | libc::O_NOFOLLOW)?);
+            let kind = dir.metadata()?.file_type();
+            if kind.is_symlink() {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            if !kind.is_dir() {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            current = Some(dir);
+        } else {
+            let flags = FILE_FLAGS | libc::O_NOFOLLOW;
+            current = Some(File::from(sockopt::openat(at, &part, flags)?));
+        }
+    }
+    // No component but `.`: the root itself (then refused as not regular).
+    let file = match current {
+        Some(file) => file,
+        None => File::from(root.try_clone_to_owned()?),
+    };
+    if dir_wanted && !file.metadata()?.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    Ok(file.into())
+}
+
+/// The refusal an open's error stands for.
+fn refusal_for(e: &io::Error) -> Refusal {
+    match e.raw_os_error() {
+        // ENOTDIR: a component is not a directory, so no such file.
+        Some(libc::ENOENT | libc::ENOTDIR) => Refusal::NotFound,
+        // EXDEV: RESOLVE_BENEATH met a way out (a symlink out, an absolute
+        // symlink). ELOOP: a magic link, a symlink the walk will not
+        // follow, or a symlink loop.
+        Some(libc::EXDEV | libc::ELOOP) => Refusal::Outside,
+        // A component over NAME_MAX (255) bytes.
+        Some(libc::ENAMETOOLONG) => Refusal::TooLong,
+        _ => Refusal::Unreadable,
+    }
 }
 
 /// The regular files under `root`, as sorted relative paths, one a line,
@@ -479,5 +610,205 @@ mod tests {
         fs::write(dir.0.join("sub/a.txt"), b"").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", dir.0.join("link")).unwrap();
         assert_eq!(fetch(&dir.0, b"LIST\n", false), b"b.txt\nsub/a.txt\n");
+    }
+
+    /// What opening a name gave: the file's bytes, or the refusal.
+    fn outcome(root: &Path, name: &[u8], resolution: Resolution) -> Result<Vec<u8>, Refusal> {
+        let (mut file, size) = open_beneath(root, name, resolution)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, size, "{}", lossy(name));
+        Ok(bytes)
+    }
+
+    #[test]
+    fn both_resolutions_confine_names_to_the_root() {
+        use std::os::unix::fs::symlink;
+        let outer = TempDir::new("beneath");
+        let root = outer.0.join("root");
+        fs::create_dir_all(root.join("sub")).unwrap();
+        fs::write(outer.0.join("secret.txt"), b"secret").unwrap();
+        fs::write(root.join("ok.txt"), b"fine").unwrap();
+        fs::write(root.join("sub/nested.txt"), b"nested").unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(root.join("fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        symlink("ok.txt", root.join("link-in")).unwrap();
+        symlink("../ok.txt", root.join("sub/link-up")).unwrap();
+        symlink("sub", root.join("dir-in")).unwrap();
+        symlink(outer.0.join("secret.txt"), root.join("link-out")).unwrap();
+        symlink("../../secret.txt", root.join("sub/link-out")).unwrap();
+        symlink(&outer.0, root.join("dir-out")).unwrap();
+        symlink("nowhere", root.join("dangling")).unwrap();
+        symlink("/nonexistent/x", root.join("dangling-abs")).unwrap();
+        symlink("loop-b", root.join("loop-a")).unwrap();
+        symlink("loop-a", root.join("loop-b")).unwrap();
+        let long = "n".repeat(256);
+
+        use Refusal::*;
+        type Expected = Result<&'static [u8], Refusal>;
+        let fine: Expected = Ok(b"fine");
+        // (name, through openat2, through the walk)
+        let cases: Vec<(&[u8], Expected, Expected)> = vec![
+            (b"ok.txt", fine, fine),
+            (b"./ok.txt", fine, fine),
+            (b"sub/nested.txt", Ok(b"nested"), Ok(b"nested")),
+            (b"sub//nested.txt", Ok(b"nested"), Ok(b"nested")),
+            (b"missing", Err(NotFound), Err(NotFound)),
+            (b"sub/missing", Err(NotFound), Err(NotFound)),
+            (b"ok.txt/x", Err(NotFound), Err(NotFound)),
+            (b"ok.txt/", Err(NotFound), Err(NotFound)),
+            (b"sub", Err(NotRegular), Err(NotRegular)),
+            (b"sub/", Err(NotRegular), Err(NotRegular)),
+            (b".", Err(NotRegular), Err(NotRegular)),
+            (b"fifo", Err(NotRegular), Err(NotRegular)),
+            // Symlinks that stay inside: served by openat2, refused by the
+            // walk, which follows none.
+            (b"link-in", fine, Err(Outside)),
+            (b"sub/link-up", fine, Err(Outside)),
+            (b"dir-in/nested.txt", Ok(b"nested"), Err(Outside)),
+            (b"dangling", Err(NotFound), Err(Outside)),
+            // Symlinks leading out, at depth 0 and 1, and as a directory.
+            (b"link-out", Err(Outside), Err(Outside)),
+            (b"sub/link-out", Err(Outside), Err(Outside)),
+            (b"dir-out/secret.txt", Err(Outside), Err(Outside)),
+            (b"dir-out/root/ok.txt", Err(Outside), Err(Outside)),
+            (b"dangling-abs", Err(Outside), Err(Outside)),
+            (b"loop-a", Err(Outside), Err(Outside)),
+            // Refused by check_name before any lookup.
+            (b"../secret.txt", Err(Outside), Err(Outside)),
+            (b"sub/../../secret.txt", Err(Outside), Err(Outside)),
+            (b"/etc/hostname", Err(Outside), Err(Outside)),
+            (b"ok.txt\0", Err(BadName), Err(BadName)),
+            (long.as_bytes(), Err(TooLong), Err(TooLong)),
+        ];
+        for (name, kernel, walk) in cases {
+            for (resolution, expected) in [(Resolution::Kernel, kernel), (Resolution::Walk, walk)] {
+                assert_eq!(
+                    outcome(&root, name, resolution),
+                    expected.map(<[u8]>::to_vec),
+                    "{:?} through {resolution:?}",
+                    lossy(name)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn magic_links_are_refused_by_both_resolutions() {
+        // /proc/PID as the root: its exe, cwd, root and fd/N entries are the
+        // magic links that jump anywhere whatever their text says.
+        let root = fs::canonicalize("/proc/self").unwrap();
+        for resolution in [Resolution::Kernel, Resolution::Walk] {
+            for name in [
+                &b"exe"[..],
+                b"fd/0",
+                b"cwd/Cargo.toml",
+                b"root/etc/hostname",
+            ] {
+                assert_eq!(
+                    outcome(&root, name, resolution),
+                    Err(Refusal::Outside),
+                    "{:?} through {resolution:?}",
+                    lossy(name)
+                );
+            }
+            // Its size reads as 0, so `outcome`'s size check does not apply.
+            assert!(
+                open_beneath(&root, b"status", resolution).is_ok(),
+                "a plain /proc file is served through {resolution:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regression_a_directory_swapped_for_a_symlink_after_a_check_is_not_followed() {
+        // What the old code did: canonicalise, check the prefix, then open
+        // the checked path. The check passes while `d` is a directory...
+        let outer = TempDir::new("swap-once");
+        let root = outer.0.join("root");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir(outer.0.join("secret")).unwrap();
+        fs::write(root.join("d/f"), b"inside").unwrap();
+        fs::write(outer.0.join("secret/f"), b"secret").unwrap();
+        let checked = fs::canonicalize(root.join("d/f")).unwrap();
+        assert!(checked.starts_with(&root));
+        // ...then `d` becomes a symlink out, and the checked path now leads
+        // to the secret: a string check says nothing about the next open.
+        fs::rename(root.join("d"), root.join("d-was")).unwrap();
+        std::os::unix::fs::symlink(outer.0.join("secret"), root.join("d")).unwrap();
+        assert_eq!(fs::read(&checked).unwrap(), b"secret");
+        for resolution in [Resolution::Kernel, Resolution::Walk] {
+            assert_eq!(
+                outcome(&root, b"d/f", resolution),
+                Err(Refusal::Outside),
+                "{resolution:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regression_open_under_never_serves_outside_while_a_directory_is_swapped() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        // Another local user flips `d` between a directory and a symlink out
+        // as fast as it can while requests for d/f are served. The old
+        // check-then-open served the secret within a few thousand requests.
+        let outer = TempDir::new("swap-race");
+        let root = outer.0.join("root");
+        fs::create_dir_all(root.join("d")).unwrap();
+        fs::create_dir(outer.0.join("secret")).unwrap();
+        fs::write(root.join("d/f"), b"inside").unwrap();
+        fs::write(outer.0.join("secret/f"), b"secret").unwrap();
+        std::os::unix::fs::symlink(outer.0.join("secret"), root.join("link")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (root, stop) = (root.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let (d, real, link) = (root.join("d"), root.join("d-real"), root.join("link"));
+                while !stop.load(Ordering::Relaxed) {
+                    fs::rename(&d, &real).unwrap();
+                    fs::rename(&link, &d).unwrap();
+                    fs::rename(&d, &link).unwrap();
+                    fs::rename(&real, &d).unwrap();
+                }
+            })
+        };
+        // Bounded in requests and in time; ends early once the race has been
+        // seen both ways enough times to have caught the old code.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut inside, mut refused, mut leaked) = (0u32, 0u32, 0u32);
+        for _ in 0..2_000_000 {
+            match open_under(&root, b"d/f") {
+                Ok((mut file, _)) => {
+                    let mut bytes = Vec::new();
+                    file.read_to_end(&mut bytes).unwrap();
+                    if bytes == b"secret" {
+                        leaked += 1;
+                    } else {
+                        inside += 1;
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+            if leaked > 0 || (inside >= 2_000 && refused >= 2_000) || Instant::now() > deadline {
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert_eq!(
+            leaked, 0,
+            "served the secret ({inside} inside, {refused} refused)"
+        );
+        assert!(
+            inside > 0 && refused > 0,
+            "the swap never raced a request ({inside} inside, {refused} refused)"
+        );
     }
 }

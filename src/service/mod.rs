@@ -89,8 +89,9 @@ pub struct ServiceConfig {
     pub encoding: Encoding,
     /// Short connections (`--short`): close once the first reply is sent.
     pub short: bool,
-    /// The files service's root, canonical (absolute, no symlinks), so a
-    /// resolved name is inside it exactly when it starts with it.
+    /// The files service's root, canonical (absolute, no symlinks). Names
+    /// are resolved beneath it by the kernel, per request (see
+    /// [`files::open_beneath`]), not by comparing path strings.
     pub root: PathBuf,
 }
 
