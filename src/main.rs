@@ -11,7 +11,7 @@ use log::{LevelFilter, error};
 
 use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
-use tcp_reactor::client::interactive::{self, ClientOptions, Ended};
+use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
@@ -44,6 +44,12 @@ enum Command {
 #[command(after_help = "\
 End of input (Ctrl-D, or the end of a pipe) half-closes the connection; every
 reply still on its way is shown before the client exits.
+
+On a terminal, control characters the server sends (another chat user's
+escape sequences, say) are shown escaped rather than obeyed: C0 controls but
+newline and tab, and DEL, as \\x and two hex digits (ESC is \\x1b, CR is
+\\x0d); C1 controls as \\u{80} to \\u{9f}. Malformed text shows as U+FFFD.
+Piped or redirected, the bytes are written exactly as they came.
 
 Examples:
   tcp-reactor client 127.0.0.1:7890
@@ -268,6 +274,7 @@ fn client(args: ClientArgs) -> ExitCode {
     let opts = ClientOptions {
         addr: args.addr,
         encoding: args.encoding,
+        show: Show::for_stdout(),
     };
     match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
         Ok(Ended::ServerClosed) => {

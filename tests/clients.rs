@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tcp_reactor::client::ClientError;
 use tcp_reactor::client::get::{self, GetOptions};
-use tcp_reactor::client::interactive::{self, ClientOptions, Ended};
+use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::text::Encoding;
 
 use support::WAIT;
@@ -250,7 +250,11 @@ fn start_session(
 ) -> Session {
     let (tx, result) = mpsc::channel();
     thread::spawn(move || {
-        let opts = ClientOptions { addr, encoding };
+        let opts = ClientOptions {
+            addr,
+            encoding,
+            show: Show::Raw,
+        };
         let _ = tx.send(interactive::interactive(&opts, input, output));
     });
     result
@@ -483,6 +487,7 @@ fn client_sends_each_piped_line_and_shows_every_reply() {
         let opts = ClientOptions {
             addr,
             encoding: Encoding::Utf8,
+            show: Show::Raw,
         };
         interactive::interactive(&opts, Cursor::new(b"a\nb\n".to_vec()), &mut output)
             .map(|ended| (ended, output))
@@ -491,6 +496,49 @@ fn client_sends_each_piped_line_and_shows_every_reply() {
     wait_script(&script);
     assert_eq!(ended, Ended::InputEnded);
     assert_eq!(String::from_utf8(output).unwrap(), "ok a\nok b\n");
+}
+
+/// Sends another user's hostile bytes (a title change, an OSC 52 clipboard
+/// write, a C1 CSI) and closes once the client half-closes.
+fn hostile_server(mut stream: TcpStream) {
+    stream
+        .write_all("\x1b]0;owned\x07hi\t\x1b]52;c;aGk=\x07\u{9b}2J\n".as_bytes())
+        .expect("send");
+    let _ = request(&mut stream);
+}
+
+fn session_output(show: Show) -> Vec<u8> {
+    let (addr, script) = fake_server(hostile_server);
+    let (ended, output) = bounded(move || {
+        let mut output = Vec::new();
+        let opts = ClientOptions {
+            addr,
+            encoding: Encoding::Utf8,
+            show,
+        };
+        interactive::interactive(&opts, Cursor::new(Vec::new()), &mut output)
+            .map(|ended| (ended, output))
+    })
+    .expect("session");
+    wait_script(&script);
+    assert_eq!(ended, Ended::InputEnded);
+    output
+}
+
+#[test]
+fn client_on_a_terminal_shows_control_characters_escaped() {
+    assert_eq!(
+        String::from_utf8(session_output(Show::Escaped)).unwrap(),
+        "\\x1b]0;owned\\x07hi\t\\x1b]52;c;aGk=\\x07\\u{9b}2J\n"
+    );
+}
+
+#[test]
+fn client_in_a_pipe_passes_control_characters_untouched() {
+    assert_eq!(
+        session_output(Show::Raw),
+        "\x1b]0;owned\x07hi\t\x1b]52;c;aGk=\x07\u{9b}2J\n".as_bytes()
+    );
 }
 
 #[test]

@@ -5,7 +5,16 @@
 //! Text is sent and shown in the chosen encoding: with `gbk`, input (UTF-8)
 //! is encoded to GBK and the server's GBK is decoded to UTF-8 by a streaming
 //! decoder, so a character split across two reads still comes out whole.
-//! With `utf-8`, bytes pass through untouched.
+//! With `utf-8`, bytes pass through untouched, unless they are shown on a
+//! terminal.
+//!
+//! On a terminal ([`Show::Escaped`]) the server's text, decoded the same
+//! streaming way (UTF-8 too; malformed bytes become U+FFFD), is shown with
+//! its control characters escaped ([`escape_controls`]): on a chat server
+//! the bytes are another user's, and raw they could retitle the window or
+//! write the clipboard. In a pipe ([`Show::Raw`]) they are passed on as
+//! they came, for scripts. Which one is the caller's choice, made once from
+//! whether standard output is a terminal ([`Show::for_stdout`]).
 //!
 //! Two threads share the connection:
 //! - the calling thread reads the socket and writes to the output, until the
@@ -21,7 +30,7 @@
 //! its write fails). That is why the input must be `'static`.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
@@ -29,13 +38,38 @@ use std::thread;
 use encoding_rs::{CoderResult, Decoder};
 
 use super::{ClientError, connect, socket_error};
-use crate::text::Encoding;
+use crate::text::{Encoding, escape_controls};
 
-/// Where to connect, and the encoding of the text on the wire.
+/// Where to connect, the encoding of the text on the wire, and how to show
+/// what the server sends.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
     pub addr: SocketAddr,
     pub encoding: Encoding,
+    pub show: Show,
+}
+
+/// How the server's text is written to the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Show {
+    /// As it came (decoded from GBK with `--encoding gbk`): for a pipe or a
+    /// file, where the bytes are data.
+    Raw,
+    /// Decoded, with control characters but `\n` and `\t` escaped (see
+    /// [`escape_controls`]): for a terminal, which would obey them.
+    Escaped,
+}
+
+impl Show {
+    /// [`Show::Escaped`] when standard output is a terminal, else
+    /// [`Show::Raw`].
+    pub fn for_stdout() -> Show {
+        if io::stdout().is_terminal() {
+            Show::Escaped
+        } else {
+            Show::Raw
+        }
+    }
 }
 
 /// How a session ended without error.
@@ -83,12 +117,13 @@ pub fn interactive(
         .map_err(|e| ClientError::new(format!("cannot share the connection: {e}")))?;
     let (events, sender_events) = mpsc::channel();
     let encoding = opts.encoding;
+    let render = Render::new(encoding, opts.show);
     thread::Builder::new()
         .name("client-input".to_string())
         .spawn(move || send_lines(BufReader::new(input), sender_socket, encoding, &events))
         .map_err(|e| ClientError::new(format!("cannot start the input thread: {e}")))?;
 
-    show_replies(socket, encoding, &mut output)?;
+    show_replies(socket, render, &mut output)?;
 
     // The server has closed. Whatever the sender reported happened before
     // that close was seen, except for the race documented on `SendFailed`
@@ -107,17 +142,13 @@ pub fn interactive(
     }
 }
 
-/// Copies the socket to `output` until the server closes.
+/// Copies the socket to `output`, as `render` shows it, until the server
+/// closes.
 fn show_replies(
     mut socket: TcpStream,
-    encoding: Encoding,
+    mut render: Render,
     output: &mut dyn Write,
 ) -> Result<(), ClientError> {
-    let mut decoder = match encoding {
-        Encoding::Utf8 => None,
-        Encoding::Gbk => Some(encoding_rs::GBK.new_decoder_without_bom_handling()),
-    };
-    let mut text = String::new();
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let (bytes, last) = match socket.read(&mut buf) {
@@ -126,19 +157,60 @@ fn show_replies(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(socket_error(&e)),
         };
-        let shown = match decoder.as_mut() {
-            Some(decoder) => {
-                decode(decoder, bytes, last, &mut text);
-                text.as_bytes()
-            }
-            None => bytes,
-        };
         output
-            .write_all(shown)
+            .write_all(render.shown(bytes, last))
             .and_then(|()| output.flush())
             .map_err(|e| ClientError::new(format!("cannot write the output: {e}")))?;
         if last {
             return Ok(());
+        }
+    }
+}
+
+/// Turns the server's bytes, read by read, into what the output gets.
+struct Render {
+    /// Present unless bytes pass untouched (UTF-8 in a pipe). It keeps a
+    /// character cut at the end of one read until the next, so escaping,
+    /// which looks at whole characters, never sees half of one.
+    decoder: Option<Decoder>,
+    show: Show,
+    /// The last read, decoded.
+    text: String,
+    /// The last read, decoded and escaped (used with [`Show::Escaped`]).
+    escaped: String,
+}
+
+impl Render {
+    fn new(encoding: Encoding, show: Show) -> Render {
+        let decoder = match (encoding, show) {
+            (Encoding::Utf8, Show::Raw) => None,
+            (Encoding::Utf8, Show::Escaped) => {
+                Some(encoding_rs::UTF_8.new_decoder_without_bom_handling())
+            }
+            (Encoding::Gbk, _) => Some(encoding_rs::GBK.new_decoder_without_bom_handling()),
+        };
+        Render {
+            decoder,
+            show,
+            text: String::new(),
+            escaped: String::new(),
+        }
+    }
+
+    /// What to write for `bytes`, the next read; `last` at the end of the
+    /// stream, when an unfinished character becomes U+FFFD.
+    fn shown<'a>(&'a mut self, bytes: &'a [u8], last: bool) -> &'a [u8] {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return bytes;
+        };
+        decode(decoder, bytes, last, &mut self.text);
+        match self.show {
+            Show::Raw => self.text.as_bytes(),
+            Show::Escaped => {
+                self.escaped.clear();
+                escape_controls(&self.text, &mut self.escaped);
+                self.escaped.as_bytes()
+            }
         }
     }
 }
@@ -239,5 +311,64 @@ mod tests {
         assert_eq!(text, "a");
         decode(&mut decoder, &[], true, &mut text);
         assert_eq!(text, "\u{fffd}");
+    }
+
+    /// Everything `render` shows for `pieces`, read one after another.
+    fn render_all(mut render: Render, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(render.shown(piece, false));
+        }
+        out.extend_from_slice(render.shown(&[], true));
+        out
+    }
+
+    #[test]
+    fn a_pipe_gets_the_servers_bytes_untouched() {
+        let bytes = b"\x1b]0;title\x07\xc2\x9b2J\xff\r\n";
+        let render = Render::new(Encoding::Utf8, Show::Raw);
+        assert_eq!(render_all(render, &[bytes]), bytes);
+    }
+
+    #[test]
+    fn a_terminal_gets_controls_escaped_whatever_the_split() {
+        // An OSC 52 clipboard write, a C1 CSI (U+009B as UTF-8: C2 9B), a
+        // bare \r and a malformed byte; \n and \t stay as they are.
+        let bytes = "\x1b]52;c;aGk=\x07\t\u{9b}2J收\r\n".as_bytes();
+        let expected = "\\x1b]52;c;aGk=\\x07\t\\u{9b}2J收\\x0d\n";
+        for split in 0..=bytes.len() {
+            let render = Render::new(Encoding::Utf8, Show::Escaped);
+            let out = render_all(render, &[&bytes[..split], &bytes[split..]]);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "split at {split}"
+            );
+        }
+        let render = Render::new(Encoding::Utf8, Show::Escaped);
+        let pieces: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(render_all(render, &pieces), expected.as_bytes());
+        let render = Render::new(Encoding::Utf8, Show::Escaped);
+        assert_eq!(
+            render_all(render, &[b"a\xffb\xc2"]),
+            "a\u{fffd}b\u{fffd}".as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_terminal_gets_gbk_decoded_then_escaped() {
+        let mut bytes = Encoding::Gbk.encode("收到");
+        bytes.splice(2..2, *b"\x1b[2J");
+        for split in 0..=bytes.len() {
+            let render = Render::new(Encoding::Gbk, Show::Escaped);
+            let out = render_all(render, &[&bytes[..split], &bytes[split..]]);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "收\\x1b[2J到",
+                "split at {split}"
+            );
+        }
+        let render = Render::new(Encoding::Gbk, Show::Raw);
+        assert_eq!(render_all(render, &[&bytes]), "收\x1b[2J到".as_bytes());
     }
 }
