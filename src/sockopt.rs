@@ -1,7 +1,9 @@
 //! System calls the standard library and `mio` do not offer: listening
 //! sockets with a deep accept backlog and optional `SO_REUSEPORT`, the kernel
 //! queue ioctls, and the two directory-relative opens (`openat2`, `openat`)
-//! the files service resolves names with.
+//! the files service resolves names with; and the two raw calls the log sink
+//! makes on standard error (a zero-wait `poll` for `POLLOUT`, and one
+//! `write`).
 //!
 //! Every `unsafe` of the crate is here, each behind a safe function; no
 //! policy (what to open, what a failure means) is decided here.
@@ -166,4 +168,41 @@ fn new_fd(rc: libc::c_int) -> io::Result<Option<OwnedFd>> {
     // SAFETY: `rc` is a fresh fd just returned by the kernel to this
     // thread and handed to no one else, so this is its only owner.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(rc) }))
+}
+
+/// Whether `fd` can take a write without blocking, waiting at most
+/// `timeout_ms` milliseconds (0: just ask; negative: no limit, which the
+/// crate never passes). `POLLERR` and `POLLHUP` count as ready: a write then
+/// fails at once (`EPIPE` for a pipe whose reader is gone), and that error is
+/// what the caller needs to see. A closed fd (`POLLNVAL`) is `EBADF`.
+pub fn poll_writable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1; the borrowed fd stays open for the
+    // duration of the call.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pollfd.revents & libc::POLLNVAL != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    Ok(pollfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// One `write(2)` of `bytes` to `fd`: the count written, or the error
+/// (`EAGAIN`, `EINTR` and `EPIPE` included; Rust ignores SIGPIPE, so a
+/// closed pipe is an error here, not a signal).
+pub fn write_fd(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe one live, initialised slice;
+    // write only reads from it; the borrowed fd stays open for the call.
+    let rc = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // rc is non-negative here and at most bytes.len().
+    Ok(rc as usize)
 }
