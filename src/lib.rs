@@ -13,9 +13,12 @@
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
 //! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
-//!   `SO_REUSEPORT`), the kernel queue ioctls, and the directory-relative
-//!   opens (`openat2`, `openat`) the files service confines names with;
-//!   every `unsafe` is here.
+//!   `SO_REUSEPORT`), the kernel queue ioctls, the directory-relative
+//!   opens (`openat2`, `openat`) the files service confines names with, and
+//!   the raw `poll`/`write` of the log sink; every `unsafe` is here.
+//! - [`logsink`]: the `log` logger: a bounded queue written to stderr only
+//!   when it is writable, so a stalled or departed log reader never blocks
+//!   or kills the loop (lines are dropped and counted instead).
 //!
 //! - [`client`]: the programs on the other end: `bench`, an echo load
 //!   generator.
@@ -35,6 +38,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod limits;
+pub mod logsink;
 pub mod reactor;
 pub mod service;
 pub mod sockopt;

@@ -13,6 +13,7 @@ use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
+use tcp_reactor::logsink;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
 use tcp_reactor::text::Encoding;
@@ -240,7 +241,9 @@ struct LogArgs {
 }
 
 impl LogArgs {
-    fn init(&self) {
+    /// The level the flags ask for; with neither -v nor -q, `RUST_LOG` (a
+    /// single level name, as simple_logger read it) when it parses.
+    fn level(&self) -> LevelFilter {
         let level = match i16::from(self.verbose) - i16::from(self.quiet) {
             i16::MIN..=-2 => LevelFilter::Error,
             -1 => LevelFilter::Warn,
@@ -248,26 +251,38 @@ impl LogArgs {
             1 => LevelFilter::Debug,
             _ => LevelFilter::Trace,
         };
-        let mut logger = simple_logger::SimpleLogger::new().with_level(level);
-        if std::env::var_os("RUST_LOG").is_some() && self.verbose == 0 && self.quiet == 0 {
-            logger = logger.env();
+        if self.verbose == 0 && self.quiet == 0 {
+            let env = std::env::var("RUST_LOG").ok();
+            if let Some(from_env) = env.and_then(|v| v.parse().ok()) {
+                return from_env;
+            }
         }
+        level
+    }
+
+    fn init(&self) {
         // Only fails if a logger is already set, which nothing here does.
-        let _ = logger.init();
+        let _ = logsink::init(self.level());
     }
 }
+
+/// How long the last flush at exit may wait for a slow log reader, so the
+/// summary line is not lost; a reader stalled for good costs no more.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Client(args) => client(args),
         Command::Get(args) => get(args),
         Command::Bench(args) => bench(args),
-    }
+    };
+    logsink::finish(FINAL_FLUSH);
+    code
 }
 
 fn client(args: ClientArgs) -> ExitCode {
