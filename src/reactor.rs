@@ -226,11 +226,18 @@ impl Server {
     pub fn run(&mut self) -> io::Result<Exit> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
+            crate::logsink::flush();
             let timeout = if self.ready.is_empty() {
                 self.next_deadline()
                     .map(|d| d.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
+            };
+            // Log lines waiting for a stalled reader are retried soon.
+            let timeout = match timeout {
+                _ if !crate::logsink::pending() => timeout,
+                Some(t) => Some(t.min(crate::logsink::RETRY)),
+                None => Some(crate::logsink::RETRY),
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
