@@ -12,6 +12,7 @@
 //! earlier reply is flushed.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use log::info;
 
@@ -30,6 +31,8 @@ pub struct Ack {
     burst_ends: VecDeque<u64>,
     /// The client has sent a newline: it frames by lines, not by bursts.
     lines: bool,
+    /// How many of its messages the log may still show.
+    log_budget: LogBudget,
 }
 
 /// Most characters of a message the log shows: a client sending megabytes
@@ -74,11 +77,12 @@ impl Ack {
                 message = stripped;
             }
             let exit = message == b"exit";
-            if !exit {
+            if !exit && let Some(skipped) = self.log_budget.admit(io.now) {
                 info!(
-                    "ack {}: {}",
+                    "ack {}: {}{}",
                     io.peer,
-                    loggable(&config.encoding.decode(message))
+                    loggable(&config.encoding.decode(message)),
+                    not_logged(skipped)
                 );
             }
             io.input.consume(consumed);
@@ -91,7 +95,10 @@ impl Ack {
                 self.burst_ends.pop_front();
             }
             if exit {
-                info!("ack {}: exit", io.peer);
+                // Always shown (once per connection), with the count of
+                // the messages the budget held back since the last line.
+                let skipped = std::mem::take(&mut self.log_budget.suppressed);
+                info!("ack {}: exit{}", io.peer, not_logged(skipped));
                 return Outcome::close_after_flush();
             }
             let written = io.write(&config.ack_reply) + io.write(b"\n");
@@ -104,6 +111,63 @@ impl Ack {
             return Outcome::close_after_flush();
         }
         Outcome::proceed(false)
+    }
+}
+
+/// Messages of one connection the log shows at once, and how fast that
+/// allowance comes back (one line per [`LOG_REFILL`]: 10 a second): a client
+/// must not make the log grow faster than its own traffic, and 64 KiB of
+/// bare newlines would otherwise be 65,536 log lines. The count of messages
+/// held back is in the next line shown.
+const LOG_BURST: u32 = 20;
+const LOG_REFILL: Duration = Duration::from_millis(100);
+
+/// A token bucket for one connection's message lines; time is passed in.
+#[derive(Debug, Default)]
+struct LogBudget {
+    /// Lines shown that the refill has not yet paid back: at most
+    /// [`LOG_BURST`]; the bucket holds `LOG_BURST - spent` tokens.
+    spent: u32,
+    /// The time from which the next refill is counted; `None` while the
+    /// bucket is full (`spent == 0`), so idle time earns nothing past full.
+    since: Option<Instant>,
+    /// Messages not shown since the last line that was.
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Whether a message at `now` may be logged: if so, the count of
+    /// messages held back before it, for that line to mention.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if let Some(since) = self.since {
+            let refills = now.saturating_duration_since(since).as_nanos() / LOG_REFILL.as_nanos();
+            let refills = u32::try_from(refills).unwrap_or(u32::MAX);
+            if refills >= self.spent {
+                self.spent = 0;
+                self.since = None;
+            } else if refills > 0 {
+                self.spent -= refills;
+                self.since = Some(since + LOG_REFILL * refills);
+            }
+        }
+        if self.spent >= LOG_BURST {
+            self.suppressed += 1;
+            return None;
+        }
+        if self.spent == 0 {
+            self.since = Some(now);
+        }
+        self.spent += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// The tail of a log line that follows `skipped` messages not logged.
+fn not_logged(skipped: u64) -> String {
+    match skipped {
+        0 => String::new(),
+        1 => " (1 message not logged)".to_string(),
+        n => format!(" ({n} messages not logged)"),
     }
 }
 
@@ -182,6 +246,82 @@ mod tests {
             shown.len() < 250 && shown.ends_with("(1000 bytes)"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_fresh_connection_logs_a_burst_then_holds_back_and_counts() {
+        let start = std::time::Instant::now();
+        let mut budget = super::LogBudget::default();
+        for _ in 0..super::LOG_BURST {
+            assert_eq!(budget.admit(start), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(budget.admit(start), None);
+        }
+        // One refill later exactly one line is allowed, and it carries the
+        // count of the five held back.
+        let later = start + super::LOG_REFILL;
+        assert_eq!(budget.admit(later), Some(5));
+        assert_eq!(budget.admit(later), None);
+        assert_eq!(budget.admit(later + super::LOG_REFILL), Some(1));
+    }
+
+    #[test]
+    fn an_idle_connection_earns_no_more_than_one_burst() {
+        let start = std::time::Instant::now();
+        let mut budget = super::LogBudget::default();
+        assert_eq!(budget.admit(start), Some(0));
+        let much_later = start + std::time::Duration::from_secs(3600);
+        let shown = (0..100)
+            .filter(|_| budget.admit(much_later).is_some())
+            .count();
+        assert_eq!(shown, super::LOG_BURST as usize);
+    }
+
+    #[test]
+    fn a_steady_sender_is_logged_at_the_refill_rate() {
+        let start = std::time::Instant::now();
+        let mut budget = super::LogBudget::default();
+        // 1000 messages a second for ten seconds: the burst, then ten a
+        // second; every message is either shown or counted in a shown line.
+        let (mut shown, mut counted) = (0u64, 0u64);
+        for ms in 0..10_000u64 {
+            if let Some(skipped) = budget.admit(start + std::time::Duration::from_millis(ms)) {
+                shown += 1;
+                counted += skipped;
+            }
+        }
+        assert!((115..=121).contains(&shown), "{shown}");
+        assert_eq!(shown + counted + budget.suppressed, 10_000);
+    }
+
+    #[test]
+    fn an_ack_flood_logs_a_bounded_number_of_lines() {
+        // Replies are counted through the harness; log lines through the
+        // budget the service kept.
+        let flood = vec![b'\n'; 4096];
+        let mut pool = BufPool::new(8192);
+        let mut out_pool = BufPool::new(16384);
+        let mut input = ByteBuf::new(8192);
+        let mut output = ByteBuf::new(16384);
+        let mut ack = super::Ack::default();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let now = std::time::Instant::now();
+        input.append(&mut pool, &flood);
+        let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+        ack.process(&mut io, &config());
+        assert_eq!(output.len(), 4096 * 3, "every message still answered");
+        assert_eq!(
+            ack.log_budget.suppressed,
+            4096 - u64::from(super::LOG_BURST)
+        );
+    }
+
+    #[test]
+    fn not_logged_names_the_count() {
+        assert_eq!(super::not_logged(0), "");
+        assert_eq!(super::not_logged(1), " (1 message not logged)");
+        assert_eq!(super::not_logged(7), " (7 messages not logged)");
     }
 
     #[test]
