@@ -231,7 +231,8 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct LogArgs {
     /// More log output: -v debug (open, close, pause), -vv trace (every read
-    /// and write). RUST_LOG also works.
+    /// and write). RUST_LOG also works. A log reader that stalls or goes
+    /// away never blocks the server: lines are dropped and counted.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
