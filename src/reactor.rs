@@ -40,7 +40,6 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::buffer::BufPool;
@@ -60,8 +59,14 @@ const LISTENER_TOKEN_TOP: usize = usize::MAX;
 /// Most listeners one server opens; keeps listener tokens clear of the rest.
 pub const MAX_LISTENERS: usize = 64;
 
-/// The signal pipe's token, just below the listeners'.
+/// The signal pipes' tokens, just below the listeners': `SIGNAL_TOKEN - i`
+/// for the `i`-th of [`STOP_SIGNALS`].
 const SIGNAL_TOKEN: usize = LISTENER_TOKEN_TOP - MAX_LISTENERS;
+
+/// The signals that stop the server: the first starts a graceful shutdown,
+/// a second one exits at once.
+const STOP_SIGNALS: [(libc::c_int, &str); 2] =
+    [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")];
 
 /// The deadline of every phase after `Open`: how long a connection may go
 /// without sending a byte while it finishes or drains what it owes, and how
@@ -137,7 +142,10 @@ pub struct Server {
     /// Accepting is paused until then (out of descriptors or memory).
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
-    signals: Option<Signals>,
+    /// One self-pipe per stop signal: its handler writes one byte per
+    /// delivery, so every signal is counted, even two that arrive before
+    /// the loop reads the pipe (a flag per signal would merge them).
+    signals: Vec<(&'static str, mio::net::UnixStream)>,
     /// Set once a signal asked for a stop: when to give up flushing.
     shutdown_deadline: Option<Instant>,
     /// When to next look at `awaiting_ack`; set while it is not empty.
@@ -202,7 +210,7 @@ impl Server {
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
-            signals: None,
+            signals: Vec::new(),
             shutdown_deadline: None,
             next_drain_check: None,
             config,
@@ -214,11 +222,18 @@ impl Server {
     /// Makes SIGINT and SIGTERM start a graceful shutdown (and a second one
     /// end the process at once), delivered through the poll loop.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
-        self.poll
-            .registry()
-            .register(&mut signals, Token(SIGNAL_TOKEN), Interest::READABLE)?;
-        self.signals = Some(signals);
+        for (i, (signal, name)) in STOP_SIGNALS.into_iter().enumerate() {
+            let (read, write) = std::os::unix::net::UnixStream::pair()?;
+            read.set_nonblocking(true)?;
+            signal_hook::low_level::pipe::register(signal, write)?;
+            let mut read = mio::net::UnixStream::from_std(read);
+            self.poll.registry().register(
+                &mut read,
+                Token(SIGNAL_TOKEN - i),
+                Interest::READABLE,
+            )?;
+            self.signals.push((name, read));
+        }
         Ok(())
     }
 
@@ -251,7 +266,7 @@ impl Server {
                     self.accept(LISTENER_TOKEN_TOP - token, now);
                     continue;
                 }
-                if token == SIGNAL_TOKEN {
+                if token > SIGNAL_TOKEN - STOP_SIGNALS.len() {
                     let signals = self.take_signals();
                     // Two signals are a forced stop even when both arrived
                     // before this drain of the pipe.
@@ -322,15 +337,25 @@ impl Server {
         ])
     }
 
-    /// Drains the signal pipe; how many SIGINT or SIGTERM arrived.
+    /// Drains the signal pipes; how many stop signals arrived.
     fn take_signals(&mut self) -> u32 {
-        let Some(signals) = &mut self.signals else {
-            return 0;
-        };
         let mut count = 0;
-        for signal in signals.pending() {
-            info!("received signal {signal}");
-            count += 1;
+        let mut bytes = [0u8; 64];
+        for (name, pipe) in &mut self.signals {
+            loop {
+                match pipe.read(&mut bytes) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        for _ in 0..n {
+                            info!("received {name}");
+                        }
+                        count += n as u32;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // WouldBlock: drained.
+                    Err(_) => break,
+                }
+            }
         }
         count
     }
