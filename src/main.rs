@@ -142,6 +142,11 @@ Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890, files on
 loopback.
 Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
 
+Closing: when the server ends a conversation (SIGINT/SIGTERM, --idle-timeout)
+it reads nothing more but answers every byte it already read, flushes, and
+closes once the client has acknowledged the last byte. A download that cannot
+complete (the file shrank) ends with a reset, never a clean close.
+
 Examples:
   tcp-reactor serve
   tcp-reactor serve -l 127.0.0.1:0=echo -l [::1]:7890=ack --reply OK
@@ -204,8 +209,9 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_conns_per_ip: usize,
 
-    /// Close a connection after this many seconds with no byte read or
-    /// written (anything owed is flushed first). 0 = never.
+    /// End a connection after this many seconds with no byte read or
+    /// written: nothing more is read, what was read is answered and
+    /// flushed, then it closes. 0 = never.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs_or_zero)]
     idle_timeout: f64,
 
@@ -219,8 +225,9 @@ struct ServeArgs {
     #[arg(long)]
     reuse_port: bool,
 
-    /// On SIGINT/SIGTERM, how many seconds to keep flushing what clients are
-    /// owed before exiting anyway. A second signal exits at once.
+    /// On SIGINT/SIGTERM the server reads nothing more, answers what it has
+    /// read, finishes downloads and flushes; this bounds how many seconds
+    /// that may take before it exits anyway. A second signal exits at once.
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_secs_or_zero)]
     shutdown_timeout: f64,
 
