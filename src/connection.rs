@@ -38,7 +38,7 @@
 //! failed; bytes are discarded only in `Draining` and `Closing`, after the
 //! client ended the conversation. A read that fails after bytes arrived (a
 //! reset after data) still delivers those bytes to the service first: the
-//! failure is kept ([`Connection::failure`]) and acted on once the service
+//! failure is kept (the sticky `failure` field) and acted on once the service
 //! has had them. Discarded input is not activity: it never refreshes the idle
 //! timer (it is reported apart, in [`TurnReport::discarded`]).
 
