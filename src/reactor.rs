@@ -81,6 +81,9 @@ const KEY_BITS: u32 = 32;
 const KEY_MASK: usize = (1 << KEY_BITS) - 1;
 const GENERATION_MASK: u32 = (1 << 31) - 1;
 
+// The token layout needs 64-bit tokens.
+const _: () = assert!(usize::BITS == 64, "tcp-reactor needs a 64-bit target");
+
 /// The poll token of connection `key` of generation `generation`.
 fn conn_token(key: usize, generation: u32) -> Token {
     Token(key | ((generation & GENERATION_MASK) as usize) << KEY_BITS)
