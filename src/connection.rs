@@ -180,6 +180,16 @@ enum Failure {
     Aborted,
 }
 
+/// What one service call showed the turn.
+#[derive(Clone, Copy, Debug)]
+struct ServiceCall {
+    /// Given input and an empty send buffer, it consumed and produced
+    /// nothing: an unfinished message.
+    stuck: bool,
+    /// It asked to be called again next turn ([`crate::service::Outcome::yielded`]).
+    yielded: bool,
+}
+
 impl Connection {
     /// A connection for an accepted socket, with empty buffers that hold no
     /// storage yet.
@@ -328,14 +338,18 @@ impl Connection {
         effects: &mut Vec<Effect>,
         report: &mut TurnReport,
     ) -> Verdict {
+        // The service asked to be called again next turn, not in this one.
+        let mut yielded = false;
         loop {
             let before = self.progress_mark(report);
 
             // The service first: after a failed read it still gets the bytes
             // read before the failure.
             let mut stuck = false;
-            if self.service_takes_input() && self.service_has_work() {
-                stuck = self.run_service(key, pools, config, now, effects, false);
+            if self.service_takes_input() && self.service_has_work() && !yielded {
+                let call = self.run_service(key, pools, config, now, effects, false);
+                stuck = call.stuck;
+                yielded = call.yielded;
             }
             if let Some(failure) = self.failure {
                 debug!("conn {key} {}: ending with a reset: {failure:?}", self.peer);
@@ -362,7 +376,8 @@ impl Connection {
                         // The end of a burst is an input of its own: told at
                         // once, whatever the buffer holds, so it is never
                         // lost.
-                        self.run_service(key, pools, config, now, effects, true);
+                        let call = self.run_service(key, pools, config, now, effects, true);
+                        yielded |= call.yielded;
                     }
                 } else {
                     report.discarded += n;
@@ -379,7 +394,11 @@ impl Connection {
                 return Verdict::Requeue;
             }
             if self.progress_mark(report) == before {
-                return Verdict::Wait;
+                return if yielded {
+                    Verdict::Requeue
+                } else {
+                    Verdict::Wait
+                };
             }
         }
     }
@@ -455,8 +474,6 @@ impl Connection {
     }
 
     /// One call of the service (`burst_end`: the socket just ran dry).
-    /// Returns whether it was stuck: given input and an empty send buffer,
-    /// it consumed and produced nothing.
     fn run_service(
         &mut self,
         key: usize,
@@ -465,7 +482,7 @@ impl Connection {
         now: Instant,
         effects: &mut Vec<Effect>,
         burst_end: bool,
-    ) -> bool {
+    ) -> ServiceCall {
         let low_watermark = self.low_watermark();
         let full_room = self.owed() == 0;
         let (input_before, output_before) = (self.recv.len(), self.send.len());
@@ -486,10 +503,13 @@ impl Connection {
         if let Some(effect) = outcome.effect {
             effects.push(effect);
         }
-        let stuck = full_room
-            && input_before > 0
-            && self.recv.len() == input_before
-            && self.send.len() == output_before;
+        let call = ServiceCall {
+            stuck: full_room
+                && input_before > 0
+                && self.recv.len() == input_before
+                && self.send.len() == output_before,
+            yielded: outcome.yielded,
+        };
         match outcome.next {
             Next::Continue => {
                 // Only a service that left input waiting for room pauses
@@ -519,7 +539,7 @@ impl Connection {
                 self.failure.get_or_insert(Failure::Aborted);
             }
         }
-        stuck
+        call
     }
 
     /// Reads into the receive buffer until the socket runs dry, the buffer

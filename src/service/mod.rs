@@ -264,6 +264,11 @@ pub struct Outcome {
     /// The service left input it could handle unconsumed because the send
     /// buffer had no room: the reactor should stop reading until it drains.
     pub output_blocked: bool,
+    /// The service did a bounded step of work that depends on the client (a
+    /// directory of a `LIST`, rows of a `clients` table) and has more: call
+    /// it again next turn, after every other connection has had its turn,
+    /// not again in this one.
+    pub yielded: bool,
     pub effect: Option<Effect>,
 }
 
@@ -273,6 +278,7 @@ impl Outcome {
         Outcome {
             next: Next::Continue,
             output_blocked,
+            yielded: false,
             effect: None,
         }
     }
@@ -282,7 +288,16 @@ impl Outcome {
         Outcome {
             next: Next::CloseAfterFlush,
             output_blocked: false,
+            yielded: false,
             effect: None,
+        }
+    }
+
+    /// Keep going, and call again next turn (see [`Outcome::yielded`]).
+    pub fn yield_turn() -> Outcome {
+        Outcome {
+            yielded: true,
+            ..Outcome::proceed(false)
         }
     }
 
@@ -291,6 +306,7 @@ impl Outcome {
         Outcome {
             next: Next::Abort,
             output_blocked: false,
+            yielded: false,
             effect: None,
         }
     }
@@ -369,7 +385,7 @@ pub(crate) mod testing {
             if outcome.next != Next::Continue {
                 return true;
             }
-            if !outcome.output_blocked && !service.is_producing() {
+            if !outcome.output_blocked && !outcome.yielded && !service.is_producing() {
                 return false;
             }
         };
