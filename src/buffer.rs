@@ -223,10 +223,13 @@ pub struct SharedQueue {
     len: usize,
 }
 
-/// One queued chunk and how much of it is still to send: `chunk[sent..end]`.
+/// One queued chunk and how much of it is still to send: `chunk[sent..end]`,
+/// where `start <= sent` is where this receiver's part of it began (a line
+/// boundary).
 #[derive(Debug)]
 struct Piece {
     chunk: Rc<[u8]>,
+    start: usize,
     sent: usize,
     end: usize,
 }
@@ -244,20 +247,34 @@ impl SharedQueue {
         self.len == 0
     }
 
+    /// What the queue costs in memory for limits: its unsent bytes plus the
+    /// entry each chunk takes, so a queue of many tiny chunks is not counted
+    /// as nearly free.
+    pub fn cost(&self) -> usize {
+        self.len + self.pieces.len() * std::mem::size_of::<Piece>()
+    }
+
     /// The oldest chunk is partly sent: anything written before the rest of
     /// it would land inside it.
     pub fn is_mid_chunk(&self) -> bool {
-        self.pieces.front().is_some_and(|p| p.sent > 0)
+        self.pieces.front().is_some_and(|p| p.sent > p.start)
     }
 
     /// Queues `chunk` (which stays shared with whoever else holds it).
     pub fn push(&mut self, chunk: Rc<[u8]>) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            let end = chunk.len();
+        self.push_from(chunk, 0);
+    }
+
+    /// Queues the part of `chunk` from byte `from` on (which must be at a
+    /// line boundary, or the chunk's end).
+    pub fn push_from(&mut self, chunk: Rc<[u8]>, from: usize) {
+        let end = chunk.len();
+        if from < end {
+            self.len += end - from;
             self.pieces.push_back(Piece {
                 chunk,
-                sent: 0,
+                start: from,
+                sent: from,
                 end,
             });
         }
@@ -267,7 +284,7 @@ impl SharedQueue {
     /// in the middle of (the oldest chunk's unsent bytes up to and including
     /// its next newline), so what the receiver gets ends at a line boundary.
     pub fn keep_current_line(&mut self) {
-        let Some(front) = self.pieces.front_mut().filter(|p| p.sent > 0) else {
+        let Some(front) = self.pieces.front_mut().filter(|p| p.sent > p.start) else {
             return self.clear();
         };
         let rest = &front.chunk[front.sent..front.end];

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::chat_room::ChatLimits;
 use crate::service::{ServiceConfig, ServiceKind};
 
 /// One listener to open: where, and what it serves.
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// How long a graceful shutdown may flush before it gives up.
     pub shutdown_timeout: Duration,
+    /// Chat members' queue limits.
+    pub chat: ChatLimits,
     pub service: ServiceConfig,
 }
 

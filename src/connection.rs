@@ -44,7 +44,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, trace};
@@ -59,6 +58,18 @@ use crate::stats::CloseReason;
 /// thousand interactive clients; large enough that a bulk transfer still
 /// moves in big steps.
 pub const TURN_BUDGET: usize = 256 * 1024;
+
+/// What a turn needs from the reactor besides the connection itself.
+pub struct TurnContext<'a> {
+    pub pools: &'a mut Pools,
+    pub config: &'a ServiceConfig,
+    pub now: Instant,
+    /// What the service asks of the reactor is appended here.
+    pub effects: &'a mut Vec<Effect>,
+    /// Bytes the service may broadcast in this turn (chat flow control),
+    /// lowered as it does.
+    pub broadcast_room: usize,
+}
 
 /// The two buffer pools, one per buffer size.
 #[derive(Debug)]
@@ -299,15 +310,7 @@ impl Connection {
 
     /// Moves bytes until nothing more can move, the sockets would block, or
     /// the budget is spent; then says what the reactor should do next.
-    /// What the service asks of the reactor is appended to `effects`.
-    pub fn turn(
-        &mut self,
-        key: usize,
-        pools: &mut Pools,
-        config: &ServiceConfig,
-        now: Instant,
-        effects: &mut Vec<Effect>,
-    ) -> TurnReport {
+    pub fn turn(&mut self, key: usize, ctx: &mut TurnContext<'_>) -> TurnReport {
         let phase = self.phase;
         let mut report = TurnReport {
             next: Verdict::Wait,
@@ -316,26 +319,23 @@ impl Connection {
             bytes_out: 0,
             phase_changed: false,
         };
-        report.next = self.turn_inner(key, pools, config, now, effects, &mut report);
+        report.next = self.turn_inner(key, ctx, &mut report);
         report.phase_changed = self.phase != phase;
         if report.bytes_in + report.bytes_out > 0 {
-            self.last_active = now;
+            self.last_active = ctx.now;
         }
         self.bytes_in += report.bytes_in as u64;
         self.bytes_out += report.bytes_out as u64;
         // An idle connection holds no buffer storage.
-        self.recv.release(&mut pools.recv);
-        self.send.release(&mut pools.send);
+        self.recv.release(&mut ctx.pools.recv);
+        self.send.release(&mut ctx.pools.send);
         report
     }
 
     fn turn_inner(
         &mut self,
         key: usize,
-        pools: &mut Pools,
-        config: &ServiceConfig,
-        now: Instant,
-        effects: &mut Vec<Effect>,
+        ctx: &mut TurnContext<'_>,
         report: &mut TurnReport,
     ) -> Verdict {
         // The service asked to be called again next turn, not in this one.
@@ -347,7 +347,7 @@ impl Connection {
             // read before the failure.
             let mut stuck = false;
             if self.service_takes_input() && self.service_has_work() && !yielded {
-                let call = self.run_service(key, pools, config, now, effects, false);
+                let call = self.run_service(key, ctx, false);
                 stuck = call.stuck;
                 yielded = call.yielded;
             }
@@ -369,14 +369,14 @@ impl Connection {
 
             if self.wants_read() {
                 let budget = TURN_BUDGET - report.bytes_in.min(TURN_BUDGET);
-                let (n, ran_dry) = self.fill(key, &mut pools.recv, budget);
+                let (n, ran_dry) = self.fill(key, &mut ctx.pools.recv, budget);
                 if self.service_takes_input() {
                     report.bytes_in += n;
                     if ran_dry {
                         // The end of a burst is an input of its own: told at
                         // once, whatever the buffer holds, so it is never
                         // lost.
-                        let call = self.run_service(key, pools, config, now, effects, true);
+                        let call = self.run_service(key, ctx, true);
                         yielded |= call.yielded;
                     }
                 } else {
@@ -477,10 +477,7 @@ impl Connection {
     fn run_service(
         &mut self,
         key: usize,
-        pools: &mut Pools,
-        config: &ServiceConfig,
-        now: Instant,
-        effects: &mut Vec<Effect>,
+        ctx: &mut TurnContext<'_>,
         burst_end: bool,
     ) -> ServiceCall {
         let low_watermark = self.low_watermark();
@@ -489,19 +486,21 @@ impl Connection {
         let mut io = Io::new(
             &mut self.recv,
             &mut self.send,
-            &mut pools.send,
+            &mut ctx.pools.send,
             self.peer,
-            now,
+            ctx.now,
         );
         io.low_watermark = low_watermark;
         io.eof = self.eof;
+        io.broadcast_room = ctx.broadcast_room;
         let outcome = if burst_end {
-            self.service.burst_end(&mut io, config)
+            self.service.burst_end(&mut io, ctx.config)
         } else {
-            self.service.process(&mut io, config)
+            self.service.process(&mut io, ctx.config)
         };
+        ctx.broadcast_room = io.broadcast_room;
         if let Some(effect) = outcome.effect {
-            effects.push(effect);
+            ctx.effects.push(effect);
         }
         let call = ServiceCall {
             stuck: full_room
@@ -652,16 +651,6 @@ impl Connection {
         self.send.clear();
         self.send.append(&mut pools.send, line);
         self.finish(reason)
-    }
-
-    /// Queues a chunk shared with other connections, if the send limit
-    /// allows; false if it would pass the limit (the receiver is too slow).
-    pub fn queue_shared(&mut self, chunk: &Rc<[u8]>) -> bool {
-        if self.owed() + chunk.len() > self.send.capacity() {
-            return false;
-        }
-        self.shared.push(Rc::clone(chunk));
-        true
     }
 
     /// The one place socket errors become a failure: a reset or any other

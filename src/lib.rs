@@ -28,12 +28,14 @@
 //!   connections hold none.
 //! - [`timer`]: deadline lists with O(1) touch and expiry.
 //! - [`limits`]: admission caps, in total and per client IP.
+//! - [`chat_room`]: chat membership and flow control (soft and hard limits).
 //! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
+pub mod chat_room;
 pub mod client;
 pub mod config;
 pub mod connection;

@@ -1,8 +1,12 @@
-//! Admission: caps on open client connections, in total and per client IP.
+//! Admission: caps on open client connections, in total and per client IP,
+//! and the small reserve the admin service has apart from them.
 //!
 //! The notes say a server holding long connections may cap how many one
 //! client holds; the total cap keeps file descriptors and buffer memory for
-//! the clients already connected. Pure: no I/O here.
+//! the clients already connected. Admin connections do not count against
+//! either cap (an operator needs `stats` most when clients fill the server,
+//! as HAProxy keeps its stats socket outside `maxconn`); they have a reserve
+//! of their own, [`ADMIN_RESERVE`]. Pure: no I/O here.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,13 +19,20 @@ pub enum Refusal {
     Full,
     /// `--max-conns-per-ip` reached for this address.
     PerIp(IpAddr),
+    /// Every admin slot of the reserve is taken.
+    AdminFull,
 }
+
+/// Admin connections open at once at most, outside `--max-conns`: a few
+/// operators and scripts, not a way around the cap (each can ask for a
+/// table of every connection).
+pub const ADMIN_RESERVE: usize = 16;
 
 impl Refusal {
     /// A short name for counters.
     pub fn cause(self) -> &'static str {
         match self {
-            Refusal::Full => "full",
+            Refusal::Full | Refusal::AdminFull => "full",
             Refusal::PerIp(_) => "per-ip",
         }
     }
@@ -32,6 +43,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Full => f.write_str("ERR server full"),
             Refusal::PerIp(ip) => write!(f, "ERR too many connections from {ip}"),
+            Refusal::AdminFull => f.write_str("ERR too many admin connections"),
         }
     }
 }
@@ -48,6 +60,8 @@ pub struct Admission {
     max_per_ip: Option<usize>,
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// Admin connections open, at most [`ADMIN_RESERVE`].
+    admin: usize,
 }
 
 impl Admission {
@@ -89,6 +103,20 @@ impl Admission {
     pub fn total(&self) -> usize {
         self.total
     }
+
+    /// Admits an admin connection from the reserve, or refuses it.
+    pub fn admit_admin(&mut self) -> Result<(), Refusal> {
+        if self.admin >= ADMIN_RESERVE {
+            return Err(Refusal::AdminFull);
+        }
+        self.admin += 1;
+        Ok(())
+    }
+
+    /// Forgets one admitted admin connection.
+    pub fn release_admin(&mut self) {
+        self.admin = self.admin.saturating_sub(1);
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +125,20 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn admin_connections_have_a_reserve_outside_the_caps() {
+        let mut a = Admission::new(Some(1), None);
+        a.admit(ip(1)).unwrap();
+        assert_eq!(a.admit(ip(2)), Err(Refusal::Full));
+        for _ in 0..ADMIN_RESERVE {
+            a.admit_admin().unwrap();
+        }
+        assert_eq!(a.admit_admin(), Err(Refusal::AdminFull));
+        a.release_admin();
+        assert_eq!(a.admit_admin(), Ok(()));
+        assert_eq!(a.total(), 1, "admin connections are not counted");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, error};
 
+use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
@@ -133,7 +134,9 @@ Services:
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
          'LIST' names the files
   chat   each line goes to every other chat client as '[PEER] line'; joins and
-         leaves are announced; a client too slow to keep up is disconnected
+         leaves are announced; a paste goes out at the pace of the members
+         that keep up; a member that stays behind (--chat-soft-limit for
+         --chat-soft-secs, or past --chat-hard-limit) is disconnected
   admin  'stats', 'clients' (buffers and kernel queues per connection),
          either with 'json'; 'help'. Loopback only without --admin-anywhere
 
@@ -224,6 +227,22 @@ struct ServeArgs {
     /// kernel spreads clients between them (one process per core).
     #[arg(long)]
     reuse_port: bool,
+
+    /// Chat: while a member's queue of lines waiting for it is over this many
+    /// bytes, senders wait (a paste goes out at the pace of the members that
+    /// keep up), and a member that stays over it for --chat-soft-secs is
+    /// disconnected as too slow. Suffixes K, M, G.
+    #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = config::parse_size)]
+    chat_soft_limit: usize,
+
+    /// Chat: how many seconds a member may stay over --chat-soft-limit.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_secs)]
+    chat_soft_secs: f64,
+
+    /// Chat: a member whose queue passes this many bytes, after the server
+    /// tried to write to it, is disconnected at once. Above the soft limit.
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = config::parse_size)]
+    chat_hard_limit: usize,
 
     /// On SIGINT/SIGTERM the server reads nothing more, answers what it has
     /// read, finishes downloads and flushes; this bounds how many seconds
@@ -398,6 +417,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if args.chat_hard_limit <= args.chat_soft_limit {
+        eprintln!(
+            "error: --chat-hard-limit {} must be above --chat-soft-limit {}",
+            args.chat_hard_limit, args.chat_soft_limit
+        );
+        return ExitCode::from(2);
+    }
     let root = match std::fs::canonicalize(&args.root) {
         Ok(root) if root.is_dir() => root,
         Ok(_) => {
@@ -437,6 +463,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
         idle_timeout: (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        chat: ChatLimits {
+            soft: args.chat_soft_limit,
+            soft_for: Duration::from_secs_f64(args.chat_soft_secs),
+            hard: args.chat_hard_limit,
+        },
         service: ServiceConfig {
             ack_reply,
             encoding: args.encoding,

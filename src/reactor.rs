@@ -43,11 +43,11 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::buffer::BufPool;
+use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Phase, Pools, Verdict};
+use crate::connection::{Connection, Phase, Pools, TurnContext, Verdict};
 use crate::limits::{self, Admission};
 use crate::service::admin::{self, ClientRow, Query};
-use crate::service::chat;
 use crate::service::{Effect, ServiceKind};
 use crate::sockopt;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
@@ -98,6 +98,12 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// send queue (there is no event for it).
 const DRAIN_CHECK: Duration = Duration::from_millis(20);
 
+/// Connections one listener accepts in one turn at most (Redis takes 1,000
+/// per call too). A burst of thousands of connects would otherwise hold up
+/// every open connection while they are all accepted and greeted; the rest
+/// wait in the backlog for the next turn.
+pub const MAX_ACCEPTS_PER_TURN: usize = 1000;
+
 /// Events fetched per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -126,6 +132,10 @@ pub struct Server {
     pools: Pools,
     /// Connections to drive again without waiting for an event.
     ready: VecDeque<usize>,
+    /// Listeners that stopped at [`MAX_ACCEPTS_PER_TURN`] with clients left
+    /// in their backlog: no new edge will come for those, so they are
+    /// accepted from again next turn.
+    accept_again: Vec<usize>,
     /// Every connection past `Open`, by its phase deadline: touched when it
     /// enters a phase, and while finishing or draining whenever it sends a
     /// byte (a slow reader that keeps reading is not cut off).
@@ -138,8 +148,8 @@ pub struct Server {
     /// Every connection, by when it has been idle too long.
     idle: Option<DeadlineList>,
     admission: Admission,
-    /// Keys of the open chat connections, the receivers of a broadcast.
-    chat_members: HashSet<usize>,
+    /// The chat room: members, flow control, pending announcements.
+    chat: ChatRoom,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
@@ -204,12 +214,13 @@ impl Server {
                 send: BufPool::new(config.send_buf),
             },
             ready: VecDeque::new(),
+            accept_again: Vec::new(),
             phase_deadlines: DeadlineList::new(LINGER),
             awaiting_ack: HashSet::new(),
             next_generation: 0,
             idle: config.idle_timeout.map(DeadlineList::new),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
-            chat_members: HashSet::new(),
+            chat: ChatRoom::new(config.chat),
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
@@ -245,7 +256,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             crate::logsink::flush();
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && self.accept_again.is_empty() {
                 self.next_deadline()
                     .map(|d| d.saturating_duration_since(Instant::now()))
             } else {
@@ -305,6 +316,9 @@ impl Server {
                 self.drive(key, now);
             }
             self.expire(now);
+            for index in std::mem::take(&mut self.accept_again) {
+                self.accept(index, now);
+            }
             // Only the connections queued before this pass: one that is
             // queued again waits for the next poll, behind the others.
             for _ in 0..self.ready.len() {
@@ -318,6 +332,8 @@ impl Server {
                     self.drive(key, now);
                 }
             }
+            // This pass's joins and leaves, as one chunk to every member.
+            self.flush_announcements(now);
             if self.next_drain_check.is_some_and(|t| t <= now) {
                 self.close_acknowledged(now);
             }
@@ -333,6 +349,7 @@ impl Server {
     fn next_deadline(&self) -> Option<Instant> {
         earliest([
             self.phase_deadlines.next_deadline(),
+            self.chat.over_soft.next_deadline(),
             self.shutdown_deadline,
             self.idle.as_ref().and_then(|l| l.next_deadline()),
             self.accept_paused_until,
@@ -363,13 +380,14 @@ impl Server {
         count
     }
 
-    /// Accepts every pending connection on listener `index`, unless
-    /// accepting is paused.
+    /// Accepts the pending connections on listener `index`, at most
+    /// [`MAX_ACCEPTS_PER_TURN`] (then it is queued to go on next turn),
+    /// unless accepting is paused.
     fn accept(&mut self, index: usize, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
-        loop {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -410,12 +428,20 @@ impl Server {
                 }
             }
         }
+        if !self.accept_again.contains(&index) {
+            self.accept_again.push(index);
+        }
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, kind: ServiceKind, now: Instant) {
-        if let Err(refusal) = self.admission.admit(peer.ip()) {
+        let admitted = if kind == ServiceKind::Admin {
+            self.admission.admit_admin()
+        } else {
+            self.admission.admit(peer.ip())
+        };
+        if let Err(refusal) = admitted {
             let reason = match refusal {
-                limits::Refusal::Full => RefuseReason::Full,
+                limits::Refusal::Full | limits::Refusal::AdminFull => RefuseReason::Full,
                 limits::Refusal::PerIp(_) => RefuseReason::PerIp,
             };
             self.stats.refused(kind, reason);
@@ -445,7 +471,7 @@ impl Server {
         };
         if let Err(e) = registered {
             warn!("{peer}: cannot register connection: {e}");
-            self.admission.release(peer.ip());
+            self.release_admission(kind, peer);
             return;
         }
         debug!("conn {key} {peer} ({kind}): opened");
@@ -462,8 +488,16 @@ impl Server {
         }
         self.stats.opened(kind);
         if kind == ServiceKind::Chat {
-            self.broadcast(Some(key), chat::joined(peer), now);
-            self.chat_members.insert(key);
+            self.chat.join(key, peer);
+        }
+    }
+
+    /// Gives back the admission slot of a connection of `kind` from `peer`.
+    fn release_admission(&mut self, kind: ServiceKind, peer: SocketAddr) {
+        if kind == ServiceKind::Admin {
+            self.admission.release_admin();
+        } else {
+            self.admission.release(peer.ip());
         }
     }
 
@@ -475,18 +509,18 @@ impl Server {
         // The list is the server's, reused, so a turn with effects (every
         // chat line) allocates nothing for them.
         let mut effects = std::mem::take(&mut self.effects);
-        let report = conn.turn(
-            key,
-            &mut self.pools,
-            &self.config.service,
+        let mut ctx = TurnContext {
+            pools: &mut self.pools,
+            config: &self.config.service,
             now,
-            &mut effects,
-        );
+            effects: &mut effects,
+            broadcast_room: self.chat.room(),
+        };
+        let report = conn.turn(key, &mut ctx);
         let counters = self.stats.service(conn.kind);
         counters.bytes_in += report.bytes_in as u64;
         counters.bytes_out += report.bytes_out as u64;
         let phase = conn.phase();
-        self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         // Discarded input is not activity: only bytes the service took or
         // sent keep a connection from being idle.
         if phase.is_open()
@@ -496,6 +530,17 @@ impl Server {
             idle.touch(key, now);
         }
         let next = report.next;
+        let (kind, queued_cost) = (conn.kind, conn.shared.cost());
+        self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
+        if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
+            // Judged now that the turn has tried to write to it.
+            let (judgement, freed) = self.chat.judge(key, queued_cost, now);
+            if judgement == Judgement::TooSlow {
+                self.dismiss(key, "its queue passed the hard limit", now);
+            } else if freed {
+                self.wake_senders();
+            }
+        }
         for effect in effects.drain(..) {
             self.apply(key, effect, now);
         }
@@ -543,7 +588,17 @@ impl Server {
     /// Carries out what connection `key`'s service asked for.
     fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
         match effect {
-            Effect::Broadcast(chunk) => self.broadcast(Some(key), chunk, now),
+            Effect::Broadcast(chunk) => {
+                // Joins and leaves so far go first, so every member sees a
+                // sender join before its lines.
+                self.flush_announcements(now);
+                self.broadcast(Some(key), &chunk, now);
+            }
+            Effect::WaitForRoom => {
+                self.chat.wait(key);
+                // Woken at once if the room freed up in this very turn.
+                self.wake_senders();
+            }
             Effect::Query(query) => {
                 let answer = match query {
                     Query::Stats { json } => {
@@ -569,57 +624,90 @@ impl Server {
         }
     }
 
-    /// Queues `chunk` on every open chat connection but `from`. A receiver
-    /// whose queued output would pass its send limit is too slow: it is told
-    /// so (best effort), closed, and its leave announced in turn; that
-    /// announcement can find more receivers too slow, hence the list of
-    /// leaves still to announce.
-    fn broadcast(&mut self, from: Option<usize>, chunk: Rc<[u8]>, now: Instant) {
-        // Leaves to announce; allocated only when someone was too slow.
-        let mut leaves = Vec::new();
-        let mut next = Some((from, chunk));
-        while let Some((from, chunk)) = next.take().or_else(|| leaves.pop()) {
-            let mut too_slow = Vec::new();
-            for &key in &self.chat_members {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    continue;
-                };
-                if Some(key) == from || !conn.phase().is_open() {
-                    continue;
-                }
-                if !conn.queue_shared(&chunk) {
-                    too_slow.push(key);
-                } else if !conn.queued {
-                    // Written after this poll round, with whatever else
-                    // arrives in it: one vectored write per receiver.
-                    conn.queued = true;
-                    self.ready.push_back(key);
-                }
+    /// Queues `chunk` on every open chat member but `from`, shared, and
+    /// queues each for a write after this poll round (one vectored write per
+    /// receiver, with whatever else arrives in the round). Members are not
+    /// judged here, before the server has tried to write to them; one that
+    /// goes over the soft limit congests the room at once.
+    fn broadcast(&mut self, from: Option<usize>, chunk: &Rc<[u8]>, now: Instant) {
+        // Allocated only when some member went over the soft limit.
+        let mut over = Vec::new();
+        for &key in &self.chat.members {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if Some(key) == from || !conn.phase().is_open() {
+                continue;
             }
-            for key in too_slow {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    continue;
-                };
-                let peer = conn.peer;
-                warn!(
-                    "chat {peer}: too slow, {} bytes already queued; disconnecting",
-                    conn.owed()
-                );
-                // It gets the rest of the line it is reading, the farewell,
-                // and the server's close; no more chat lines.
-                conn.dismiss(
-                    b"* disconnected: too slow\n",
-                    &mut self.pools,
-                    CloseReason::Limit,
-                );
+            conn.shared.push(Rc::clone(chunk));
+            if conn.shared.cost() > self.chat.limits().soft {
+                over.push((key, conn.shared.cost()));
+            }
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+        for (key, cost) in over {
+            self.chat.note_queued(key, cost, now);
+        }
+    }
+
+    /// Queues the joins and leaves announced so far, as one chunk to every
+    /// member; those who joined become members after it.
+    fn flush_announcements(&mut self, now: Instant) {
+        let Some(batch) = self.chat.take_announcements() else {
+            return;
+        };
+        self.broadcast(None, &batch, now);
+        for (key, from) in self.chat.admit_joined() {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.shared.push_from(Rc::clone(&batch), from);
                 if !conn.queued {
                     conn.queued = true;
                     self.ready.push_back(key);
                 }
-                self.track_phase(key, Phase::Finishing, true, false, now);
-                self.chat_members.remove(&key);
-                leaves.push((None, chat::left(peer, true)));
             }
+        }
+    }
+
+    /// Drives again the senders whose lines waited for room, once no member
+    /// is over the soft limit.
+    fn wake_senders(&mut self) {
+        for key in self.chat.wake() {
+            if let Some(conn) = self.conns.get_mut(key)
+                && !conn.queued
+            {
+                conn.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// Ends chat member `key`, which cannot keep up (`why`): it gets the rest
+    /// of the line it is reading, the farewell and the server's close, and
+    /// no more chat lines; the others see it leave.
+    fn dismiss(&mut self, key: usize, why: &str, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let peer = conn.peer;
+        warn!(
+            "chat {peer}: too slow ({why}), {} bytes queued; disconnecting",
+            conn.owed()
+        );
+        conn.dismiss(
+            b"* disconnected: too slow\n",
+            &mut self.pools,
+            CloseReason::Limit,
+        );
+        if !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(key);
+        }
+        self.track_phase(key, Phase::Finishing, true, false, now);
+        if self.chat.leave(key, peer, true) {
+            self.wake_senders();
         }
     }
 
@@ -674,6 +762,10 @@ impl Server {
             }
             self.close(key, reason, !clean, now);
         }
+        while let Some(key) = self.chat.pop_expired(now) {
+            let secs = self.chat.limits().soft_for.as_secs_f64();
+            self.dismiss(key, &format!("over the soft limit for {secs} s"), now);
+        }
         while let Some(key) = self.idle.as_mut().and_then(|l| l.pop_expired(now)) {
             self.finish(key, CloseReason::Idle, now);
         }
@@ -716,7 +808,7 @@ impl Server {
         self.accept_paused_until = None;
         // Everyone is leaving: announcing each leave to the others would be
         // O(n^2) lines nobody reads, and no finishing member receives any.
-        self.chat_members.clear();
+        self.chat.clear();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             // `finish` looks the key up again: driving one connection can
@@ -776,15 +868,17 @@ impl Server {
     }
 
     /// Closes connection `key` (with a reset when `reset`); a chat member's
-    /// leave is announced.
-    fn close(&mut self, key: usize, reason: CloseReason, reset: bool, now: Instant) {
-        if let Some(peer) = self.close_quietly(key, reason, reset) {
-            self.broadcast(None, chat::left(peer, false), now);
+    /// leave is announced with the next batch.
+    fn close(&mut self, key: usize, reason: CloseReason, reset: bool, _now: Instant) {
+        if let Some(peer) = self.close_quietly(key, reason, reset)
+            && self.chat.leave(key, peer, false)
+        {
+            self.wake_senders();
         }
     }
 
-    /// Closes connection `key` without announcing it; returns the peer if it
-    /// was a chat member, whose leave is then the caller's to announce.
+    /// Closes connection `key`; returns the peer if it was a chat
+    /// connection, whose leave is then the caller's to announce.
     fn close_quietly(
         &mut self,
         key: usize,
@@ -797,7 +891,7 @@ impl Server {
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
         }
-        self.admission.release(conn.peer.ip());
+        self.release_admission(conn.kind, conn.peer);
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             debug!("conn {key}: deregister failed: {e}");
         }
@@ -819,7 +913,7 @@ impl Server {
             conn.bytes_out,
             conn.opened.elapsed()
         );
-        self.chat_members.remove(&key).then_some(conn.peer)
+        (conn.kind == ServiceKind::Chat).then_some(conn.peer)
     }
 }
 

@@ -236,3 +236,105 @@ fn five_hundred_members_all_receive_every_line_of_one_sender() {
         }
     }
 }
+
+/// Reads chat lines on a thread until `lines` from `sender` have arrived in
+/// order (any other line is skipped, but a `too slow` farewell fails);
+/// returns the join handle.
+fn read_lines_from(
+    member: &Member,
+    sender: std::net::SocketAddr,
+    lines: usize,
+) -> thread::JoinHandle<Result<(), String>> {
+    let mut reader = BufReader::with_capacity(1 << 16, member.stream.try_clone().unwrap());
+    let prefix = format!("[{sender}] ");
+    thread::spawn(move || {
+        let mut line = String::new();
+        let mut next = 1;
+        while next <= lines {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Err(format!("closed after {} lines", next - 1)),
+                Ok(_) => {}
+                Err(e) => return Err(format!("after {} lines: {e}", next - 1)),
+            }
+            if line == "* disconnected: too slow\n" {
+                return Err(format!("dropped as too slow after {} lines", next - 1));
+            }
+            if let Some(text) = line.strip_prefix(&prefix) {
+                if text != format!("{next}\n") {
+                    return Err(format!("line {next} out of order: {line:?}"));
+                }
+                next += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn regression_a_20000_line_paste_disconnects_every_reader() {
+    let server = Server::start(&["-l", "127.0.0.1:0=chat"]);
+    let addr = server.addr("chat");
+    let mut readers: Vec<Member> = (0..2).map(|_| Member::join(addr)).collect();
+    let mut paster = Member::join(addr);
+    for reader in &mut readers {
+        while reader.next_line() != format!("* {} joined\n", paster.addr()) {}
+    }
+    let handles: Vec<_> = readers
+        .iter()
+        .map(|r| read_lines_from(r, paster.addr(), 20_000))
+        .collect();
+    // `seq 1 20000 | nc`: the whole paste in as few writes as the kernel
+    // takes, while the readers read as fast as they can.
+    let paste: String = (1..=20_000).map(|i| format!("{i}\n")).collect();
+    paster.stream.write_all(paste.as_bytes()).unwrap();
+    for (i, handle) in handles.into_iter().enumerate() {
+        handle
+            .join()
+            .expect("reader thread")
+            .unwrap_or_else(|e| panic!("reader {i}: {e}"));
+    }
+    assert!(
+        !server.log().iter().any(|l| l.contains("too slow")),
+        "nobody is dropped"
+    );
+}
+
+#[test]
+fn regression_3500_joins_at_once_disconnect_readers_that_keep_up() {
+    const JOINERS: usize = 3500;
+    let server = Server::start(&["-l", "127.0.0.1:0=chat"]);
+    let addr = server.addr("chat");
+    let readers: Vec<Member> = (0..2).map(|_| Member::join(addr)).collect();
+    let mut announced = Vec::new();
+    for (i_reader, r) in readers.iter().enumerate() {
+        let mut lines = BufReader::with_capacity(1 << 16, r.stream.try_clone().unwrap());
+        announced.push(thread::spawn(move || {
+            let mut line = String::new();
+            let mut joins = 0;
+            // Reader 0 also sees reader 1 join.
+            while joins < JOINERS + 1 - i_reader {
+                line.clear();
+                if lines.read_line(&mut line).unwrap_or(0) == 0 {
+                    return Err(format!("closed after {joins} joins"));
+                }
+                if line == "* disconnected: too slow\n" {
+                    return Err(format!("dropped as too slow after {joins} joins"));
+                }
+                if line.ends_with(" joined\n") {
+                    joins += 1;
+                }
+            }
+            Ok(())
+        }));
+    }
+    // Connected as fast as the loop goes; they never read.
+    let joiners: Vec<TcpStream> = (0..JOINERS).map(|_| connect(addr)).collect();
+    for (i, handle) in announced.into_iter().enumerate() {
+        handle
+            .join()
+            .expect("reader thread")
+            .unwrap_or_else(|e| panic!("reader {i}: {e}"));
+    }
+    drop(joiners);
+}

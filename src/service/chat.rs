@@ -6,10 +6,18 @@
 //! refused with `ERR line too long` and the connection closes: the buffer is
 //! the longest line the server will hold.
 //!
-//! The lines of one call become one shared chunk, handed to the reactor as
+//! Complete lines become shared chunks of whole lines (at most
+//! [`CHUNK_BYTES`], or one longer line), handed to the reactor as
 //! [`Effect::Broadcast`]; the reactor queues that one allocation on every
-//! receiver, so a line to 500 clients is not copied 500 times. Joins, leaves
-//! and slow receivers are the reactor's business (it knows the members). No
+//! receiver, so a line to 500 clients is not copied 500 times.
+//!
+//! Flow control: each call may broadcast at most `io.broadcast_room` bytes,
+//! which the reactor sets to nothing while some receiver is behind (over its
+//! soft limit). Lines that do not fit stay in the receive buffer, unread by
+//! the service, and the service answers [`Effect::WaitForRoom`]: the sender's
+//! reading stops once its buffer is full, TCP pushes back on it, and a paste
+//! goes out at the pace of the receivers that keep up. Joins, leaves and
+//! judging receivers are the reactor's business (it knows the members). No
 //! I/O here.
 
 use std::rc::Rc;
@@ -18,59 +26,84 @@ use log::debug;
 
 use super::{Effect, Io, Outcome};
 
-/// Chat keeps no state between calls: the receive buffer holds any partial
-/// line.
+/// Most bytes of lines in one shared chunk: small enough that receivers are
+/// judged, and pasters paced, in fine steps; large enough that a paste is not
+/// one allocation per line.
+pub const CHUNK_BYTES: usize = 4096;
+
+/// Per-connection state: the receive buffer holds any partial line.
 #[derive(Debug, Default)]
-pub struct Chat;
+pub struct Chat {
+    /// Leading bytes of the input already searched and found to hold no
+    /// newline, so a long partial line is not searched again on every read.
+    scanned: usize,
+}
 
 /// What a chat client that sent too long a line is told before it is closed.
 pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
 impl Chat {
-    /// Turns the complete lines in the input into one broadcast.
+    /// Turns complete lines of the input into one broadcast chunk, as far as
+    /// the broadcast room allows.
     pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
         let mut message = Vec::new();
         let mut consumed = 0;
+        let mut waiting = false;
         {
             let data = io.input.data();
-            let complete = match data.iter().rposition(|&b| b == b'\n') {
-                _ if io.eof => data.len(),
-                Some(last) => last + 1,
-                None => 0,
-            };
-            if complete > 0 {
+            let mut prefix = None;
+            while message.len() < CHUNK_BYTES {
+                let rest = &data[consumed..];
+                let from = self.scanned.min(rest.len());
+                let line = match memchr::memchr(b'\n', &rest[from..]) {
+                    Some(at) => &rest[..from + at + 1],
+                    // At half-close, a partial line is a line too.
+                    None if io.eof && !rest.is_empty() => rest,
+                    None => {
+                        self.scanned = rest.len();
+                        break;
+                    }
+                };
+                if io.broadcast_room == 0 {
+                    waiting = true;
+                    break;
+                }
                 // Built only when a line is complete: a partial line costs
                 // nothing per read.
-                let prefix = format!("[{}] ", io.peer);
-                for line in data[..complete]
-                    .strip_suffix(b"\n")
-                    .unwrap_or(&data[..complete])
-                    .split(|&b| b == b'\n')
-                {
-                    push_line(&mut message, &prefix, line);
-                }
-                consumed = complete;
+                let prefix = prefix.get_or_insert_with(|| format!("[{}] ", io.peer));
+                let before = message.len();
+                push_line(
+                    &mut message,
+                    prefix,
+                    line.strip_suffix(b"\n").unwrap_or(line),
+                );
+                io.broadcast_room = io.broadcast_room.saturating_sub(message.len() - before);
+                consumed += line.len();
+                self.scanned = 0;
             }
         }
         io.input.consume(consumed);
-        let outcome = if io.input.is_full() {
+        let outcome = if io.input.is_full() && self.scanned == io.input.len() {
             debug!(
                 "chat {}: line longer than {} bytes",
                 io.peer,
                 io.input.capacity()
             );
             io.input.clear();
+            self.scanned = 0;
             io.write(LINE_TOO_LONG);
             Outcome::close_after_flush()
-        } else if io.eof {
+        } else if io.eof && io.input.is_empty() {
             Outcome::close_after_flush()
         } else {
             Outcome::proceed(false)
         };
-        if message.is_empty() {
-            outcome
-        } else {
+        if !message.is_empty() {
             outcome.with_effect(Effect::Broadcast(Rc::from(message)))
+        } else if waiting {
+            outcome.with_effect(Effect::WaitForRoom)
+        } else {
+            outcome
         }
     }
 }
@@ -109,19 +142,25 @@ mod tests {
         let mut output = ByteBuf::new(64);
         let peer = "127.0.0.1:9".parse().unwrap();
         let now = std::time::Instant::now();
-        let mut service = Chat;
+        let mut service = Chat::default();
         let mut broadcast = Vec::new();
         let last = pieces.len();
         for (i, piece) in pieces.iter().enumerate() {
             input.append(&mut pool, piece);
             let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
             io.eof = eof && i + 1 == last;
-            let outcome = service.process(&mut io);
-            if let Some(Effect::Broadcast(chunk)) = &outcome.effect {
-                broadcast.extend_from_slice(chunk);
-            }
-            if outcome.next == Next::CloseAfterFlush {
-                return (broadcast, output.data().to_vec(), true);
+            loop {
+                let outcome = service.process(&mut io);
+                if outcome.next == Next::CloseAfterFlush {
+                    if let Some(Effect::Broadcast(chunk)) = &outcome.effect {
+                        broadcast.extend_from_slice(chunk);
+                    }
+                    return (broadcast, output.data().to_vec(), true);
+                }
+                match &outcome.effect {
+                    Some(Effect::Broadcast(chunk)) => broadcast.extend_from_slice(chunk),
+                    _ => break,
+                }
             }
         }
         (broadcast, output.data().to_vec(), false)
@@ -158,6 +197,69 @@ mod tests {
         assert!(sent.is_empty());
         assert_eq!(back, LINE_TOO_LONG);
         assert!(closed);
+    }
+
+    #[test]
+    fn without_room_lines_wait_in_the_input_and_the_sender_waits() {
+        let mut pool = BufPool::new(64);
+        let mut out_pool = BufPool::new(64);
+        let mut input = ByteBuf::new(64);
+        let mut output = ByteBuf::new(64);
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let now = std::time::Instant::now();
+        let mut service = Chat::default();
+        input.append(&mut pool, b"one\ntwo\n");
+        let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+        io.broadcast_room = 0;
+        let outcome = service.process(&mut io);
+        assert_eq!(outcome.effect, Some(Effect::WaitForRoom));
+        assert_eq!(io.input.len(), 8, "nothing consumed");
+        // Room for one line: one goes, the other waits.
+        io.broadcast_room = 1;
+        let outcome = service.process(&mut io);
+        assert_eq!(
+            outcome.effect,
+            Some(Effect::Broadcast(Rc::from(&b"[127.0.0.1:9] one\n"[..])))
+        );
+        assert_eq!(io.broadcast_room, 0);
+        assert_eq!(io.input.data(), b"two\n");
+        // A buffer full of complete lines waiting for room is not a line
+        // too long.
+        io.input.append(&mut pool, &[b'z'; 59]);
+        io.input.append(&mut pool, b"\n");
+        assert!(io.input.is_full());
+        let outcome = service.process(&mut io);
+        assert_eq!(outcome.effect, Some(Effect::WaitForRoom));
+        assert_eq!(outcome.next, Next::Continue);
+    }
+
+    #[test]
+    fn chunks_hold_whole_lines_and_stay_near_the_chunk_size() {
+        let mut pool = BufPool::new(64 * 1024);
+        let mut out_pool = BufPool::new(64);
+        let mut input = ByteBuf::new(64 * 1024);
+        let mut output = ByteBuf::new(64);
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let now = std::time::Instant::now();
+        let mut service = Chat::default();
+        let lines: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        input.append(&mut pool, &lines);
+        let mut all = Vec::new();
+        loop {
+            let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+            let Some(Effect::Broadcast(chunk)) = service.process(&mut io).effect else {
+                break;
+            };
+            assert!(chunk.ends_with(b"\n"));
+            assert!(chunk.len() < CHUNK_BYTES + 64, "{}", chunk.len());
+            all.extend_from_slice(&chunk);
+        }
+        let expected: Vec<u8> = (0..2000)
+            .flat_map(|i| format!("[127.0.0.1:9] {i}\n").into_bytes())
+            .collect();
+        assert_eq!(all, expected);
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Service {
             ServiceKind::Echo => Service::Echo(echo::Echo::default()),
             ServiceKind::Ack => Service::Ack(ack::Ack::default()),
             ServiceKind::Files => Service::Files(files::Files::default()),
-            ServiceKind::Chat => Service::Chat(chat::Chat),
+            ServiceKind::Chat => Service::Chat(chat::Chat::default()),
             ServiceKind::Admin => Service::Admin(admin::Admin::default()),
         }
     }
@@ -174,6 +174,9 @@ pub struct Io<'a> {
     pub peer: SocketAddr,
     /// The time of this call.
     pub now: Instant,
+    /// Bytes the service may still broadcast in this call (chat); the service
+    /// lowers it by what it broadcasts. Unlimited unless the caller says.
+    pub broadcast_room: usize,
     /// Produce bulk output (file chunks) only while the send buffer holds
     /// fewer bytes than this, so a large file costs no more memory than the
     /// buffer and the reactor is not asked to write in slivers.
@@ -197,6 +200,7 @@ impl<'a> Io<'a> {
             eof: false,
             peer,
             now,
+            broadcast_room: usize::MAX,
             low_watermark: usize::MAX,
         }
     }
@@ -255,6 +259,9 @@ pub enum Effect {
     Query(admin::Query),
     /// Chat: queue this chunk, shared, on every other chat connection.
     Broadcast(Rc<[u8]>),
+    /// Chat: complete lines wait for broadcast room; drive this connection
+    /// again once the receivers have caught up.
+    WaitForRoom,
 }
 
 /// A service call's answer.
