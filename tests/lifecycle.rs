@@ -77,6 +77,69 @@ fn past_max_conns_a_new_client_gets_err_server_full() {
     }
 }
 
+#[test]
+fn regression_when_clients_fill_max_conns_the_operator_gets_err_server_full() {
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--max-conns",
+        "2",
+    ]);
+    let addr = server.addr("echo");
+    let mut open: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    for s in &mut open {
+        echo_once(s, b"in");
+    }
+    assert_eq!(read_to_end(&mut connect(addr)), b"ERR server full\n");
+    // Admin connections have a reserve of their own, outside the cap.
+    let stats = support::admin(&server, "stats");
+    assert!(stats.contains("accepted"), "{stats}");
+    // The reserve is bounded too.
+    let operators: Vec<TcpStream> = (0..tcp_reactor::limits::ADMIN_RESERVE)
+        .map(|_| {
+            let mut s = connect(server.addr("admin"));
+            s.write_all(b"help\n").unwrap();
+            let mut first = [0u8; 9];
+            s.read_exact(&mut first).unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(
+        read_to_end(&mut connect(server.addr("admin"))),
+        b"ERR too many admin connections\n"
+    );
+    drop(operators);
+}
+
+#[test]
+fn more_clients_at_once_than_one_turn_accepts_are_all_served() {
+    // Past MAX_ACCEPTS_PER_TURN the listener is taken up again next turn:
+    // no new edge would come for the clients left in the backlog.
+    let server = Server::start(&["-l", "127.0.0.1:0=echo"]);
+    let addr = server.addr("echo");
+    let count = tcp_reactor::reactor::MAX_ACCEPTS_PER_TURN * 2 + 500;
+    // All in the backlog at once: the server is stopped while they connect
+    // (the kernel completes handshakes for a stopped listener).
+    let pid = server.pid().to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-s", s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("STOP");
+    let mut clients: Vec<TcpStream> = (0..count).map(|_| connect(addr)).collect();
+    signal("CONT");
+    for s in &mut clients {
+        echo_once(s, b"hi");
+    }
+}
+
 fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket
