@@ -3,8 +3,14 @@
 //!
 //! A [`ByteBuf`] holds at most `capacity` bytes and owns no storage while it is
 //! empty, so an idle connection costs no buffer memory. Storage comes from a
-//! [`BufPool`] when bytes arrive or are produced and goes back to it when the
-//! buffer empties. No I/O here: the reactor reads into [`ByteBuf::spare`] and
+//! [`BufPool`] when bytes arrive or are produced, and goes back to it at the
+//! end of the turn: when the buffer is empty, and also when it holds only a
+//! few bytes (an unfinished line, a reply the client has not read yet), which
+//! then move to storage of their own sized to them. So the pool's blocks act
+//! as the reactor's shared scratch space: reads land in a block, the service
+//! consumes what it can, and a connection keeps between turns only what is
+//! left, in memory that follows the bytes (as Redis's reusable query buffer
+//! does), up to its capacity only while that much is really waiting. No I/O here: the reactor reads into [`ByteBuf::spare`] and
 //! writes from [`ByteBuf::data`]. [`SharedQueue`] holds output shared
 //! between connections.
 
@@ -67,9 +73,11 @@ impl BufPool {
 /// slice.
 ///
 /// Invariants: `start <= end <= capacity`; the buffered bytes are
-/// `storage[start..end]`; `storage` is `None` exactly when the buffer holds
-/// no bytes and has no storage taken (after [`ByteBuf::release`]), and when it
-/// is `Some`, its length is `capacity`.
+/// `storage[start..end]`; `storage` is `None` only when the buffer holds no
+/// bytes; when it is `Some`, it is either a pool block (length `capacity`)
+/// or a small block of its own (length below `capacity`, holding exactly
+/// the buffered bytes from `start` 0 after [`ByteBuf::release`]), which is
+/// swapped for a pool block before anything is added.
 #[derive(Debug)]
 pub struct ByteBuf {
     storage: Option<Box<[u8]>>,
@@ -115,9 +123,14 @@ impl ByteBuf {
         self.len() == self.capacity
     }
 
-    /// Whether storage is currently taken from a pool.
+    /// Whether the buffer holds storage (a pool block or a small one).
     pub fn holds_storage(&self) -> bool {
         self.storage.is_some()
+    }
+
+    /// Bytes of storage held now.
+    pub fn storage_bytes(&self) -> usize {
+        self.storage.as_ref().map_or(0, |s| s.len())
     }
 
     /// The buffered bytes, oldest first.
@@ -176,6 +189,19 @@ impl ByteBuf {
     fn room(&mut self, pool: &mut BufPool, at_least: usize) -> &mut [u8] {
         debug_assert_eq!(pool.block_size(), self.capacity, "buffer and pool disagree");
         debug_assert!(at_least <= self.free());
+        if self
+            .storage
+            .as_ref()
+            .is_some_and(|s| s.len() < self.capacity)
+        {
+            // A small block of its own: back into a pool block to grow.
+            let mut block = pool.take();
+            let len = self.len();
+            block[..len].copy_from_slice(self.data());
+            self.storage = Some(block);
+            self.start = 0;
+            self.end = len;
+        }
         let storage = self.storage.get_or_insert_with(|| pool.take());
         if self.capacity - self.end < at_least {
             storage.copy_within(self.start..self.end, 0);
@@ -198,15 +224,29 @@ impl ByteBuf {
         self.end += n;
     }
 
-    /// Gives the storage back to `pool` if the buffer is empty, so that an
-    /// idle connection holds none.
+    /// Gives the pool block back to `pool` at the end of a turn: when the
+    /// buffer is empty (an idle connection holds no storage), and also when
+    /// it holds at most a quarter of its capacity, which then moves to a
+    /// small block of its own sized to it (a copy of at most that quarter,
+    /// paid back by the block freed).
     pub fn release(&mut self, pool: &mut BufPool) {
-        if self.is_empty()
-            && let Some(storage) = self.storage.take()
-        {
+        let Some(storage) = self.storage.take() else {
+            return;
+        };
+        let len = self.len();
+        if len == 0 {
             self.start = 0;
             self.end = 0;
+            if storage.len() == self.capacity {
+                pool.give(storage);
+            }
+        } else if storage.len() == self.capacity && len <= self.capacity / 4 {
+            self.storage = Some(Box::from(&storage[self.start..self.end]));
+            self.start = 0;
+            self.end = len;
             pool.give(storage);
+        } else {
+            self.storage = Some(storage);
         }
     }
 }
@@ -402,16 +442,48 @@ mod tests {
     fn release_returns_storage_only_when_empty() {
         let mut pool = BufPool::new(4);
         let mut buf = ByteBuf::new(4);
-        buf.append(&mut pool, b"ab");
+        buf.append(&mut pool, b"abc");
         buf.release(&mut pool);
-        assert!(buf.holds_storage(), "a buffer with bytes keeps its storage");
-        buf.consume(2);
+        assert_eq!(
+            buf.storage_bytes(),
+            4,
+            "a well-filled buffer keeps its block"
+        );
+        buf.consume(3);
         buf.release(&mut pool);
         assert!(!buf.holds_storage());
         assert_eq!(pool.idle_blocks(), 1);
         // The next use takes the pooled block back.
         buf.append(&mut pool, b"c");
         assert_eq!(pool.idle_blocks(), 0);
+    }
+
+    #[test]
+    fn a_few_bytes_left_between_turns_hold_storage_sized_to_them() {
+        let mut pool = BufPool::new(64);
+        let mut buf = ByteBuf::new(64);
+        buf.append(&mut pool, b"an unfinished li");
+        buf.consume(3);
+        buf.release(&mut pool);
+        assert_eq!(buf.storage_bytes(), 13, "sized to the bytes");
+        assert_eq!(pool.idle_blocks(), 1, "the block went back");
+        assert_eq!(buf.data(), b"unfinished li");
+        // Growing takes a block again, keeping the bytes in order.
+        buf.append(&mut pool, b"ne\n");
+        assert_eq!(buf.storage_bytes(), 64);
+        assert_eq!(buf.data(), b"unfinished line\n");
+        let spare = buf.spare(&mut pool).len();
+        assert_eq!(spare, 64 - 16);
+        buf.consume(16);
+        buf.release(&mut pool);
+        assert!(!buf.holds_storage());
+        // Small storage that empties is dropped, not pooled.
+        buf.append(&mut pool, b"x");
+        buf.release(&mut pool);
+        buf.consume(1);
+        buf.release(&mut pool);
+        assert!(!buf.holds_storage());
+        assert_eq!(pool.idle_blocks(), 1);
     }
 
     #[test]

@@ -371,3 +371,44 @@ fn bench_checks_every_echo_and_stops_after_its_rounds() {
     assert!(!bad.status.success(), "{text}");
     assert!(text.contains("wrong bytes echoed"), "{text}");
 }
+
+#[test]
+fn regression_3000_one_byte_partial_requests_hold_a_whole_receive_buffer_each() {
+    const CLIENTS: u64 = 3000;
+    let root = support::TempDir::new("partial-requests");
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=files",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--root",
+        root.arg(),
+    ]);
+    let baseline = server.status_field("VmRSS");
+    let files = server.addr("files");
+    // "G" may be the start of "GET NAME\n": the server must keep it.
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = support::connect(files);
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let stats = support::admin(&server, "stats json");
+        let files_stats = &stats[stats.find("\"files\":").unwrap()..];
+        if support::json_number(files_stats, "bytes_in") == Some(CLIENTS) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let grown = server.status_field("VmRSS").saturating_sub(baseline);
+    // A whole 64 KiB receive buffer each would be about 190 MB.
+    assert!(
+        grown < 24 * 1024,
+        "{CLIENTS} one-byte requests grew the server by {grown} KiB"
+    );
+    drop(clients);
+}
