@@ -283,8 +283,8 @@ impl Connection {
     }
 
     /// Hands the answer to a query back to the service.
-    pub fn deliver(&mut self, answer: Vec<u8>) {
-        self.service.deliver(answer);
+    pub fn deliver(&mut self, answer: Vec<u8>, next: Option<crate::service::admin::Query>) {
+        self.service.deliver(answer, next);
     }
 
     /// Whether a read now could do anything useful.

@@ -47,7 +47,7 @@ use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Phase, Pools, TurnContext, Verdict};
 use crate::limits::{self, Admission};
-use crate::service::admin::{self, ClientRow, Query};
+use crate::service::admin::{self, ClientRow, Cursor, Query};
 use crate::service::{Effect, ServiceKind};
 use crate::sockopt;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
@@ -104,6 +104,17 @@ const DRAIN_CHECK: Duration = Duration::from_millis(20);
 /// wait in the backlog for the next turn.
 pub const MAX_ACCEPTS_PER_TURN: usize = 1000;
 
+/// Rows of a `clients` answer rendered in one step, for one admin
+/// connection: each row costs five system calls (the kernel queues and
+/// buffer sizes), so an answer for thousands of connections is spread over
+/// turns instead of stalling every client at once.
+pub const ROWS_PER_STEP: usize = 128;
+
+/// Rows rendered in one turn of the loop, across every admin connection:
+/// concurrent `clients` queries share it, so more operators do not mean a
+/// longer stall for everyone else.
+pub const ROWS_PER_TURN: usize = 256;
+
 /// Events fetched per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -150,6 +161,9 @@ pub struct Server {
     admission: Admission,
     /// The chat room: members, flow control, pending announcements.
     chat: ChatRoom,
+    /// `clients` rows that may still be rendered in this turn of the loop
+    /// (reset to [`ROWS_PER_TURN`] each turn).
+    admin_rows_left: usize,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
@@ -221,6 +235,7 @@ impl Server {
             idle: config.idle_timeout.map(DeadlineList::new),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
             chat: ChatRoom::new(config.chat),
+            admin_rows_left: ROWS_PER_TURN,
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
@@ -274,6 +289,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.admin_rows_left = ROWS_PER_TURN;
             for event in events.iter() {
                 let token = event.token().0;
                 if token > SIGNAL_TOKEN {
@@ -607,14 +623,17 @@ impl Server {
                             .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
                             .map(|k| (k.name(), &self.stats.services[k.index()]))
                             .collect();
-                        admin::render_stats(&self.stats, &running, now - self.started, json)
+                        (
+                            admin::render_stats(&self.stats, &running, now - self.started, json),
+                            None,
+                        )
                     }
-                    Query::Clients { json } => admin::render_clients(&self.client_rows(now), json),
+                    Query::Clients { json, cursor } => self.clients_step(json, cursor, now),
                 };
                 let Some(conn) = self.conns.get_mut(key) else {
                     return;
                 };
-                conn.deliver(answer.into_bytes());
+                conn.deliver(answer.0.into_bytes(), answer.1);
                 // The answer waits in the service; a turn sends it.
                 if !conn.queued {
                     conn.queued = true;
@@ -711,33 +730,47 @@ impl Server {
         }
     }
 
-    /// One row per connection, with the kernel's view of its socket.
-    fn client_rows(&self, now: Instant) -> Vec<ClientRow> {
-        self.conns
-            .iter()
-            .map(|(id, c)| {
-                let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
-                ClientRow {
-                    id,
-                    peer: c.peer,
-                    service: c.kind.name(),
-                    age: now.saturating_duration_since(c.opened),
-                    idle: now.saturating_duration_since(c.last_active),
-                    recv_used: c.recv.len(),
-                    recv_capacity: c.recv.capacity(),
-                    send_used: c.owed(),
-                    send_capacity: c.send.capacity(),
-                    kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
-                    kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
-                    kernel_unsent: sockopt::send_queue_unsent(&c.socket).ok(),
-                    so_rcvbuf,
-                    so_sndbuf,
-                    state: c.state_name(),
-                    bytes_in: c.bytes_in,
-                    bytes_out: c.bytes_out,
-                }
-            })
-            .collect()
+    /// One step of a `clients` answer: at most [`ROWS_PER_STEP`] rows from
+    /// `cursor` on (fewer once this turn's [`ROWS_PER_TURN`] are spent),
+    /// and the query for the rest, if any. The table is live, not a
+    /// snapshot: a connection opened or closed meanwhile may or may not show.
+    fn clients_step(
+        &mut self,
+        json: bool,
+        cursor: Cursor,
+        now: Instant,
+    ) -> (String, Option<Query>) {
+        let mut out = if cursor.started {
+            String::new()
+        } else {
+            admin::clients_head(json)
+        };
+        let most = ROWS_PER_STEP.min(self.admin_rows_left);
+        let mut rows = Vec::with_capacity(most);
+        let mut key = cursor.next_key;
+        // Vacant slots cost a look each: bounded too.
+        let mut looked = 0;
+        let end = self.conns.capacity();
+        while key < end && rows.len() < most && looked < 4 * ROWS_PER_STEP {
+            if let Some(c) = self.conns.get(key) {
+                rows.push(client_row(key, c, now));
+            }
+            key += 1;
+            looked += 1;
+        }
+        self.admin_rows_left -= rows.len();
+        out.push_str(&admin::clients_rows(&rows, json, cursor.rows == 0));
+        let total = cursor.rows + rows.len();
+        if key >= end {
+            out.push_str(&admin::clients_tail(json, total));
+            return (out, None);
+        }
+        let rest = Cursor {
+            next_key: key,
+            rows: total,
+            started: true,
+        };
+        (out, Some(Query::Clients { json, cursor: rest }))
     }
 
     /// Acts on every deadline that has passed.
@@ -914,6 +947,31 @@ impl Server {
             conn.opened.elapsed()
         );
         (conn.kind == ServiceKind::Chat).then_some(conn.peer)
+    }
+}
+
+/// Connection `key` as the `clients` command shows it, with the kernel's
+/// view of its socket (five system calls).
+fn client_row(id: usize, c: &Connection, now: Instant) -> ClientRow {
+    let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
+    ClientRow {
+        id,
+        peer: c.peer,
+        service: c.kind.name(),
+        age: now.saturating_duration_since(c.opened),
+        idle: now.saturating_duration_since(c.last_active),
+        recv_used: c.recv.len(),
+        recv_capacity: c.recv.capacity(),
+        send_used: c.owed(),
+        send_capacity: c.send.capacity(),
+        kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
+        kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
+        kernel_unsent: sockopt::send_queue_unsent(&c.socket).ok(),
+        so_rcvbuf,
+        so_sndbuf,
+        state: c.state_name(),
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
     }
 }
 

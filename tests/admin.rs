@@ -209,10 +209,61 @@ fn trace_logging_shows_each_read_and_write_and_when_the_socket_ran_dry() {
     );
     assert!(server.wait_for_log("wrote "));
     // 5000 bytes in 1 KiB reads: the last read is short or would block.
-    let log = server.log();
     assert!(
-        log.iter()
-            .any(|l| l.contains("socket drained") || l.contains("read would block")),
-        "{log:?}"
+        server.wait_for_any_log(&["socket drained", "read would block"]),
+        "{:?}",
+        server.log()
     );
+}
+
+#[test]
+fn regression_clients_answers_for_thousands_of_connections_are_held_whole_per_operator() {
+    const IDLE: usize = 3000;
+    // One admin slot stays free for the test's own queries.
+    const OPERATORS: usize = tcp_reactor::limits::ADMIN_RESERVE - 1;
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--so-sndbuf",
+        "16K",
+    ]);
+    let idle: Vec<std::net::TcpStream> = (0..IDLE).map(|_| connect(server.addr("echo"))).collect();
+    let baseline = server.status_field("VmRSS");
+    // Operators who ask for the table and do not read it yet, with small
+    // kernel buffers so the answer cannot hide in them.
+    let mut operators: Vec<std::net::TcpStream> = (0..OPERATORS)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.connect(&server.addr("admin").into()).unwrap();
+            let mut s = std::net::TcpStream::from(s);
+            s.set_read_timeout(Some(support::WAIT)).unwrap();
+            s.write_all(b"clients json\n").unwrap();
+            s
+        })
+        .collect();
+    // Every operator's answer is under way once each shows output waiting.
+    for op in &operators {
+        support::wait_for_row(&server, op.local_addr().unwrap(), "admin", |row| {
+            row.is_some_and(|r| json_number(r, "send_buf_used") > Some(0))
+        });
+    }
+    let grown = server.status_field("VmRSS").saturating_sub(baseline);
+    // The whole answer is about 1 MB; fifteen of them held at once, 15 MB.
+    assert!(
+        grown < 6 * 1024,
+        "{OPERATORS} unread 'clients' answers grew the server by {grown} KiB"
+    );
+    for op in &mut operators {
+        op.shutdown(std::net::Shutdown::Write).unwrap();
+        let answer = String::from_utf8(read_to_end(op)).unwrap();
+        assert!(answer.starts_with("{\"clients\":[") && answer.ends_with("]}\n"));
+        assert_eq!(answer.lines().count(), 1);
+        let rows = answer.matches("{\"id\":").count();
+        assert!(rows >= IDLE + 1, "{rows} rows");
+    }
+    drop(idle);
 }

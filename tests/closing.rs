@@ -36,8 +36,8 @@ fn fill_pattern_until_blocked(stream: &mut TcpStream, pattern: &Pattern) -> u64 
 
 /// Waits until the server has paused reading `client` and stopped taking
 /// bytes from its kernel queue; returns the bytes it has read from it.
-fn paused_bytes_in(server: &Server, client: SocketAddr) -> u64 {
-    let row = wait_for_row(server, client, |row| {
+fn paused_bytes_in(server: &Server, client: SocketAddr, service: &str) -> u64 {
+    let row = wait_for_row(server, client, service, |row| {
         row.is_some_and(|r| {
             json_text(r, "state") == "paused" && json_number(r, "kernel_recv_queue") > Some(0)
         })
@@ -62,7 +62,7 @@ fn regression_sigterm_drops_input_read_from_an_echo_client_paused_by_backpressur
     let pattern = Pattern::new();
     let mut client = connect(server.addr("echo"));
     fill_pattern_until_blocked(&mut client, &pattern);
-    let taken = paused_bytes_in(&server, client.local_addr().unwrap());
+    let taken = paused_bytes_in(&server, client.local_addr().unwrap(), "echo");
     kill("TERM", server.pid());
     let (echoed, ended_by) = read_until_closed(&mut client);
     assert_eq!(ended_by, None, "a clean close");
@@ -97,7 +97,7 @@ fn regression_sigterm_drops_complete_lines_read_from_a_paused_ack_client() {
             Err(e) => panic!("write: {e}"),
         }
     }
-    let taken = paused_bytes_in(&server, client.local_addr().unwrap());
+    let taken = paused_bytes_in(&server, client.local_addr().unwrap(), "ack");
     kill("TERM", server.pid());
     let (replies, ended_by) = read_until_closed(&mut client);
     assert_eq!(ended_by, None, "a clean close");
@@ -125,7 +125,7 @@ fn regression_idle_timeout_reads_and_discards_from_a_paused_echo_client() {
     let peer = client.local_addr().unwrap();
     // The idle deadline passes with the client blocked: the server ends the
     // conversation, and reads nothing more.
-    let row = wait_for_row(&server, peer, |row| {
+    let row = wait_for_row(&server, peer, "echo", |row| {
         row.is_none_or(|r| !matches!(json_text(r, "state"), "paused" | "reading"))
     })
     .expect("still open: the client has not read its echo yet");
@@ -351,7 +351,7 @@ fn regression_an_admin_answer_nobody_reads_holds_the_shutdown_until_its_timeout(
     let mut operator = TcpStream::from(operator);
     operator.write_all(b"clients\n").unwrap();
     let peer = operator.local_addr().unwrap();
-    wait_for_row(&server, peer, |row| {
+    wait_for_row(&server, peer, "admin", |row| {
         row.is_some_and(|r| json_number(r, "send_buf_used") > Some(0))
     });
     // Waits at most `WAIT` (20 s), well short of the 60 s timeout.

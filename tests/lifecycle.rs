@@ -289,7 +289,7 @@ fn sigterm_flushes_a_50_mb_download_in_progress_then_exits_0() {
     echo.shutdown(Shutdown::Write).unwrap();
     // The server ends conversations by reading no more: only what it has
     // read is owed, so wait until it has read all of it.
-    wait_for_row(&server, echo.local_addr().unwrap(), |row| {
+    wait_for_row(&server, echo.local_addr().unwrap(), "echo", |row| {
         row.is_none_or(|row| json_number(row, "bytes_in") == Some(100_000))
     });
 

@@ -19,8 +19,26 @@ use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
 /// A question only the reactor can answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Query {
-    Stats { json: bool },
-    Clients { json: bool },
+    Stats {
+        json: bool,
+    },
+    /// The next rows of a `clients` answer, from `cursor` on: the table is
+    /// rendered in bounded steps (each row costs five system calls), one
+    /// step per turn of the asking connection.
+    Clients {
+        json: bool,
+        cursor: Cursor,
+    },
+}
+
+/// Where a `clients` answer stands: the next connection key to look at,
+/// and how many rows were sent so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub next_key: usize,
+    pub rows: usize,
+    /// The header has been sent.
+    pub started: bool,
 }
 
 const HELP: &str = "\
@@ -44,20 +62,24 @@ pub struct Admin {
     /// command at a time, which bounds this to one snapshot.
     pending: Vec<u8>,
     sent: usize,
+    /// The query for the rest of the answer, asked once `pending` is out.
+    next: Option<Query>,
 }
 
 impl Admin {
     /// An answer is on its way (asked of the reactor) or still being
     /// written out: the connection is not done even with no input left.
     pub fn is_producing(&self) -> bool {
-        self.awaiting || self.sent < self.pending.len()
+        self.awaiting || self.sent < self.pending.len() || self.next.is_some()
     }
 
-    /// The reactor's answer to the last query.
-    pub fn deliver(&mut self, answer: Vec<u8>) {
+    /// The reactor's answer to the last query: the whole of it, or a part
+    /// and the query for the rest (`next`), asked once this part is sent.
+    pub fn deliver(&mut self, answer: Vec<u8>, next: Option<Query>) {
         self.awaiting = false;
         self.pending = answer;
         self.sent = 0;
+        self.next = next;
     }
 
     /// Answers commands one at a time.
@@ -73,6 +95,10 @@ impl Admin {
             }
             if self.awaiting {
                 return Outcome::proceed(false);
+            }
+            if let Some(next) = self.next.take() {
+                self.awaiting = true;
+                return Outcome::proceed(false).with_effect(Effect::Query(next));
             }
             let data = io.input.data();
             let (line, consumed) = match data.iter().position(|&b| b == b'\n') {
@@ -98,8 +124,14 @@ impl Admin {
                 ["quit"] | ["exit"] => return Outcome::close_after_flush(),
                 ["stats"] => Query::Stats { json: false },
                 ["stats", "json"] => Query::Stats { json: true },
-                ["clients"] => Query::Clients { json: false },
-                ["clients", "json"] => Query::Clients { json: true },
+                ["clients"] => Query::Clients {
+                    json: false,
+                    cursor: Cursor::default(),
+                },
+                ["clients", "json"] => Query::Clients {
+                    json: true,
+                    cursor: Cursor::default(),
+                },
                 _ => {
                     self.pending = b"ERR unknown command, try help\n".to_vec();
                     continue;
@@ -149,13 +181,46 @@ fn json_opt(n: Option<usize>) -> String {
     n.map_or_else(|| "null".to_string(), |n| n.to_string())
 }
 
-/// The `clients` answer: a table, or one JSON line.
+/// The `clients` answer: a table, or one JSON line. Whole, as the parts
+/// [`clients_head`], [`clients_rows`] and [`clients_tail`] make it.
 pub fn render_clients(rows: &[ClientRow], json: bool) -> String {
-    let mut out = String::new();
+    let mut out = clients_head(json);
+    out.push_str(&clients_rows(rows, json, true));
+    out.push_str(&clients_tail(json, rows.len()));
+    out
+}
+
+/// What a `clients` answer starts with: the table header, or the JSON
+/// opening.
+pub fn clients_head(json: bool) -> String {
     if json {
-        out.push_str("{\"clients\":[");
-        for (i, r) in rows.iter().enumerate() {
-            if i > 0 {
+        return "{\"clients\":[".to_string();
+    }
+    format!(
+        "{:>5} {:<22} {:<6} {:>8} {:>8} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}\n",
+        "id",
+        "peer",
+        "svc",
+        "age_s",
+        "idle_s",
+        "recv_buf",
+        "send_buf",
+        "kern_rq",
+        "kern_sq",
+        "unsent",
+        "rcvbuf",
+        "sndbuf",
+        "state"
+    )
+}
+
+/// Rows of a `clients` answer; `first`: no row came before them (so JSON
+/// needs no comma first).
+pub fn clients_rows(rows: &[ClientRow], json: bool, first: bool) -> String {
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        if json {
+            if i > 0 || !first {
                 out.push(',');
             }
             let _ = write!(
@@ -182,54 +247,39 @@ pub fn render_clients(rows: &[ClientRow], json: bool) -> String {
                 r.bytes_in,
                 r.bytes_out
             );
+        } else {
+            let _ = writeln!(
+                out,
+                "{:>5} {:<22} {:<6} {:>8.1} {:>8.1} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}",
+                r.id,
+                r.peer.to_string(),
+                r.service,
+                r.age.as_secs_f64(),
+                r.idle.as_secs_f64(),
+                format!("{}/{}", r.recv_used, r.recv_capacity),
+                r.send_used,
+                opt(r.kernel_recv_queue),
+                opt(r.kernel_send_queue),
+                opt(r.kernel_unsent),
+                opt(r.so_rcvbuf),
+                opt(r.so_sndbuf),
+                r.state
+            );
         }
-        out.push_str("]}\n");
-        return out;
     }
-    let _ = writeln!(
-        out,
-        "{:>5} {:<22} {:<6} {:>8} {:>8} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}",
-        "id",
-        "peer",
-        "svc",
-        "age_s",
-        "idle_s",
-        "recv_buf",
-        "send_buf",
-        "kern_rq",
-        "kern_sq",
-        "unsent",
-        "rcvbuf",
-        "sndbuf",
-        "state"
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{:>5} {:<22} {:<6} {:>8.1} {:>8.1} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}",
-            r.id,
-            r.peer.to_string(),
-            r.service,
-            r.age.as_secs_f64(),
-            r.idle.as_secs_f64(),
-            format!("{}/{}", r.recv_used, r.recv_capacity),
-            r.send_used,
-            opt(r.kernel_recv_queue),
-            opt(r.kernel_send_queue),
-            opt(r.kernel_unsent),
-            opt(r.so_rcvbuf),
-            opt(r.so_sndbuf),
-            r.state
-        );
-    }
-    let _ = writeln!(
-        out,
-        "({} connections; path of a byte in: kern_rq -> recv_buf -> service; out: send_buf -> kern_sq -> peer; \
-         kern_sq counts sent-but-unacknowledged bytes too, unsent is the part not yet sent; \
-         rcvbuf/sndbuf are the kernel's sizes, which Linux doubles from what was asked)",
-        rows.len()
-    );
     out
+}
+
+/// What a `clients` answer of `rows` rows ends with.
+pub fn clients_tail(json: bool, rows: usize) -> String {
+    if json {
+        return "]}\n".to_string();
+    }
+    format!(
+        "({rows} connections; path of a byte in: kern_rq -> recv_buf -> service; out: send_buf -> kern_sq -> peer; \
+         kern_sq counts sent-but-unacknowledged bytes too, unsent is the part not yet sent; \
+         rcvbuf/sndbuf are the kernel's sizes, which Linux doubles from what was asked)\n"
+    )
 }
 
 fn stats_json(s: &ServiceStats) -> String {
@@ -328,7 +378,7 @@ mod tests {
             written.extend_from_slice(send.data());
             send.clear();
             if let Some(Effect::Query(q)) = outcome.effect {
-                admin.deliver(answer(q));
+                admin.deliver(answer(q), None);
                 continue;
             }
             if outcome.next == super::super::Next::CloseAfterFlush {
@@ -343,7 +393,7 @@ mod tests {
         let long = vec![b'x'; 500];
         let (out, closed) = converse(b"stats\nclients json\n", |q| match q {
             Query::Stats { json: false } => long.clone(),
-            Query::Clients { json: true } => b"{}\n".to_vec(),
+            Query::Clients { json: true, .. } => b"{}\n".to_vec(),
             other => panic!("unexpected {other:?}"),
         });
         let mut expected = long.clone();

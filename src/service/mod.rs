@@ -130,9 +130,9 @@ impl Service {
 
     /// Hands the reactor's answer to an [`Effect::Query`] back to the
     /// service that asked.
-    pub fn deliver(&mut self, answer: Vec<u8>) {
+    pub fn deliver(&mut self, answer: Vec<u8>, next: Option<admin::Query>) {
         if let Service::Admin(s) = self {
-            s.deliver(answer);
+            s.deliver(answer, next);
         }
     }
 

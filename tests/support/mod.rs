@@ -134,9 +134,18 @@ impl Server {
 
     /// Waits until a log line contains `needle`; false after `WAIT`.
     pub fn wait_for_log(&self, needle: &str) -> bool {
+        self.wait_for_any_log(&[needle])
+    }
+
+    /// Waits until a log line contains one of `needles`; false after `WAIT`.
+    pub fn wait_for_any_log(&self, needles: &[&str]) -> bool {
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.log().iter().any(|l| l.contains(needle)) {
+            if self
+                .log()
+                .iter()
+                .any(|l| needles.iter().any(|n| l.contains(n)))
+            {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -454,15 +463,27 @@ pub fn admin(server: &Server, command: &str) -> String {
     String::from_utf8(answer).expect("admin answers in UTF-8")
 }
 
-/// The JSON object of the client whose peer is `peer`, as text.
+/// The JSON object of the client whose peer is `peer`, as text. A client
+/// of two listeners can have the same local address for both: see
+/// [`client_json_of`].
 pub fn client_json(clients: &str, peer: SocketAddr) -> String {
-    let key = format!("\"peer\":\"{peer}\"");
-    let at = clients
-        .find(&key)
-        .unwrap_or_else(|| panic!("{peer} not in {clients}"));
+    row_at(clients, &format!("\"peer\":\"{peer}\""))
+        .unwrap_or_else(|| panic!("{peer} not in {clients}"))
+}
+
+/// The JSON object of the `service` client whose peer is `peer`, if any.
+pub fn client_json_of(clients: &str, peer: SocketAddr, service: &str) -> Option<String> {
+    row_at(
+        clients,
+        &format!("\"peer\":\"{peer}\",\"service\":\"{service}\""),
+    )
+}
+
+fn row_at(clients: &str, key: &str) -> Option<String> {
+    let at = clients.find(key)?;
     let start = clients[..at].rfind('{').expect("a row is an object");
     let end = at + clients[at..].find('}').expect("a row is an object");
-    clients[start..=end].to_string()
+    Some(clients[start..=end].to_string())
 }
 
 /// The number after `"field":` in `json`, or `None` for null.
@@ -479,20 +500,18 @@ pub fn json_number(json: &str, field: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Polls the admin `clients json` row of the connection from `peer` until
-/// `done` holds for it (every 10 ms, at most `WAIT`); `done` is given `None`
-/// once the connection is gone. Returns the last row, if any.
+/// Polls the admin `clients json` row of the `service` connection from
+/// `peer` until `done` holds for it (every 10 ms, at most `WAIT`); `done` is
+/// given `None` once the connection is gone. Returns the last row, if any.
 pub fn wait_for_row(
     server: &Server,
     peer: SocketAddr,
+    service: &str,
     done: impl Fn(Option<&str>) -> bool,
 ) -> Option<String> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let clients = admin(server, "clients json");
-        let row = clients
-            .contains(&format!("\"peer\":\"{peer}\""))
-            .then(|| client_json(&clients, peer));
+        let row = client_json_of(&admin(server, "clients json"), peer, service);
         if done(row.as_deref()) {
             return row;
         }
