@@ -11,7 +11,10 @@
 //! with no size header cannot save a truncated file as a whole one.
 //!
 //! - `GET NAME`: `OK <size>\n`, the bytes, close; or `ERR <reason>\n`, close;
-//! - `LIST`: the regular files under the root, one relative path a line.
+//! - `LIST`: the regular files under the root, one relative path a line,
+//!   sorted by path component, then close; past [`MAX_LIST_NAMES`] names,
+//!   the answer ends with an empty line and `ERR list cut at N names` (see
+//!   [`list_cut_line`]).
 //!
 //! `GET` and `LIST` wait for their newline (or half-close) even when the
 //! socket runs dry, so a request split across packets is never cut short;
@@ -23,13 +26,18 @@
 //! resolution beneath the root, in [`open_beneath`]) and reads the file in
 //! chunks straight into the send buffer, and only while that buffer is below
 //! its low watermark, so a 10 GB file costs no more memory than a 10 KB one.
-//! Those reads are blocking, which is fine for local files and page-cache
-//! hits.
+//! A `LIST` walks the tree the same way ([`ListWalk`]): names are produced
+//! only while the send buffer is below its low watermark, and at most
+//! [`LIST_READS_PER_CALL`] entries are read per call before the service
+//! yields its turn, so a large tree neither stalls the other clients nor
+//! sits in memory. Those reads are blocking, which is fine for local files
+//! and page-cache hits.
 
 use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -42,10 +50,6 @@ use crate::sockopt;
 
 /// Longest name accepted, in bytes (Linux's PATH_MAX).
 pub const MAX_NAME: usize = 4096;
-
-/// Most bytes a `LIST` answer may take. The answer is built in memory, so it
-/// is capped to keep a connection's memory bounded whatever the tree holds.
-pub const MAX_LIST_BYTES: usize = 1 << 20;
 
 /// Why a name is not served. `Display` gives the reason sent after `ERR`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,41 +277,326 @@ fn refusal_for(e: &io::Error) -> Refusal {
     }
 }
 
-/// The regular files under `root`, as sorted relative paths, one a line,
-/// cut at [`MAX_LIST_BYTES`]. Symlinks are not followed.
-pub fn list(root: &Path) -> Vec<u8> {
-    let mut names = Vec::new();
-    let mut dirs = vec![PathBuf::new()];
-    let mut bytes = 0;
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = fs::read_dir(root.join(&dir)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let relative = dir.join(entry.file_name());
-            if kind.is_dir() {
-                dirs.push(relative);
-            } else if kind.is_file() {
-                bytes += relative.as_os_str().len() + 1;
-                if bytes > MAX_LIST_BYTES {
-                    warn!("LIST of {} cut at {MAX_LIST_BYTES} bytes", root.display());
-                    dirs.clear();
-                    break;
+/// Most directory entries a `LIST` reads, counting each directory opened
+/// as one (an empty directory costs an open and no entry), in one service
+/// call. The whole walk of 50,000 files took the one thread about 50 ms
+/// (about 1 µs an entry); 512 keeps one call near half a millisecond, so
+/// every other client waits at most that long per LIST connection per turn.
+pub const LIST_READS_PER_CALL: usize = 512;
+
+/// Most names one `LIST` sends. Bounds the time (a read, a sort and a line
+/// a name) and the bytes sent (a path a name) one request can make the
+/// server spend, whatever the tree holds.
+pub const MAX_LIST_NAMES: usize = 100_000;
+
+/// Most bytes of names (and their index) one `LIST` holds at once: the
+/// directories on its current path (see [`ListWalk`]). Many LIST clients
+/// may each hold this at the same time, since they walk across turns;
+/// 4 MiB holds a directory of about 100,000 names of 16 bytes.
+pub const MAX_LIST_HELD_BYTES: usize = 4 << 20;
+
+/// The bounds of one [`ListWalk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListLimits {
+    /// Names sent before the answer is cut.
+    pub names: usize,
+    /// Bytes of names (with their index entries) held at once; a directory
+    /// that would take the walk past it cuts the answer.
+    pub held_bytes: usize,
+    /// Entries read, and directories opened, per call.
+    pub reads_per_call: usize,
+}
+
+impl ListLimits {
+    /// What the server uses.
+    pub const SERVED: ListLimits = ListLimits {
+        names: MAX_LIST_NAMES,
+        held_bytes: MAX_LIST_HELD_BYTES,
+        reads_per_call: LIST_READS_PER_CALL,
+    };
+}
+
+/// A `LIST` in progress: a depth-first walk of the tree under the root, each
+/// directory read in full, sorted by name (bytes), and its entries emitted
+/// in that order, descending into each directory where it sorts. So the
+/// names come out in the order of their path components (what sorting the
+/// whole list of paths gives), while the server holds only the directories
+/// on the current path.
+///
+/// Memory: the send buffer, plus the names of the directories on the
+/// current path (one arena a directory and a 24-byte index entry a name),
+/// never the whole answer. Bounded: what is held never passes
+/// [`ListLimits::held_bytes`] (counted by length; the vectors' growth can
+/// add as much again), a directory that would pass it ending the answer
+/// there, since its names cannot be sent in order without all of them; and
+/// the path is under `PATH_MAX / 2` directories deep (a longer path cannot
+/// be opened, and is skipped). Only the deepest directory is open (one fd)
+/// while it is being read.
+///
+/// Symlinks are not followed, only regular files are named, and a
+/// directory that cannot be opened is skipped (logged at debug), all as the
+/// entry's own type says (`d_type`, or `lstat` where the file system has no
+/// `d_type`). Past [`ListLimits::names`] names, the answer ends with
+/// [`list_cut_line`].
+#[derive(Debug)]
+pub struct ListWalk {
+    root: PathBuf,
+    /// The directories on the current path, the root first. All but the
+    /// last are fully read and sorted; the last may still be being read.
+    /// Empty before the root is opened and once the walk is over.
+    path: Vec<Level>,
+    /// The last directory's path relative to the root, ending in `/` (empty
+    /// for the root itself): what each of its names is prefixed with. Under
+    /// `PATH_MAX` bytes, since a longer one cannot be opened.
+    current: Vec<u8>,
+    /// The root has been opened (or failed to): an empty `path` then means
+    /// the walk is over.
+    started: bool,
+    /// Bytes of names and index entries held in `path`, never more than
+    /// `limits.held_bytes`.
+    held: usize,
+    /// Names emitted so far, never more than `limits.names`.
+    sent: usize,
+    /// [`ListLimits::SERVED`] but in tests.
+    limits: ListLimits,
+    /// Entries read and directories opened in the current call, never more
+    /// than `limits.reads_per_call`.
+    reads: usize,
+    /// The line being emitted (a name and its newline, or the cut line);
+    /// `line[line_sent..]` is not yet in the send buffer. One line's worth
+    /// (about `PATH_MAX` bytes at most), reused for each name.
+    line: Vec<u8>,
+    line_sent: usize,
+    /// Nothing left to emit once `line` is sent: the walk ended or was cut.
+    finished: bool,
+}
+
+/// One directory on the current path.
+#[derive(Debug)]
+struct Level {
+    /// `ListWalk::current[..prefix_len]` is this directory's path.
+    prefix_len: usize,
+    /// The names read, back to back; `entries` index into it.
+    names: Vec<u8>,
+    entries: Vec<Entry>,
+    /// The directory is still being read: the iterator, kept between calls.
+    /// `None` once it is read to its end; `entries` are then sorted.
+    reading: Option<fs::ReadDir>,
+    /// Entries before this one are emitted (or descended into); only moves
+    /// once `reading` is `None`.
+    next: usize,
+}
+
+/// A name in [`Level::names`]: `names[start..end]`, a directory or a
+/// regular file (nothing else is kept).
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    start: usize,
+    end: usize,
+    dir: bool,
+}
+
+impl Level {
+    fn new(prefix_len: usize, reading: fs::ReadDir) -> Level {
+        Level {
+            prefix_len,
+            names: Vec::new(),
+            entries: Vec::new(),
+            reading: Some(reading),
+            next: 0,
+        }
+    }
+
+    fn name(&self, entry: Entry) -> &[u8] {
+        &self.names[entry.start..entry.end]
+    }
+}
+
+/// The last line of a `LIST` cut after `names` names: an empty line (never
+/// a name, since every name listed is a non-empty path), then `ERR list cut
+/// at N names`. The empty line is what tells it from a file of that name.
+pub fn list_cut_line(names: usize) -> Vec<u8> {
+    format!("\nERR list cut at {names} names\n").into_bytes()
+}
+
+/// Why [`ListWalk::step`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListStep {
+    /// The whole answer is in the send buffer.
+    Done,
+    /// The send buffer is at its low watermark: call again once it drains.
+    Full,
+    /// This call's reads are spent: call again next turn.
+    Spent,
+}
+
+impl ListWalk {
+    /// A walk of `root` within `limits` (a `reads_per_call` of 0 counts as
+    /// 1). Touches nothing yet.
+    pub fn new(root: &Path, limits: ListLimits) -> ListWalk {
+        ListWalk {
+            root: root.to_path_buf(),
+            path: Vec::new(),
+            current: Vec::new(),
+            started: false,
+            held: 0,
+            sent: 0,
+            limits: ListLimits {
+                reads_per_call: limits.reads_per_call.max(1),
+                ..limits
+            },
+            reads: 0,
+            line: Vec::new(),
+            line_sent: 0,
+            finished: false,
+        }
+    }
+
+    /// Walks on, emitting names into the send buffer while it is below its
+    /// low watermark (a call that finds it at or above emits nothing), for
+    /// at most `limits.reads_per_call` reads.
+    pub fn step(&mut self, io: &mut Io<'_>) -> ListStep {
+        self.reads = 0;
+        loop {
+            let line_left = self.line_sent < self.line.len();
+            if self.finished && !line_left {
+                return ListStep::Done;
+            }
+            if io.output_len() >= io.low_watermark {
+                return ListStep::Full;
+            }
+            if line_left {
+                self.line_sent += io.write(&self.line[self.line_sent..]);
+                if self.line_sent < self.line.len() {
+                    // The buffer is full (whatever the watermark says).
+                    return ListStep::Full;
                 }
-                names.push(relative);
+                continue;
+            }
+            if self.reads >= self.limits.reads_per_call {
+                return ListStep::Spent;
+            }
+            self.advance(io.peer);
+        }
+    }
+
+    /// One move of the walk: read one entry, emit one name (into `line`),
+    /// open one directory, or leave one that is done.
+    fn advance(&mut self, peer: SocketAddr) {
+        let Some(level) = self.path.last_mut() else {
+            if self.started {
+                self.finished = true;
+            } else {
+                self.started = true;
+                self.open(peer);
+            }
+            return;
+        };
+        if let Some(reading) = &mut level.reading {
+            self.reads += 1;
+            match reading.next() {
+                None => {
+                    level.reading = None;
+                    let names = &level.names;
+                    level
+                        .entries
+                        .sort_unstable_by(|a, b| names[a.start..a.end].cmp(&names[b.start..b.end]));
+                }
+                Some(Err(e)) => {
+                    debug!(
+                        "files {peer}: LIST: reading {:?} failed: {e}; listing what was read",
+                        lossy(&self.current)
+                    );
+                    level.reading = None;
+                }
+                Some(Ok(entry)) => {
+                    let Ok(kind) = entry.file_type() else {
+                        return;
+                    };
+                    if !kind.is_dir() && !kind.is_file() {
+                        return;
+                    }
+                    let name = entry.file_name();
+                    let cost = name.len() + size_of::<Entry>();
+                    if self.held + cost > self.limits.held_bytes {
+                        warn!(
+                            "files {peer}: LIST: {:?} takes the walk past {} bytes held; \
+                             cut after {} names",
+                            lossy(&self.current),
+                            self.limits.held_bytes,
+                            self.sent
+                        );
+                        self.cut();
+                        return;
+                    }
+                    let start = level.names.len();
+                    level.names.extend_from_slice(name.as_bytes());
+                    level.entries.push(Entry {
+                        start,
+                        end: level.names.len(),
+                        dir: kind.is_dir(),
+                    });
+                    self.held += cost;
+                }
+            }
+            return;
+        }
+        let Some(&entry) = level.entries.get(level.next) else {
+            self.held -= level.names.len() + level.entries.len() * size_of::<Entry>();
+            self.path.pop();
+            self.current
+                .truncate(self.path.last().map_or(0, |parent| parent.prefix_len));
+            return;
+        };
+        level.next += 1;
+        if entry.dir {
+            self.current.extend_from_slice(level.name(entry));
+            self.current.push(b'/');
+            self.open(peer);
+        } else if self.sent == self.limits.names {
+            warn!(
+                "files {peer}: LIST of {} cut at {} names",
+                self.root.display(),
+                self.sent
+            );
+            self.cut();
+        } else {
+            self.sent += 1;
+            self.line.clear();
+            self.line.extend_from_slice(&self.current);
+            self.line.extend_from_slice(level.name(entry));
+            self.line.push(b'\n');
+            self.line_sent = 0;
+        }
+    }
+
+    /// Opens the directory at `current` as the new end of the path (or,
+    /// if it cannot be opened, takes `current` back to the last one); one
+    /// read.
+    fn open(&mut self, peer: SocketAddr) {
+        self.reads += 1;
+        match fs::read_dir(self.root.join(OsStr::from_bytes(&self.current))) {
+            Ok(reading) => self.path.push(Level::new(self.current.len(), reading)),
+            Err(e) => {
+                debug!(
+                    "files {peer}: LIST: skipping {:?}: {e}",
+                    lossy(&self.current)
+                );
+                self.current
+                    .truncate(self.path.last().map_or(0, |parent| parent.prefix_len));
             }
         }
     }
-    names.sort();
-    let mut out = Vec::with_capacity(bytes);
-    for name in names {
-        out.extend_from_slice(name.as_os_str().as_bytes());
-        out.push(b'\n');
+
+    /// Ends the answer with the cut line; what the path held is let go.
+    fn cut(&mut self) {
+        self.line = list_cut_line(self.sent);
+        self.line_sent = 0;
+        self.path.clear();
+        self.current.clear();
+        self.held = 0;
+        self.finished = true;
     }
-    out
 }
 
 /// Per-connection state.
@@ -315,10 +604,12 @@ pub fn list(root: &Path) -> Vec<u8> {
 pub struct Files {
     /// Set once the request has been read; later input is ignored.
     answered: bool,
-    /// Small output still to send before the file (header, error, list).
+    /// Small output still to send before the file (header, error).
     pending: Vec<u8>,
     pending_sent: usize,
     stream: Option<Stream>,
+    /// A `LIST` still walking the tree.
+    list: Option<ListWalk>,
 }
 
 #[derive(Debug)]
@@ -333,7 +624,7 @@ struct Stream {
 impl Files {
     /// The answer is not all in the send buffer yet.
     pub fn is_producing(&self) -> bool {
-        self.pending_sent < self.pending.len() || self.stream.is_some()
+        self.pending_sent < self.pending.len() || self.stream.is_some() || self.list.is_some()
     }
 
     /// Reads the request, then produces the answer as room allows.
@@ -380,7 +671,7 @@ impl Files {
         match Request::parse(line) {
             Request::List => {
                 info!("files {peer}: LIST");
-                self.pending = list(&config.root);
+                self.list = Some(ListWalk::new(&config.root, ListLimits::SERVED));
             }
             Request::Get(name) => match open_under(&config.root, name) {
                 Ok((file, size)) => {
@@ -427,6 +718,17 @@ impl Files {
             }
         }
         self.pending = Vec::new();
+        if let Some(list) = &mut self.list {
+            return match list.step(io) {
+                ListStep::Done => {
+                    debug!("files {}: LIST queued in full", io.peer);
+                    self.list = None;
+                    Outcome::close_after_flush()
+                }
+                ListStep::Full => Outcome::proceed(false),
+                ListStep::Spent => Outcome::yield_turn(),
+            };
+        }
         let Some(stream) = &mut self.stream else {
             return Outcome::close_after_flush();
         };
@@ -482,9 +784,11 @@ fn lossy(name: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ServiceKind;
     use super::super::testing::{config_with_root, random_split, run};
+    use super::super::{Next, Service, ServiceKind};
     use super::*;
+    use crate::buffer::{BufPool, ByteBuf};
+    use std::time::Instant;
 
     /// A fresh directory under the system temp dir, removed on drop.
     struct TempDir(PathBuf);
@@ -610,6 +914,282 @@ mod tests {
         fs::write(dir.0.join("sub/a.txt"), b"").unwrap();
         std::os::unix::fs::symlink("/etc/hostname", dir.0.join("link")).unwrap();
         assert_eq!(fetch(&dir.0, b"LIST\n", false), b"b.txt\nsub/a.txt\n");
+    }
+
+    /// The old `LIST`: the whole tree read, every path sorted, then sent
+    /// (without its byte cap). The reference the walk must match.
+    fn whole_tree_sort(root: &Path) -> Vec<u8> {
+        let mut names = Vec::new();
+        let mut dirs = vec![PathBuf::new()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(root.join(&dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let relative = dir.join(entry.file_name());
+                if kind.is_dir() {
+                    dirs.push(relative);
+                } else if kind.is_file() {
+                    names.push(relative);
+                }
+            }
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            out.extend_from_slice(name.as_os_str().as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// A tree whose sorted order is not the byte order of whole paths
+    /// (`a/x` before `a.txt`, `a-b` before both), with nested and empty
+    /// directories, a symlink to a file and one to a directory (neither
+    /// followed), a FIFO (not regular), a name that is not UTF-8, one that
+    /// starts with `...`, and 40 files in one directory.
+    fn generated_tree(root: &Path) {
+        use std::os::unix::fs::symlink;
+        for dir in ["a", "a/deeper/deepest", "b", "empty", "c/empty-too", "many"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        for file in [
+            "a.txt",
+            "a-b",
+            "B",
+            "a/x",
+            "a/deeper/y",
+            "a/deeper/deepest/z",
+            "b/...list cut",
+            "top",
+        ] {
+            fs::write(root.join(file), b"").unwrap();
+        }
+        fs::write(root.join(OsStr::from_bytes(b"b/\xffbytes")), b"").unwrap();
+        for i in 0..40 {
+            fs::write(root.join(format!("many/f{}", (i * 17) % 40)), b"").unwrap();
+        }
+        symlink("top", root.join("link-to-file")).unwrap();
+        symlink("a", root.join("link-to-dir")).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(root.join("b/fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The served limits with `names` and `reads_per_call` as given.
+    fn limits(names: usize, reads_per_call: usize) -> ListLimits {
+        ListLimits {
+            names,
+            reads_per_call,
+            ..ListLimits::SERVED
+        }
+    }
+
+    /// What driving a walk by hand showed.
+    struct Walked {
+        output: Vec<u8>,
+        steps: Vec<ListStep>,
+        /// The most reads any one call made.
+        most_reads: usize,
+    }
+
+    /// Drives `walk` to its end with a send buffer of `send_cap` bytes,
+    /// moving `drain` bytes out of it after each call (a slow peer), and
+    /// checks on every call that nothing is produced at or above the low
+    /// watermark.
+    fn drive(mut walk: ListWalk, send_cap: usize, drain: usize) -> Walked {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = BufPool::new(send_cap);
+        let mut input = ByteBuf::new(16);
+        let mut output = ByteBuf::new(send_cap);
+        let low_watermark = send_cap / 4 + 1;
+        let mut walked = Walked {
+            output: Vec::new(),
+            steps: Vec::new(),
+            most_reads: 0,
+        };
+        for _ in 0..1_000_000 {
+            let before = output.len();
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
+            io.low_watermark = low_watermark;
+            let step = walk.step(&mut io);
+            if before >= low_watermark {
+                assert_eq!(output.len(), before, "produced at the watermark");
+            }
+            walked.most_reads = walked.most_reads.max(walk.reads);
+            walked.steps.push(step);
+            let n = output.len().min(drain);
+            walked.output.extend_from_slice(&output.data()[..n]);
+            output.consume(n);
+            if step == ListStep::Done {
+                walked.output.extend_from_slice(output.data());
+                return walked;
+            }
+        }
+        panic!("the walk never ended");
+    }
+
+    #[test]
+    fn list_sends_what_a_whole_tree_sort_gives_whatever_the_send_buffer_room() {
+        let dir = TempDir::new("list-order");
+        generated_tree(&dir.0);
+        let expected = whole_tree_sort(&dir.0);
+        assert_eq!(expected.split(|&b| b == b'\n').count() - 1, 49);
+        // Through the service, output drained after every call.
+        for send_cap in [1, 2, 3, 7, 16, 64, 4096] {
+            let out = run(
+                ServiceKind::Files,
+                &config_with_root(&dir.0),
+                &[b"LIST\n"],
+                false,
+                true,
+                256,
+                send_cap,
+            );
+            assert!(out.closed, "send buffer {send_cap}");
+            assert!(out.output == expected, "send buffer {send_cap}");
+        }
+        // By hand: a slow peer, and walks that stop after every few reads.
+        for (send_cap, drain, reads) in [(8, 1, 1), (16, 3, 2), (64, 64, 5), (4096, 100, 512)] {
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, reads));
+            let walked = drive(walk, send_cap, drain);
+            assert!(
+                walked.output == expected,
+                "send buffer {send_cap}, drain {drain}, {reads} reads a call"
+            );
+        }
+    }
+
+    #[test]
+    fn no_list_call_reads_more_than_its_bound() {
+        let dir = TempDir::new("list-bound");
+        generated_tree(&dir.0);
+        let expected = whole_tree_sort(&dir.0);
+        for bound in [1, 4, 33] {
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, bound));
+            let walked = drive(walk, 1 << 16, 1 << 16);
+            assert!(walked.output == expected, "bound {bound}");
+            assert_eq!(walked.most_reads, bound, "bound {bound}");
+            // A buffer never full: every stop but the last is the bound.
+            let spent = walked
+                .steps
+                .iter()
+                .filter(|s| **s == ListStep::Spent)
+                .count();
+            assert_eq!(spent, walked.steps.len() - 1, "bound {bound}");
+        }
+    }
+
+    #[test]
+    fn regression_list_reads_a_bounded_part_of_a_large_tree_per_call() {
+        // The old LIST read, sorted and queued the whole tree in the call
+        // that parsed the request, stalling every other client meanwhile.
+        let dir = TempDir::new("list-big");
+        for d in 0..3 {
+            fs::create_dir(dir.0.join(format!("d{d}"))).unwrap();
+            for i in 0..400 {
+                fs::write(dir.0.join(format!("d{d}/f{i:03}")), b"").unwrap();
+            }
+        }
+        let config = config_with_root(&dir.0);
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = BufPool::new(1 << 20);
+        let mut recv_pool = BufPool::new(256);
+        let mut input = ByteBuf::new(256);
+        let mut output = ByteBuf::new(1 << 20);
+        input.append(&mut recv_pool, b"LIST\n");
+        let mut service = Service::new(ServiceKind::Files);
+        let mut calls = 0;
+        let mut answer = Vec::new();
+        loop {
+            calls += 1;
+            assert!(calls < 10_000, "never finished");
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
+            io.low_watermark = 1 << 18;
+            let outcome = service.process(&mut io, &config);
+            let lines = output.data().iter().filter(|&&b| b == b'\n').count();
+            assert!(lines <= 512, "{lines} names in one call");
+            answer.extend_from_slice(output.data());
+            let n = output.len();
+            output.consume(n);
+            if outcome.next != Next::Continue {
+                assert_eq!(outcome.next, Next::CloseAfterFlush);
+                break;
+            }
+            assert!(outcome.yielded, "stopped with room to spare and no yield");
+            assert!(service.is_producing());
+        }
+        assert!(calls > 2, "{calls} calls");
+        assert!(answer == whole_tree_sort(&dir.0));
+    }
+
+    #[test]
+    fn a_list_past_its_cap_ends_with_the_cut_line() {
+        let dir = TempDir::new("list-cut");
+        generated_tree(&dir.0);
+        let expected = whole_tree_sort(&dir.0);
+        let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
+        for cap in [0, 1, 5, 12] {
+            let walked = drive(ListWalk::new(&dir.0, limits(cap, 3)), 32, 7);
+            let mut want = lines[..cap].concat();
+            want.extend_from_slice(format!("\nERR list cut at {cap} names\n").as_bytes());
+            assert_eq!(lossy(&walked.output), lossy(&want), "cap {cap}");
+        }
+        // At exactly as many names as the tree holds, nothing is cut.
+        let walked = drive(ListWalk::new(&dir.0, limits(lines.len(), 3)), 32, 7);
+        assert!(walked.output == expected);
+        assert_eq!(list_cut_line(3), b"\nERR list cut at 3 names\n");
+    }
+
+    #[test]
+    fn a_list_with_a_directory_larger_than_it_may_hold_is_cut_before_it() {
+        // A directory's names are sent only once all are read and sorted:
+        // one that takes what is held past the bound ends the answer where
+        // it starts, having sent the names that come before it.
+        let dir = TempDir::new("list-wide");
+        fs::write(dir.0.join("a"), b"").unwrap();
+        fs::create_dir(dir.0.join("b")).unwrap();
+        for i in 0..10 {
+            fs::write(dir.0.join(format!("b/{i}")), b"").unwrap();
+        }
+        // The root holds `a` and `b`; `b` holds ten one-byte names.
+        let entry = size_of::<Entry>();
+        let held_bytes = 2 + 2 * entry + 9 * (1 + entry);
+        let walk = ListWalk::new(
+            &dir.0,
+            ListLimits {
+                held_bytes,
+                ..limits(MAX_LIST_NAMES, 4)
+            },
+        );
+        let walked = drive(walk, 64, 64);
+        assert_eq!(lossy(&walked.output), "a\n\nERR list cut at 1 names\n");
+        // With room for the tenth, all are sent.
+        let walk = ListWalk::new(
+            &dir.0,
+            ListLimits {
+                held_bytes: held_bytes + 1 + entry,
+                ..limits(MAX_LIST_NAMES, 4)
+            },
+        );
+        assert!(drive(walk, 64, 64).output == whole_tree_sort(&dir.0));
+    }
+
+    #[test]
+    fn a_list_of_a_root_that_cannot_be_read_is_empty() {
+        let walked = drive(
+            ListWalk::new(Path::new("/nonexistent/root"), ListLimits::SERVED),
+            64,
+            64,
+        );
+        assert_eq!(walked.output, b"");
     }
 
     /// What opening a name gave: the file's bytes, or the refusal.
