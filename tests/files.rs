@@ -388,3 +388,110 @@ fn regression_a_fast_download_does_not_flap_pause_and_resume() {
         .count();
     assert_eq!(pauses, 0, "{:?}", server.log());
 }
+
+/// Files in the big tree: enough that the old whole-tree LIST held about a
+/// mebibyte per connection and stalled the loop for tens of milliseconds.
+const BIG_TREE_FILES: usize = 50_000;
+
+/// A root of [`BIG_TREE_FILES`] empty files in 50 directories, with names
+/// long enough that the whole answer (about 2 MB) is past the old 1 MiB
+/// cut; and the answer a whole-tree sort gives for it.
+fn big_tree(tag: &str) -> (TempDir, Vec<u8>) {
+    let root = TempDir::new(tag);
+    let mut names = Vec::with_capacity(BIG_TREE_FILES);
+    for d in 0..50 {
+        let dir = format!("directory-{d:02}");
+        fs::create_dir(root.path().join(&dir)).unwrap();
+        for i in 0..BIG_TREE_FILES / 50 {
+            // Created in an order unlike the sorted one.
+            let name = format!("{dir}/file-{:05}-of-the-tree", (i * 7919) % 1000);
+            fs::File::create(root.path().join(&name)).unwrap();
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut answer = Vec::new();
+    for name in names {
+        answer.extend_from_slice(name.as_bytes());
+        answer.push(b'\n');
+    }
+    (root, answer)
+}
+
+#[test]
+fn list_of_50000_files_sends_every_name_sorted() {
+    let (root, expected) = big_tree("files-list-big");
+    let server = files_server(&root, &[]);
+    let got = exchange(server.addr("files"), b"LIST\n");
+    let lines = got.split(|&b| b == b'\n').count() - 1;
+    assert_eq!(lines, BIG_TREE_FILES, "names sent");
+    assert!(got == expected, "the names differ from a whole-tree sort");
+}
+
+/// A client with a small kernel receive buffer, set before connecting so
+/// the window it offers stays small: what it does not read then stays in
+/// the server rather than in the kernel (loopback's autotuning would
+/// otherwise take megabytes).
+fn connect_small(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), support::WAIT).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(support::WAIT)).unwrap();
+    stream.set_write_timeout(Some(support::WAIT)).unwrap();
+    stream
+}
+
+#[test]
+fn list_clients_that_never_read_hold_little_server_memory_and_echo_is_served() {
+    const CLIENTS: usize = 20;
+    let (root, expected) = big_tree("files-list-idle");
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=files",
+        "-l",
+        "127.0.0.1:0=echo",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--root",
+        root.arg(),
+        // Small kernel queues, so what a client does not read stays in the
+        // server, where RSS shows it, not in the kernel.
+        "--so-sndbuf",
+        "16K",
+    ]);
+    let echo = server.addr("echo");
+    let baseline = server.status_field("VmRSS");
+    let mut listers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = connect_small(server.addr("files"));
+            s.write_all(b"LIST\n").unwrap();
+            s
+        })
+        .collect();
+    // Served while the lists are being walked.
+    assert_eq!(exchange(echo, b"meanwhile"), b"meanwhile");
+    // Every lister's answer has filled its send buffer (the kernel's queues
+    // too), so the server waits on the client: what it holds now is what a
+    // client that never reads costs.
+    for lister in &listers {
+        let peer = lister.local_addr().unwrap();
+        support::wait_for_row(&server, peer, |row| {
+            row.is_some_and(|r| support::json_text(r, "state") == "paused")
+        });
+    }
+    let held = server.status_field("VmRSS");
+    assert_eq!(exchange(echo, b"still here"), b"still here");
+    // The old LIST held its whole answer, 1 MiB per connection: RSS grew
+    // by about 25 MB here. Now each holds its send buffer (64 KiB) and one
+    // directory's names: about 3 MB in all.
+    assert!(
+        held.saturating_sub(baseline) < 8 * 1024,
+        "server RSS grew from {baseline} KiB to {held} KiB with {CLIENTS} idle LIST clients"
+    );
+    for (i, lister) in listers.iter_mut().enumerate() {
+        let got = read_to_end(lister);
+        assert!(got == expected, "lister {i}: the names differ");
+    }
+}
