@@ -132,7 +132,9 @@ Services:
          'exit' closes the connection
   files  download from --root: 'NAME' gets the bytes then close (nothing if
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
-         'LIST' names the files
+         'LIST' names the files, sorted by path component; a list cut at its
+         bounds (100,000 names) ends with an empty line and
+         'ERR list cut at N names'
   chat   each line goes to every other chat client as '[PEER] line'; joins and
          leaves are announced; a paste goes out at the pace of the members
          that keep up; a member that stays behind (--chat-soft-limit for
