@@ -477,7 +477,7 @@ fn list_clients_that_never_read_hold_little_server_memory_and_echo_is_served() {
     // client that never reads costs.
     for lister in &listers {
         let peer = lister.local_addr().unwrap();
-        support::wait_for_row(&server, peer, |row| {
+        support::wait_for_row(&server, peer, "files", |row| {
             row.is_some_and(|r| support::json_text(r, "state") == "paused")
         });
     }
