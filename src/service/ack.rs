@@ -31,6 +31,10 @@ pub struct Ack {
     burst_ends: VecDeque<u64>,
     /// The client has sent a newline: it frames by lines, not by bursts.
     lines: bool,
+    /// Leading bytes of the receive buffer already searched and found to
+    /// hold no newline: a long partial line is not searched again from its
+    /// first byte on every read.
+    scanned: usize,
     /// How many of its messages the log may still show.
     log_budget: LogBudget,
 }
@@ -43,9 +47,15 @@ impl Ack {
     /// Answers every complete message that the send buffer has room for.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
         let buffered_end = self.consumed + io.input.len() as u64;
-        if !self.lines && io.input.data().contains(&b'\n') {
-            self.lines = true;
-            self.burst_ends.clear();
+        if !self.lines {
+            let data = io.input.data();
+            match memchr::memchr(b'\n', &data[self.scanned.min(data.len())..]) {
+                Some(_) => {
+                    self.lines = true;
+                    self.burst_ends.clear();
+                }
+                None => self.scanned = data.len(),
+            }
         }
         if io.burst_end
             && !self.lines
@@ -62,12 +72,20 @@ impl Ack {
                 .front()
                 .map(|&end| (end - self.consumed) as usize);
             let limit = burst_end.unwrap_or(data.len());
-            let (message_len, consumed) = match data[..limit].iter().position(|&b| b == b'\n') {
-                Some(pos) => (pos, pos + 1),
+            let from = self.scanned.min(limit);
+            let (message_len, consumed) = match memchr::memchr(b'\n', &data[from..limit]) {
+                Some(at) => {
+                    // No newline before this one: it is consumed next.
+                    self.scanned = from + at;
+                    (from + at, from + at + 1)
+                }
                 None if limit > 0 && (burst_end.is_some() || io.eof || io.input.is_full()) => {
                     (limit, limit)
                 }
-                None => break,
+                None => {
+                    self.scanned = limit;
+                    break;
+                }
             };
             if io.output_free() < reply_len {
                 return Outcome::proceed(true);
@@ -87,6 +105,7 @@ impl Ack {
             }
             io.input.consume(consumed);
             self.consumed += consumed as u64;
+            self.scanned = self.scanned.saturating_sub(consumed);
             while self
                 .burst_ends
                 .front()

@@ -64,6 +64,9 @@ pub struct Admin {
     sent: usize,
     /// The query for the rest of the answer, asked once `pending` is out.
     next: Option<Query>,
+    /// Leading bytes of the input already searched and found to hold no
+    /// newline (a command sent a byte at a time is not searched again).
+    scanned: usize,
 }
 
 impl Admin {
@@ -101,14 +104,21 @@ impl Admin {
                 return Outcome::proceed(false).with_effect(Effect::Query(next));
             }
             let data = io.input.data();
-            let (line, consumed) = match data.iter().position(|&b| b == b'\n') {
+            let from = self.scanned.min(data.len());
+            let newline = memchr::memchr(b'\n', &data[from..]).map(|at| from + at);
+            self.scanned = if newline.is_some() { 0 } else { data.len() };
+            let (line, consumed) = match newline {
                 Some(pos) => (&data[..pos], pos + 1),
                 None if io.input.is_full() => {
                     io.input.clear();
+                    self.scanned = 0;
                     self.pending = b"ERR line too long\n".to_vec();
                     continue;
                 }
-                None if io.eof && !data.is_empty() => (data, data.len()),
+                None if io.eof && !data.is_empty() => {
+                    self.scanned = 0;
+                    (data, data.len())
+                }
                 None if io.eof => return Outcome::close_after_flush(),
                 None => return Outcome::proceed(false),
             };
@@ -426,6 +436,9 @@ mod tests {
         let (out, _) = converse(&input, |_| unreachable!());
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("ERR line too long\n"), "{text}");
+        // The rest of the long line is dropped as it comes; the next
+        // command is found, however far the search had got before.
+        assert!(text.contains("commands:"), "{text}");
     }
 
     fn row() -> ClientRow {

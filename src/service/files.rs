@@ -610,6 +610,10 @@ pub struct Files {
     stream: Option<Stream>,
     /// A `LIST` still walking the tree.
     list: Option<ListWalk>,
+    /// Leading bytes of the request already searched and found to hold no
+    /// newline, so a request sent a byte at a time is not searched again
+    /// from its start on every read.
+    scanned: usize,
 }
 
 #[derive(Debug)]
@@ -646,7 +650,10 @@ impl Files {
     fn take_request(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Option<()> {
         let data = io.input.data();
         let peer = io.peer;
-        let line = match data.iter().position(|&b| b == b'\n') {
+        let from = self.scanned.min(data.len());
+        let newline = memchr::memchr(b'\n', &data[from..]).map(|at| from + at);
+        self.scanned = data.len();
+        let line = match newline {
             Some(pos) => &data[..pos],
             None if data.is_empty() => return None,
             // A request that fills the receive buffer without ending is
