@@ -572,8 +572,8 @@ impl Server {
                     self.ready.push_back(key);
                 }
             }
-            Verdict::Close(reason) => self.close(key, reason, false, now),
-            Verdict::Reset(reason) => self.close(key, reason, true, now),
+            Verdict::Close(reason) => self.close(key, reason, false),
+            Verdict::Reset(reason) => self.close(key, reason, true),
         }
     }
 
@@ -793,7 +793,7 @@ impl Server {
                     conn.state_name()
                 );
             }
-            self.close(key, reason, !clean, now);
+            self.close(key, reason, !clean);
         }
         while let Some(key) = self.chat.pop_expired(now) {
             let secs = self.chat.limits().soft_for.as_secs_f64();
@@ -871,7 +871,7 @@ impl Server {
                     .conns
                     .get(key)
                     .map_or(CloseReason::Shutdown, |c| c.close_reason);
-                self.close(key, reason, !clean, now);
+                self.close(key, reason, !clean);
             }
         }
         self.conns.is_empty()
@@ -894,7 +894,7 @@ impl Server {
         for key in done {
             self.awaiting_ack.remove(&key);
             if let Some(reason) = self.conns.get(key).map(|c| c.close_reason) {
-                self.close(key, reason, false, now);
+                self.close(key, reason, false);
             }
         }
         self.next_drain_check = (!self.awaiting_ack.is_empty()).then(|| now + DRAIN_CHECK);
@@ -902,7 +902,7 @@ impl Server {
 
     /// Closes connection `key` (with a reset when `reset`); a chat member's
     /// leave is announced with the next batch.
-    fn close(&mut self, key: usize, reason: CloseReason, reset: bool, _now: Instant) {
+    fn close(&mut self, key: usize, reason: CloseReason, reset: bool) {
         if let Some(peer) = self.close_quietly(key, reason, reset)
             && self.chat.leave(key, peer, false)
         {
