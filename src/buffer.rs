@@ -560,7 +560,7 @@ mod tests {
         };
         let mut pool = BufPool::new(37);
         let mut buf = ByteBuf::new(37);
-        let mut model = std::collections::VecDeque::new();
+        let mut model: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
         let mut counter = 0u8;
         for _ in 0..20_000 {
             match next() % 3 {

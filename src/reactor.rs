@@ -624,7 +624,13 @@ impl Server {
                             .map(|k| (k.name(), &self.stats.services[k.index()]))
                             .collect();
                         (
-                            admin::render_stats(&self.stats, &running, now - self.started, json),
+                            admin::render_stats(
+                                &self.stats,
+                                &running,
+                                now - self.started,
+                                crate::logsink::dropped(),
+                                json,
+                            ),
                             None,
                         )
                     }
@@ -951,7 +957,7 @@ impl Server {
 }
 
 /// Connection `key` as the `clients` command shows it, with the kernel's
-/// view of its socket (five system calls).
+/// view of its socket (six system calls).
 fn client_row(id: usize, c: &Connection, now: Instant) -> ClientRow {
     let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
     ClientRow {
@@ -972,6 +978,8 @@ fn client_row(id: usize, c: &Connection, now: Instant) -> ClientRow {
         state: c.state_name(),
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
+        write_blocked: !c.writable && c.owed() > 0,
+        tcp: sockopt::tcp_info(&c.socket).ok(),
     }
 }
 

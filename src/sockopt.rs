@@ -103,6 +103,81 @@ pub fn buffer_sizes(socket: &impl AsFd) -> (Option<usize>, Option<usize>) {
     (s.recv_buffer_size().ok(), s.send_buffer_size().ok())
 }
 
+/// What the kernel knows of one TCP connection (`getsockopt(TCP_INFO)`). A
+/// field is `None` when the kernel's `struct tcp_info` is too short to hold
+/// it (older kernels fill a shorter one): never a made-up 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpInfo {
+    /// Smoothed round-trip time and its variation, in microseconds.
+    pub rtt_us: Option<u32>,
+    pub rttvar_us: Option<u32>,
+    /// Congestion window and slow-start threshold, in segments.
+    pub snd_cwnd: Option<u32>,
+    pub snd_ssthresh: Option<u32>,
+    /// Sending segment size, in bytes.
+    pub snd_mss: Option<u32>,
+    /// The window the peer advertised last, in bytes: how much more it is
+    /// ready to receive (0: it is not reading).
+    pub snd_wnd: Option<u32>,
+    /// Segments sent and not yet acknowledged.
+    pub unacked: Option<u32>,
+    /// Segments retransmitted over the connection's life.
+    pub total_retrans: Option<u32>,
+    /// Bytes written to the socket and not yet sent at all.
+    pub notsent_bytes: Option<u32>,
+    /// Bytes the peer has acknowledged so far.
+    pub bytes_acked: Option<u64>,
+    /// Microseconds spent sending, and of those, limited by the peer's
+    /// receive window and by our send buffer.
+    pub busy_time_us: Option<u64>,
+    pub rwnd_limited_us: Option<u64>,
+    pub sndbuf_limited_us: Option<u64>,
+}
+
+/// `getsockopt(TCP_INFO)` on `socket`.
+pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
+    // SAFETY: `tcp_info` is plain integers, for which all zeros is valid.
+    let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `raw` is a live `tcp_info` and `len` its size; the kernel
+    // writes at most `len` bytes into it and stores the length it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut raw).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let filled = len as usize;
+    macro_rules! field {
+        ($name:ident) => {{
+            let end =
+                std::mem::offset_of!(libc::tcp_info, $name) + std::mem::size_of_val(&raw.$name);
+            (end <= filled).then_some(raw.$name)
+        }};
+    }
+    Ok(TcpInfo {
+        rtt_us: field!(tcpi_rtt),
+        rttvar_us: field!(tcpi_rttvar),
+        snd_cwnd: field!(tcpi_snd_cwnd),
+        snd_ssthresh: field!(tcpi_snd_ssthresh),
+        snd_mss: field!(tcpi_snd_mss),
+        snd_wnd: field!(tcpi_snd_wnd),
+        unacked: field!(tcpi_unacked),
+        total_retrans: field!(tcpi_total_retrans),
+        notsent_bytes: field!(tcpi_notsent_bytes),
+        bytes_acked: field!(tcpi_bytes_acked),
+        busy_time_us: field!(tcpi_busy_time),
+        rwnd_limited_us: field!(tcpi_rwnd_limited),
+        sndbuf_limited_us: field!(tcpi_sndbuf_limited),
+    })
+}
+
 /// `openat2(2)`: opens `path` relative to the directory `dir` with `flags`
 /// (`O_CLOEXEC` is always added) and the `RESOLVE_*` bits of `resolve`. An
 /// `ENOSYS` error means the kernel (before 5.6) lacks the call; a sandbox's

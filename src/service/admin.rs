@@ -13,7 +13,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use super::{Effect, Io, Outcome};
+use crate::sockopt::TcpInfo;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
 
 /// A question only the reactor can answer.
@@ -176,19 +179,136 @@ pub struct ClientRow {
     /// asked for with setsockopt, to leave room for its bookkeeping).
     pub so_rcvbuf: Option<usize>,
     pub so_sndbuf: Option<usize>,
-    /// reading, paused (backpressure), draining (sending what is owed
-    /// before closing) or closing (our side shut, waiting for the client).
+    /// reading, paused (backpressure), finishing, draining (sending what
+    /// is owed before closing) or closing (our side shut, waiting for the
+    /// client).
     pub state: &'static str,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The last write to the socket would have blocked: the kernel's send
+    /// buffer is full.
+    pub write_blocked: bool,
+    /// What the kernel knows of the connection (TCP_INFO), if it said.
+    pub tcp: Option<TcpInfo>,
+}
+
+/// What holds a connection's outgoing bytes back right now, from its
+/// buffers and the kernel's figures (see [`ClientRow::limit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Limit {
+    /// Nothing is waiting to be sent.
+    Idle,
+    /// The peer's advertised window is full: the client is not reading.
+    PeerWindow,
+    /// The congestion window is full: the network (or slow start) sets
+    /// the pace.
+    Congestion,
+    /// Our kernel send buffer is full; the peer's window still has room.
+    SendBuffer,
+    /// Bytes are moving and nothing in particular holds them.
+    None,
+}
+
+impl Limit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Idle => "idle",
+            Limit::PeerWindow => "peer-window",
+            Limit::Congestion => "congestion",
+            Limit::SendBuffer => "send-buffer",
+            Limit::None => "none",
+        }
+    }
+}
+
+impl ClientRow {
+    /// What holds this connection back: first whether anything waits to be
+    /// sent at all; then the peer's window (bytes not yet sent while what is
+    /// in flight fills the window the peer advertised), then the congestion
+    /// window (as many segments in flight as it allows), then our kernel send
+    /// buffer (the last write would have blocked).
+    pub fn limit(&self) -> Limit {
+        let queued = self.kernel_send_queue.unwrap_or(0);
+        if self.send_used == 0 && queued == 0 {
+            return Limit::Idle;
+        }
+        let unsent = self.kernel_unsent.unwrap_or(0);
+        let tcp = self.tcp.unwrap_or_default();
+        if unsent > 0
+            && let Some(window) = tcp.snd_wnd
+        {
+            let in_flight = queued.saturating_sub(unsent);
+            let mss = tcp.snd_mss.unwrap_or(0) as usize;
+            if window == 0 || in_flight + mss > window as usize {
+                return Limit::PeerWindow;
+            }
+        }
+        if unsent > 0
+            && let (Some(unacked), Some(cwnd)) = (tcp.unacked, tcp.snd_cwnd)
+            && unacked >= cwnd
+        {
+            return Limit::Congestion;
+        }
+        if self.write_blocked {
+            return Limit::SendBuffer;
+        }
+        Limit::None
+    }
 }
 
 fn opt(n: Option<usize>) -> String {
     n.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
-fn json_opt(n: Option<usize>) -> String {
-    n.map_or_else(|| "null".to_string(), |n| n.to_string())
+/// A row as `clients json` shows it: every field, with TCP_INFO nested.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    id: usize,
+    peer: String,
+    service: &'a str,
+    age_secs: f64,
+    idle_secs: f64,
+    recv_buf_used: usize,
+    recv_buf_capacity: usize,
+    send_buf_used: usize,
+    send_buf_capacity: usize,
+    kernel_recv_queue: Option<usize>,
+    kernel_send_queue: Option<usize>,
+    kernel_send_unsent: Option<usize>,
+    so_rcvbuf: Option<usize>,
+    so_sndbuf: Option<usize>,
+    state: &'a str,
+    limit: Limit,
+    bytes_in: u64,
+    bytes_out: u64,
+    tcp: Option<TcpInfo>,
+}
+
+impl<'a> From<&'a ClientRow> for RowJson<'a> {
+    fn from(r: &'a ClientRow) -> RowJson<'a> {
+        RowJson {
+            id: r.id,
+            peer: r.peer.to_string(),
+            service: r.service,
+            age_secs: r.age.as_secs_f64(),
+            idle_secs: r.idle.as_secs_f64(),
+            recv_buf_used: r.recv_used,
+            recv_buf_capacity: r.recv_capacity,
+            send_buf_used: r.send_used,
+            send_buf_capacity: r.send_capacity,
+            kernel_recv_queue: r.kernel_recv_queue,
+            kernel_send_queue: r.kernel_send_queue,
+            kernel_send_unsent: r.kernel_unsent,
+            so_rcvbuf: r.so_rcvbuf,
+            so_sndbuf: r.so_sndbuf,
+            state: r.state,
+            limit: r.limit(),
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+            tcp: r.tcp,
+        }
+    }
 }
 
 /// The `clients` answer: a table, or one JSON line. Whole, as the parts
@@ -207,7 +327,7 @@ pub fn clients_head(json: bool) -> String {
         return "{\"clients\":[".to_string();
     }
     format!(
-        "{:>5} {:<22} {:<6} {:>8} {:>8} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}\n",
+        "{:>5} {:<22} {:<6} {:>8} {:>8} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<10} {:>7} {:>5} {:<11}\n",
         "id",
         "peer",
         "svc",
@@ -220,7 +340,10 @@ pub fn clients_head(json: bool) -> String {
         "unsent",
         "rcvbuf",
         "sndbuf",
-        "state"
+        "state",
+        "rtt_ms",
+        "cwnd",
+        "limit"
     )
 }
 
@@ -233,34 +356,13 @@ pub fn clients_rows(rows: &[ClientRow], json: bool, first: bool) -> String {
             if i > 0 || !first {
                 out.push(',');
             }
-            let _ = write!(
-                out,
-                "{{\"id\":{},\"peer\":\"{}\",\"service\":\"{}\",\"age_secs\":{:.3},\"idle_secs\":{:.3},\
-                 \"recv_buf_used\":{},\"recv_buf_capacity\":{},\"send_buf_used\":{},\"send_buf_capacity\":{},\
-                 \"kernel_recv_queue\":{},\"kernel_send_queue\":{},\"kernel_send_unsent\":{},\
-                 \"so_rcvbuf\":{},\"so_sndbuf\":{},\"state\":\"{}\",\"bytes_in\":{},\"bytes_out\":{}}}",
-                r.id,
-                r.peer,
-                r.service,
-                r.age.as_secs_f64(),
-                r.idle.as_secs_f64(),
-                r.recv_used,
-                r.recv_capacity,
-                r.send_used,
-                r.send_capacity,
-                json_opt(r.kernel_recv_queue),
-                json_opt(r.kernel_send_queue),
-                json_opt(r.kernel_unsent),
-                json_opt(r.so_rcvbuf),
-                json_opt(r.so_sndbuf),
-                r.state,
-                r.bytes_in,
-                r.bytes_out
-            );
+            // Serialising plain numbers and strings into a String cannot
+            // fail.
+            out.push_str(&serde_json::to_string(&RowJson::from(r)).expect("a row serialises"));
         } else {
             let _ = writeln!(
                 out,
-                "{:>5} {:<22} {:<6} {:>8.1} {:>8.1} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<8}",
+                "{:>5} {:<22} {:<6} {:>8.1} {:>8.1} {:>15} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:<10} {:>7} {:>5} {:<11}",
                 r.id,
                 r.peer.to_string(),
                 r.service,
@@ -273,7 +375,15 @@ pub fn clients_rows(rows: &[ClientRow], json: bool, first: bool) -> String {
                 opt(r.kernel_unsent),
                 opt(r.so_rcvbuf),
                 opt(r.so_sndbuf),
-                r.state
+                r.state,
+                r.tcp.and_then(|t| t.rtt_us).map_or_else(
+                    || "n/a".to_string(),
+                    |us| format!("{:.2}", f64::from(us) / 1000.0)
+                ),
+                r.tcp
+                    .and_then(|t| t.snd_cwnd)
+                    .map_or_else(|| "n/a".to_string(), |c| c.to_string()),
+                r.limit().name()
             );
         }
     }
@@ -292,30 +402,76 @@ pub fn clients_tail(json: bool, rows: usize) -> String {
     )
 }
 
-fn stats_json(s: &ServiceStats) -> String {
-    let refused: Vec<String> = RefuseReason::ALL
-        .iter()
-        .map(|r| {
-            format!(
-                "\"{}\":{}",
-                r.name().replace('-', "_"),
-                s.refused[*r as usize]
-            )
-        })
-        .collect();
-    let closed: Vec<String> = CloseReason::ALL
-        .iter()
-        .map(|r| format!("\"{}\":{}", r.name(), s.closed[*r as usize]))
-        .collect();
-    format!(
-        "{{\"accepted\":{},\"active\":{},\"refused\":{{{}}},\"closed\":{{{}}},\"bytes_in\":{},\"bytes_out\":{}}}",
-        s.accepted,
-        s.active,
-        refused.join(","),
-        closed.join(","),
-        s.bytes_in,
-        s.bytes_out
-    )
+/// One service's counters as `stats json` shows them, causes in the order
+/// of their enums.
+struct ServiceJson<'a>(&'a ServiceStats);
+
+impl Serialize for ServiceJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let s = self.0;
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("accepted", &s.accepted)?;
+        map.serialize_entry("active", &s.active)?;
+        map.serialize_entry(
+            "refused",
+            &Causes(
+                RefuseReason::ALL
+                    .iter()
+                    .map(|r| (r.name().replace('-', "_"), s.refused[*r as usize]))
+                    .collect(),
+            ),
+        )?;
+        map.serialize_entry(
+            "closed",
+            &Causes(
+                CloseReason::ALL
+                    .iter()
+                    .map(|r| (r.name().to_string(), s.closed[*r as usize]))
+                    .collect(),
+            ),
+        )?;
+        map.serialize_entry("bytes_in", &s.bytes_in)?;
+        map.serialize_entry("bytes_out", &s.bytes_out)?;
+        map.end()
+    }
+}
+
+/// Counts by cause, as a JSON object in the given order.
+struct Causes(Vec<(String, u64)>);
+
+impl Serialize for Causes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The whole `stats json` answer.
+struct StatsJson<'a> {
+    uptime: Duration,
+    services: &'a [(&'a str, &'a ServiceStats)],
+    total: &'a ServiceStats,
+    log_lines_dropped: u64,
+}
+
+impl Serialize for StatsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(4))?;
+        map.serialize_entry("uptime_secs", &self.uptime.as_secs_f64())?;
+        map.serialize_entry("services", &ServicesJson(self.services))?;
+        map.serialize_entry("total", &ServiceJson(self.total))?;
+        map.serialize_entry("log_lines_dropped", &self.log_lines_dropped)?;
+        map.end()
+    }
+}
+
+struct ServicesJson<'a>(&'a [(&'a str, &'a ServiceStats)]);
+
+impl Serialize for ServicesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, s)| (*name, ServiceJson(s))))
+    }
 }
 
 /// The `stats` answer: a table, or one JSON line. `services` are the names
@@ -324,22 +480,26 @@ pub fn render_stats(
     stats: &Stats,
     services: &[(&str, &ServiceStats)],
     uptime: Duration,
+    log_lines_dropped: u64,
     json: bool,
 ) -> String {
     let total = stats.total();
     if json {
-        let per: Vec<String> = services
-            .iter()
-            .map(|(name, s)| format!("\"{name}\":{}", stats_json(s)))
-            .collect();
-        return format!(
-            "{{\"uptime_secs\":{:.3},\"services\":{{{}}},\"total\":{}}}\n",
-            uptime.as_secs_f64(),
-            per.join(","),
-            stats_json(&total)
-        );
+        let answer = StatsJson {
+            uptime,
+            services,
+            total: &total,
+            log_lines_dropped,
+        };
+        // Plain numbers and strings: serialising into a String cannot fail.
+        let mut line = serde_json::to_string(&answer).expect("stats serialise");
+        line.push('\n');
+        return line;
     }
-    let mut out = format!("uptime {:.1} s\n", uptime.as_secs_f64());
+    let mut out = format!(
+        "uptime {:.1} s, log lines dropped {log_lines_dropped}\n",
+        uptime.as_secs_f64()
+    );
     let mut header = format!("{:<8} {:>9} {:>7}", "service", "accepted", "active");
     for r in RefuseReason::ALL {
         let _ = write!(header, " {:>14}", format!("refused:{}", r.name()));
@@ -460,6 +620,15 @@ mod tests {
             state: "paused",
             bytes_in: 100,
             bytes_out: 90,
+            write_blocked: false,
+            tcp: Some(TcpInfo {
+                rtt_us: Some(1500),
+                snd_cwnd: Some(10),
+                snd_mss: Some(1000),
+                snd_wnd: Some(0),
+                unacked: Some(0),
+                ..TcpInfo::default()
+            }),
         }
     }
 
@@ -477,6 +646,9 @@ mod tests {
             "\"so_rcvbuf\":131072",
             "\"so_sndbuf\":null",
             "\"state\":\"paused\"",
+            "\"limit\":\"peer-window\"",
+            "\"rtt_us\":1500",
+            "\"rttvar_us\":null",
         ] {
             assert!(text.contains(field), "{field} in {text}");
         }
@@ -490,7 +662,48 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("kern_rq") && lines[0].contains("state"));
         assert!(lines[1].contains("127.0.0.1:5000") && lines[1].contains("10/65536"));
-        assert!(lines[1].trim_end().ends_with("paused"));
+        assert!(lines[1].contains(" paused "));
+        assert!(lines[1].contains(" 1.50 ") && lines[1].trim_end().ends_with("peer-window"));
+    }
+
+    #[test]
+    fn the_limit_names_what_holds_the_bytes_back() {
+        let idle = ClientRow {
+            send_used: 0,
+            kernel_send_queue: Some(0),
+            kernel_unsent: Some(0),
+            ..row()
+        };
+        assert_eq!(idle.limit(), Limit::Idle);
+        // Unsent bytes and a shut window: the client is not reading.
+        assert_eq!(row().limit(), Limit::PeerWindow);
+        let open_window = |tcp: TcpInfo| ClientRow {
+            tcp: Some(TcpInfo {
+                snd_wnd: Some(1 << 20),
+                ..tcp
+            }),
+            ..row()
+        };
+        let congested = open_window(TcpInfo {
+            unacked: Some(10),
+            snd_cwnd: Some(10),
+            ..row().tcp.unwrap()
+        });
+        assert_eq!(congested.limit(), Limit::Congestion);
+        let moving = open_window(row().tcp.unwrap());
+        assert_eq!(moving.limit(), Limit::None);
+        let blocked = ClientRow {
+            write_blocked: true,
+            kernel_unsent: Some(0),
+            ..moving.clone()
+        };
+        assert_eq!(blocked.limit(), Limit::SendBuffer);
+        // A kernel that gave no TCP_INFO: judged by what is known.
+        let unknown = ClientRow {
+            tcp: None,
+            ..moving
+        };
+        assert_eq!(unknown.limit(), Limit::None);
     }
 
     #[test]
@@ -500,11 +713,11 @@ mod tests {
         stats.refused(ServiceKind::Echo, RefuseReason::Full);
         stats.closed(ServiceKind::Echo, CloseReason::Idle);
         let echo = stats.services[ServiceKind::Echo.index()].clone();
-        let json = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), true);
+        let json = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), 0, true);
         assert_eq!(json.lines().count(), 1);
         assert!(json.contains("\"echo\":{\"accepted\":1,\"active\":0,\"refused\":{\"full\":1,\"per_ip\":0},\"closed\":{\"peer\":0,\"idle\":1"), "{json}");
         assert!(json.contains("\"total\":{\"accepted\":1"), "{json}");
-        let text = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), false);
+        let text = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), 0, false);
         assert!(text.lines().any(|l| l.starts_with("echo ")));
         assert!(text.lines().any(|l| l.starts_with("total ")));
         assert!(text.contains("closed:idle"));

@@ -481,9 +481,23 @@ pub fn client_json_of(clients: &str, peer: SocketAddr, service: &str) -> Option<
 
 fn row_at(clients: &str, key: &str) -> Option<String> {
     let at = clients.find(key)?;
+    // The peer is a row's second field, so the row opens just before it.
     let start = clients[..at].rfind('{').expect("a row is an object");
-    let end = at + clients[at..].find('}').expect("a row is an object");
-    Some(clients[start..=end].to_string())
+    // Rows nest an object (TCP_INFO): match braces to find the row's end.
+    let mut depth = 0;
+    for (i, c) in clients[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(clients[start..=start + i].to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("a row is an object: {clients}")
 }
 
 /// The number after `"field":` in `json`, or `None` for null.
