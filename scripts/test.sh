@@ -71,6 +71,7 @@ for script in scripts/nc-*.sh; do
     run "$script"
 done
 run scripts/readme-examples.sh
+run scripts/check-metrics.sh
 for script in scripts/demo-*.sh; do
     run "$script" --test
 done

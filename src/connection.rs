@@ -134,6 +134,10 @@ pub struct TurnReport {
     pub bytes_out: usize,
     /// The phase changed during the turn: its deadline starts now.
     pub phase_changed: bool,
+    /// The turn paused reading for backpressure.
+    pub paused: bool,
+    /// The service asked to be called again at this time.
+    pub wake_at: Option<Instant>,
 }
 
 /// One accepted client.
@@ -172,6 +176,9 @@ pub struct Connection {
     failure: Option<Failure>,
     /// Sitting in the reactor's ready queue.
     pub queued: bool,
+    /// The last time the service asked to be woken at, as the reactor
+    /// queued it (so one request is queued once, not once per turn).
+    pub wake_at: Option<Instant>,
     /// The cause counted when this connection closes.
     pub close_reason: CloseReason,
     pub opened: Instant,
@@ -199,6 +206,8 @@ struct ServiceCall {
     stuck: bool,
     /// It asked to be called again next turn ([`crate::service::Outcome::yielded`]).
     yielded: bool,
+    /// It asked to be called again at this time.
+    wake_at: Option<Instant>,
 }
 
 impl Connection {
@@ -228,6 +237,7 @@ impl Connection {
             eof: false,
             failure: None,
             queued: false,
+            wake_at: None,
             close_reason: CloseReason::Peer,
             opened: now,
             last_active: now,
@@ -287,6 +297,11 @@ impl Connection {
         self.service.deliver(answer, next);
     }
 
+    /// `watch` snapshots skipped for this (admin) connection.
+    pub fn skipped_snapshots(&self) -> Option<u64> {
+        self.service.skipped_snapshots()
+    }
+
     /// Whether a read now could do anything useful.
     fn wants_read(&self) -> bool {
         if !self.readable || self.eof || self.failure.is_some() {
@@ -318,9 +333,13 @@ impl Connection {
             discarded: 0,
             bytes_out: 0,
             phase_changed: false,
+            paused: false,
+            wake_at: None,
         };
         report.next = self.turn_inner(key, ctx, &mut report);
         report.phase_changed = self.phase != phase;
+        let paused = Phase::Open { paused: true };
+        report.paused = phase != paused && self.phase == paused;
         if report.bytes_in + report.bytes_out > 0 {
             self.last_active = ctx.now;
         }
@@ -346,10 +365,14 @@ impl Connection {
             // The service first: after a failed read it still gets the bytes
             // read before the failure.
             let mut stuck = false;
-            if self.service_takes_input() && self.service_has_work() && !yielded {
+            let due = self.wake_at.is_some_and(|t| t <= ctx.now);
+            if self.service_takes_input() && (self.service_has_work() || due) && !yielded {
                 let call = self.run_service(key, ctx, false);
                 stuck = call.stuck;
                 yielded = call.yielded;
+                if call.wake_at.is_some() {
+                    report.wake_at = call.wake_at;
+                }
             }
             if let Some(failure) = self.failure {
                 debug!("conn {key} {}: ending with a reset: {failure:?}", self.peer);
@@ -508,6 +531,7 @@ impl Connection {
                 && self.recv.len() == input_before
                 && self.send.len() == output_before,
             yielded: outcome.yielded,
+            wake_at: outcome.wake_at,
         };
         match outcome.next {
             Next::Continue => {

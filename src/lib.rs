@@ -32,6 +32,7 @@
 //! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.
+//! - [`metrics`]: the counters in the Prometheus (OpenMetrics) text format.
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
@@ -41,6 +42,7 @@ pub mod config;
 pub mod connection;
 pub mod limits;
 pub mod logsink;
+pub mod metrics;
 pub mod reactor;
 pub mod service;
 pub mod sockopt;

@@ -31,7 +31,8 @@
 //! Closes requested while keys are being walked (a chat leave announced to a
 //! receiver found too slow) look every key up again, never index blindly.
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
@@ -47,6 +48,7 @@ use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Phase, Pools, TurnContext, Verdict};
 use crate::limits::{self, Admission};
+use crate::metrics;
 use crate::service::admin::{self, ClientRow, Cursor, Query};
 use crate::service::{Effect, ServiceKind};
 use crate::sockopt;
@@ -124,6 +126,25 @@ struct Listener {
     kind: ServiceKind,
 }
 
+/// The two tables rendered in steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Table {
+    Clients {
+        json: bool,
+    },
+    /// A `watch` snapshot: stats and clients, one JSON line.
+    Watch,
+}
+
+/// Loop-wide counters for `metrics`.
+#[derive(Debug, Default)]
+struct LoopCounters {
+    iterations: u64,
+    events: u64,
+    pauses: u64,
+    slow_consumers: u64,
+}
+
 /// How `run` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -164,6 +185,11 @@ pub struct Server {
     /// `clients` rows that may still be rendered in this turn of the loop
     /// (reset to [`ROWS_PER_TURN`] each turn).
     admin_rows_left: usize,
+    /// Connections whose service asked to be called at a time (a `watch`
+    /// snapshot due), earliest first, with the generation they were asked
+    /// for (a key reused since is not woken).
+    wakeups: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    counters: LoopCounters,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
@@ -236,6 +262,8 @@ impl Server {
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
             chat: ChatRoom::new(config.chat),
             admin_rows_left: ROWS_PER_TURN,
+            wakeups: BinaryHeap::new(),
+            counters: LoopCounters::default(),
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
@@ -290,7 +318,9 @@ impl Server {
             }
             let now = Instant::now();
             self.admin_rows_left = ROWS_PER_TURN;
+            self.counters.iterations += 1;
             for event in events.iter() {
+                self.counters.events += 1;
                 let token = event.token().0;
                 if token > SIGNAL_TOKEN {
                     self.accept(LISTENER_TOKEN_TOP - token, now);
@@ -364,6 +394,7 @@ impl Server {
 
     fn next_deadline(&self) -> Option<Instant> {
         earliest([
+            self.wakeups.peek().map(|Reverse((at, _, _))| *at),
             self.phase_deadlines.next_deadline(),
             self.chat.over_soft.next_deadline(),
             self.shutdown_deadline,
@@ -546,6 +577,15 @@ impl Server {
             idle.touch(key, now);
         }
         let next = report.next;
+        if report.paused {
+            self.counters.pauses += 1;
+        }
+        if let Some(at) = report.wake_at
+            && conn.wake_at != Some(at)
+        {
+            conn.wake_at = Some(at);
+            self.wakeups.push(Reverse((at, key, conn.generation)));
+        }
         let (kind, queued_cost) = (conn.kind, conn.shared.cost());
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
@@ -617,24 +657,12 @@ impl Server {
             }
             Effect::Query(query) => {
                 let answer = match query {
-                    Query::Stats { json } => {
-                        let running: Vec<(&str, &ServiceStats)> = ServiceKind::ALL
-                            .iter()
-                            .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
-                            .map(|k| (k.name(), &self.stats.services[k.index()]))
-                            .collect();
-                        (
-                            admin::render_stats(
-                                &self.stats,
-                                &running,
-                                now - self.started,
-                                crate::logsink::dropped(),
-                                json,
-                            ),
-                            None,
-                        )
+                    Query::Stats { json } => (self.render_stats(json, now), None),
+                    Query::Clients { json, cursor } => {
+                        self.clients_step(Table::Clients { json }, cursor, now)
                     }
-                    Query::Clients { json, cursor } => self.clients_step(json, cursor, now),
+                    Query::Watch { cursor } => self.clients_step(Table::Watch, cursor, now),
+                    Query::Metrics => (self.render_metrics(), None),
                 };
                 let Some(conn) = self.conns.get_mut(key) else {
                     return;
@@ -716,6 +744,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        self.counters.slow_consumers += 1;
         let peer = conn.peer;
         warn!(
             "chat {peer}: too slow ({why}), {} bytes queued; disconnecting",
@@ -742,14 +771,19 @@ impl Server {
     /// snapshot: a connection opened or closed meanwhile may or may not show.
     fn clients_step(
         &mut self,
-        json: bool,
+        table: Table,
         cursor: Cursor,
         now: Instant,
     ) -> (String, Option<Query>) {
-        let mut out = if cursor.started {
-            String::new()
-        } else {
-            admin::clients_head(json)
+        let json = table != (Table::Clients { json: false });
+        let mut out = match table {
+            _ if cursor.started => String::new(),
+            Table::Clients { json } => admin::clients_head(json),
+            Table::Watch => {
+                // One JSON line: the stats, then the rows as `clients json`.
+                let stats = self.render_stats(true, now);
+                format!("{{\"stats\":{},\"clients\":[", stats.trim_end())
+            }
         };
         let most = ROWS_PER_STEP.min(self.admin_rows_left);
         let mut rows = Vec::with_capacity(most);
@@ -768,7 +802,10 @@ impl Server {
         out.push_str(&admin::clients_rows(&rows, json, cursor.rows == 0));
         let total = cursor.rows + rows.len();
         if key >= end {
-            out.push_str(&admin::clients_tail(json, total));
+            match table {
+                Table::Clients { json } => out.push_str(&admin::clients_tail(json, total)),
+                Table::Watch => out.push_str("]}\n"),
+            }
             return (out, None);
         }
         let rest = Cursor {
@@ -776,7 +813,56 @@ impl Server {
             rows: total,
             started: true,
         };
-        (out, Some(Query::Clients { json, cursor: rest }))
+        let next = match table {
+            Table::Clients { json } => Query::Clients { json, cursor: rest },
+            Table::Watch => Query::Watch { cursor: rest },
+        };
+        (out, Some(next))
+    }
+
+    /// The `stats` answer, as a table or one JSON line.
+    fn render_stats(&self, json: bool, now: Instant) -> String {
+        let running: Vec<(&str, &ServiceStats)> = self.running_services();
+        admin::render_stats(
+            &self.stats,
+            &running,
+            now - self.started,
+            crate::logsink::dropped(),
+            json,
+        )
+    }
+
+    /// The counters of the services that have a listener, by name.
+    fn running_services(&self) -> Vec<(&'static str, &ServiceStats)> {
+        ServiceKind::ALL
+            .iter()
+            .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
+            .map(|k| (k.name(), &self.stats.services[k.index()]))
+            .collect()
+    }
+
+    /// The `metrics` answer. The buffer figures are summed over every
+    /// connection: a walk of memory only (no system call), done once per
+    /// scrape.
+    fn render_metrics(&self) -> String {
+        let (mut sum, mut max) = (0u64, 0u64);
+        for (_, c) in &self.conns {
+            let held = (c.recv.len() + c.owed()) as u64;
+            sum += held;
+            max = max.max(held);
+        }
+        metrics::render(&metrics::Snapshot {
+            services: self.running_services(),
+            user_buffer_bytes: sum,
+            user_buffer_max_bytes: max,
+            pool_blocks_recv: self.pools.recv.idle_blocks() as u64,
+            pool_blocks_send: self.pools.send.idle_blocks() as u64,
+            backpressure_pauses: self.counters.pauses,
+            slow_consumer_disconnects: self.counters.slow_consumers,
+            log_lines_dropped: crate::logsink::dropped(),
+            poll_iterations: self.counters.iterations,
+            poll_events: self.counters.events,
+        })
     }
 
     /// Acts on every deadline that has passed.
@@ -800,6 +886,18 @@ impl Server {
                 );
             }
             self.close(key, reason, !clean);
+        }
+        while let Some(Reverse((at, key, generation))) = self.wakeups.peek().copied()
+            && at <= now
+        {
+            self.wakeups.pop();
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.generation == generation
+                && !conn.queued
+            {
+                conn.queued = true;
+                self.ready.push_back(key);
+            }
         }
         while let Some(key) = self.chat.pop_expired(now) {
             let secs = self.chat.limits().soft_for.as_secs_f64();
@@ -980,6 +1078,7 @@ fn client_row(id: usize, c: &Connection, now: Instant) -> ClientRow {
         bytes_out: c.bytes_out,
         write_blocked: !c.writable && c.owed() > 0,
         tcp: sockopt::tcp_info(&c.socket).ok(),
+        snapshots_skipped: c.skipped_snapshots(),
     }
 }
 

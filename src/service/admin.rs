@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -32,6 +32,42 @@ pub enum Query {
         json: bool,
         cursor: Cursor,
     },
+    /// The counters in the Prometheus text format.
+    Metrics,
+    /// One `watch` snapshot (stats and every connection, one JSON line),
+    /// rendered in steps like `clients`.
+    Watch {
+        cursor: Cursor,
+    },
+}
+
+/// Shortest and longest `watch` interval, in milliseconds: below 50 ms the
+/// snapshots of a busy server would be most of its work; above a minute a
+/// watch is not live any more.
+pub const WATCH_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
+
+/// Most header lines of an HTTP request read before the answer: a scraper
+/// sends a handful; anything that keeps sending is not one.
+const MAX_HTTP_HEADERS: usize = 64;
+
+/// A `watch` in progress.
+#[derive(Debug)]
+struct Watch {
+    interval: Duration,
+    /// When the next snapshot is due.
+    due: Option<Instant>,
+    /// Snapshots skipped because the client had not read the last one.
+    skipped: u64,
+}
+
+/// An HTTP request (a Prometheus scrape) being read or answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Http {
+    /// Reading header lines up to the blank one; `metrics`: the path was
+    /// `/metrics`.
+    Headers { metrics: bool, lines: usize },
+    /// The answer was asked for (or is the 404); close once it is sent.
+    Answering,
 }
 
 /// Where a `clients` answer stands: the next connection key to look at,
@@ -47,8 +83,11 @@ pub struct Cursor {
 const HELP: &str = "\
 commands:
   stats          totals per service: accepted, active, refused, closed by cause, bytes
-  clients        one row per connection: buffers and kernel queues
+  clients        one row per connection: buffers, kernel queues, TCP_INFO, limit
   stats json     the same as one JSON line (likewise clients json)
+  metrics        the counters in the Prometheus text format (also HTTP GET /metrics)
+  watch MS       a JSON snapshot of stats and clients every MS milliseconds
+                 (50 to 60000), skipped while the last one is unread; any line ends it
   help           this text
   quit           close this connection
 ";
@@ -70,6 +109,10 @@ pub struct Admin {
     /// Leading bytes of the input already searched and found to hold no
     /// newline (a command sent a byte at a time is not searched again).
     scanned: usize,
+    /// A `watch` in progress.
+    watch: Option<Watch>,
+    /// An HTTP request in progress.
+    http: Option<Http>,
 }
 
 impl Admin {
@@ -79,13 +122,23 @@ impl Admin {
         self.awaiting || self.sent < self.pending.len() || self.next.is_some()
     }
 
+    /// Snapshots a `watch` skipped because its client had not read the
+    /// previous one yet.
+    pub fn skipped_snapshots(&self) -> u64 {
+        self.watch.as_ref().map_or(0, |w| w.skipped)
+    }
+
     /// The reactor's answer to the last query: the whole of it, or a part
     /// and the query for the rest (`next`), asked once this part is sent.
     pub fn deliver(&mut self, answer: Vec<u8>, next: Option<Query>) {
         self.awaiting = false;
-        self.pending = answer;
         self.sent = 0;
         self.next = next;
+        self.pending = if self.http == Some(Http::Answering) {
+            http_response("200 OK", crate::metrics::CONTENT_TYPE, &answer)
+        } else {
+            answer
+        };
     }
 
     /// Answers commands one at a time.
@@ -94,6 +147,17 @@ impl Admin {
             if self.sent < self.pending.len() {
                 self.sent += io.write(&self.pending[self.sent..]);
                 if self.sent < self.pending.len() {
+                    // A snapshot still on its way: one due meanwhile is
+                    // skipped, never queued behind it.
+                    if let Some(watch) = &mut self.watch
+                        && let Some(due) = watch.due
+                    {
+                        if io.now >= due {
+                            watch.skipped += 1;
+                            watch.due = Some(io.now + watch.interval);
+                        }
+                        return Outcome::proceed(false).wake_at(watch.due.unwrap_or(due));
+                    }
                     return Outcome::proceed(false);
                 }
                 self.pending = Vec::new();
@@ -105,6 +169,36 @@ impl Admin {
             if let Some(next) = self.next.take() {
                 self.awaiting = true;
                 return Outcome::proceed(false).with_effect(Effect::Query(next));
+            }
+            if self.http == Some(Http::Answering) {
+                return Outcome::close_after_flush();
+            }
+            if let Some(watch) = &mut self.watch {
+                if !io.input.is_empty() {
+                    // Any line from the client ends the watch; commands
+                    // after it are read as usual.
+                    self.watch = None;
+                    let line_end =
+                        memchr::memchr(b'\n', io.input.data()).map_or(io.input.len(), |at| at + 1);
+                    io.input.consume(line_end);
+                    self.scanned = 0;
+                    continue;
+                }
+                let due = *watch.due.get_or_insert(io.now);
+                if io.now < due {
+                    return Outcome::proceed(false).wake_at(due);
+                }
+                watch.due = Some(io.now + watch.interval);
+                if io.output_len() > 0 {
+                    // The last snapshot is still waiting for the client:
+                    // skip this one rather than queue without bound.
+                    watch.skipped += 1;
+                    return Outcome::proceed(false).wake_at(io.now + watch.interval);
+                }
+                self.awaiting = true;
+                return Outcome::proceed(false).with_effect(Effect::Query(Query::Watch {
+                    cursor: Cursor::default(),
+                }));
             }
             let data = io.input.data();
             let from = self.scanned.min(data.len());
@@ -128,7 +222,36 @@ impl Admin {
             let command = String::from_utf8_lossy(line).trim().to_ascii_lowercase();
             io.input.consume(consumed);
             let words: Vec<&str> = command.split_whitespace().collect();
+            if let Some(Http::Headers { metrics, lines }) = self.http {
+                if !words.is_empty() {
+                    if lines >= MAX_HTTP_HEADERS {
+                        self.http = Some(Http::Answering);
+                        self.pending =
+                            http_response("400 Bad Request", "text/plain", b"too many headers\n");
+                    } else {
+                        self.http = Some(Http::Headers {
+                            metrics,
+                            lines: lines + 1,
+                        });
+                    }
+                    continue;
+                }
+                self.http = Some(Http::Answering);
+                if !metrics {
+                    self.pending = http_response("404 Not Found", "text/plain", b"try /metrics\n");
+                    continue;
+                }
+                self.awaiting = true;
+                return Outcome::proceed(false).with_effect(Effect::Query(Query::Metrics));
+            }
             let query = match words.as_slice() {
+                ["get", path, version] if version.starts_with("http/") => {
+                    self.http = Some(Http::Headers {
+                        metrics: *path == "/metrics",
+                        lines: 0,
+                    });
+                    continue;
+                }
                 [] => continue,
                 ["help"] => {
                     self.pending = HELP.as_bytes().to_vec();
@@ -145,6 +268,21 @@ impl Admin {
                     json: true,
                     cursor: Cursor::default(),
                 },
+                ["metrics"] => Query::Metrics,
+                ["watch", ms] => match ms.parse::<u64>() {
+                    Ok(ms) if WATCH_MS.contains(&ms) => {
+                        self.watch = Some(Watch {
+                            interval: Duration::from_millis(ms),
+                            due: None,
+                            skipped: 0,
+                        });
+                        continue;
+                    }
+                    _ => {
+                        self.pending = b"ERR watch takes milliseconds, 50 to 60000\n".to_vec();
+                        continue;
+                    }
+                },
                 _ => {
                     self.pending = b"ERR unknown command, try help\n".to_vec();
                     continue;
@@ -154,6 +292,17 @@ impl Admin {
             return Outcome::proceed(false).with_effect(Effect::Query(query));
         }
     }
+}
+
+/// An HTTP/1.0 response with `body`.
+fn http_response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 /// One connection as the `clients` command shows it.
@@ -190,6 +339,9 @@ pub struct ClientRow {
     pub write_blocked: bool,
     /// What the kernel knows of the connection (TCP_INFO), if it said.
     pub tcp: Option<TcpInfo>,
+    /// Admin connections: `watch` snapshots skipped because the client had
+    /// not read the previous one.
+    pub snapshots_skipped: Option<u64>,
 }
 
 /// What holds a connection's outgoing bytes back right now, from its
@@ -282,6 +434,8 @@ struct RowJson<'a> {
     limit: Limit,
     bytes_in: u64,
     bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots_skipped: Option<u64>,
     tcp: Option<TcpInfo>,
 }
 
@@ -306,6 +460,7 @@ impl<'a> From<&'a ClientRow> for RowJson<'a> {
             limit: r.limit(),
             bytes_in: r.bytes_in,
             bytes_out: r.bytes_out,
+            snapshots_skipped: r.snapshots_skipped,
             tcp: r.tcp,
         }
     }
@@ -601,6 +756,100 @@ mod tests {
         assert!(text.contains("commands:"), "{text}");
     }
 
+    /// One admin call at `now` with `input` appended and `room` bytes free
+    /// in the send buffer (what is already there stays: the client has not
+    /// read it).
+    struct Operator {
+        admin: Admin,
+        recv: ByteBuf,
+        send: ByteBuf,
+        pool: BufPool,
+        out_pool: BufPool,
+    }
+
+    impl Operator {
+        fn new() -> Operator {
+            Operator {
+                admin: Admin::default(),
+                recv: ByteBuf::new(256),
+                send: ByteBuf::new(4096),
+                pool: BufPool::new(256),
+                out_pool: BufPool::new(4096),
+            }
+        }
+
+        fn call(&mut self, input: &[u8], now: Instant) -> Outcome {
+            self.recv.append(&mut self.pool, input);
+            let peer = "127.0.0.1:1".parse().unwrap();
+            let mut io = Io::new(
+                &mut self.recv,
+                &mut self.send,
+                &mut self.out_pool,
+                peer,
+                now,
+            );
+            self.admin.process(&mut io)
+        }
+    }
+
+    #[test]
+    fn a_watch_sends_a_snapshot_per_interval_and_skips_for_a_slow_reader() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut op = Operator::new();
+        let first = op.call(b"watch 100\n", t0);
+        assert_eq!(
+            first.effect,
+            Some(Effect::Query(Query::Watch {
+                cursor: Cursor::default()
+            }))
+        );
+        op.admin.deliver(b"{snapshot}\n".to_vec(), None);
+        let written = op.call(b"", t0);
+        assert_eq!(op.send.data(), b"{snapshot}\n");
+        assert_eq!(written.wake_at, Some(t0 + ms(100)), "next one is due then");
+        // Not yet due: only a wake-up time.
+        let early = op.call(b"", t0 + ms(50));
+        assert_eq!((early.effect, early.wake_at), (None, Some(t0 + ms(100))));
+        // Due, but the client has not read the last one: skipped.
+        let due = op.call(b"", t0 + ms(100));
+        assert_eq!(due.effect, None);
+        assert_eq!(op.admin.skipped_snapshots(), 1);
+        // Once it has read, the next one is asked for.
+        op.send.clear();
+        let next = op.call(b"", t0 + ms(200));
+        assert!(matches!(
+            next.effect,
+            Some(Effect::Query(Query::Watch { .. }))
+        ));
+        op.admin.deliver(b"{s}\n".to_vec(), None);
+        // Any line ends the watch.
+        op.call(b"\n", t0 + ms(250));
+        assert_eq!(op.call(b"", t0 + ms(400)).effect, None);
+    }
+
+    #[test]
+    fn an_http_get_of_metrics_is_answered_as_http_then_closed() {
+        let mut op = Operator::new();
+        let asked = op.call(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n",
+            Instant::now(),
+        );
+        assert_eq!(asked.effect, None, "headers are still coming");
+        let asked = op.call(b"\r\n", Instant::now());
+        assert_eq!(asked.effect, Some(Effect::Query(Query::Metrics)));
+        op.admin.deliver(b"a 1\n".to_vec(), None);
+        let done = op.call(b"", Instant::now());
+        let text = String::from_utf8(op.send.data().to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 4\r\n") && text.ends_with("\r\n\r\na 1\n"));
+        assert_eq!(done.next, super::super::Next::CloseAfterFlush);
+        let mut other = Operator::new();
+        other.call(b"GET / HTTP/1.0\r\n\r\n", Instant::now());
+        let text = String::from_utf8(other.send.data().to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.0 404 Not Found"), "{text}");
+    }
+
     fn row() -> ClientRow {
         ClientRow {
             id: 3,
@@ -621,6 +870,7 @@ mod tests {
             bytes_in: 100,
             bytes_out: 90,
             write_blocked: false,
+            snapshots_skipped: None,
             tcp: Some(TcpInfo {
                 rtt_us: Some(1500),
                 snd_cwnd: Some(10),

@@ -146,6 +146,14 @@ impl Service {
         outcome
     }
 
+    /// `watch` snapshots skipped for a reader that did not keep up (admin).
+    pub fn skipped_snapshots(&self) -> Option<u64> {
+        match self {
+            Service::Admin(s) => Some(s.skipped_snapshots()),
+            _ => None,
+        }
+    }
+
     /// Consumes input and produces output as far as both allow.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
         match self {
@@ -276,6 +284,9 @@ pub struct Outcome {
     /// it again next turn, after every other connection has had its turn,
     /// not again in this one.
     pub yielded: bool,
+    /// Call the service again at this time even if nothing else happens (a
+    /// `watch` snapshot is due).
+    pub wake_at: Option<Instant>,
     pub effect: Option<Effect>,
 }
 
@@ -286,6 +297,7 @@ impl Outcome {
             next: Next::Continue,
             output_blocked,
             yielded: false,
+            wake_at: None,
             effect: None,
         }
     }
@@ -296,6 +308,7 @@ impl Outcome {
             next: Next::CloseAfterFlush,
             output_blocked: false,
             yielded: false,
+            wake_at: None,
             effect: None,
         }
     }
@@ -314,7 +327,16 @@ impl Outcome {
             next: Next::Abort,
             output_blocked: false,
             yielded: false,
+            wake_at: None,
             effect: None,
+        }
+    }
+
+    /// The same, and call again at `at`.
+    pub fn wake_at(self, at: Instant) -> Outcome {
+        Outcome {
+            wake_at: Some(at),
+            ..self
         }
     }
 
