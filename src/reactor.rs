@@ -209,9 +209,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds every listener in `config` and registers it. Logs each bound
-    /// address as `listening on ADDR (SERVICE)`. Errors are one line naming
-    /// the address that failed.
+    /// Binds every listener in `config` and registers it. Errors are one
+    /// line naming the address that failed. [`Server::run`] logs each bound
+    /// address as `listening on ADDR (SERVICE)` when it starts.
     pub fn bind(config: ServerConfig) -> Result<Server, String> {
         if config.listeners.is_empty() || config.listeners.len() > MAX_LISTENERS {
             return Err(format!(
@@ -238,7 +238,6 @@ impl Server {
                     Interest::READABLE,
                 )
                 .map_err(fail)?;
-            info!("listening on {addr} ({})", spec.service);
             listeners.push(Listener {
                 socket,
                 addr,
@@ -294,8 +293,15 @@ impl Server {
         Ok(())
     }
 
-    /// Serves until a signal stops it, or an unrecoverable poll error.
+    /// Serves until a signal stops it, or an unrecoverable poll error. Logs
+    /// every bound address first.
     pub fn run(&mut self) -> io::Result<Exit> {
+        // Logged only now, after `handle_signals`: a script that reads the
+        // port from this line and signals at once must find the handlers
+        // in place.
+        for listener in &self.listeners {
+            info!("listening on {} ({})", listener.addr, listener.kind);
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             crate::logsink::flush();

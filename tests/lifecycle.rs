@@ -382,3 +382,19 @@ fn reuse_port_lets_two_servers_share_a_port_and_both_get_clients() {
     let out = run_binary(&["serve", "-l", &spec], b"");
     assert!(!out.status.success());
 }
+
+#[test]
+fn regression_a_sigterm_right_after_the_listening_lines_kills_the_server() {
+    // A script reads the port from the log and may signal at once: the
+    // handlers must be in place before the first listening line.
+    for attempt in 0..20 {
+        let mut server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=ack"]);
+        let status = server.signal_and_wait("TERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "attempt {attempt}: {status}; log: {:?}",
+            server.log()
+        );
+    }
+}
