@@ -139,8 +139,10 @@ Services:
          leaves are announced; a paste goes out at the pace of the members
          that keep up; a member that stays behind (--chat-soft-limit for
          --chat-soft-secs, or past --chat-hard-limit) is disconnected
-  admin  'stats', 'clients' (buffers and kernel queues per connection),
-         either with 'json'; 'help'. Loopback only without --admin-anywhere
+  admin  'stats', 'clients' (buffers, kernel queues, TCP_INFO and what limits
+         each connection), either with 'json'; 'metrics' (Prometheus text,
+         also as HTTP GET /metrics); 'watch MS' (a JSON snapshot every MS
+         milliseconds); 'help'. Loopback only without --admin-anywhere
 
 Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890, files on
 127.0.0.1:8000, chat on 127.0.0.1:9090 and admin on 127.0.0.1:7999, all on
