@@ -273,6 +273,9 @@ fn refusal_for(e: &io::Error) -> Refusal {
         Some(libc::EXDEV | libc::ELOOP) => Refusal::Outside,
         // A component over NAME_MAX (255) bytes.
         Some(libc::ENAMETOOLONG) => Refusal::TooLong,
+        // A read-only open gives ENXIO for a Unix socket and for a device
+        // with no driver behind it: neither is a regular file.
+        Some(libc::ENXIO) => Refusal::NotRegular,
         _ => Refusal::Unreadable,
     }
 }
@@ -1308,6 +1311,20 @@ mod tests {
             assert!(
                 open_beneath(&root, b"status", resolution).is_ok(),
                 "a plain /proc file is served through {resolution:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regression_a_unix_socket_is_not_a_regular_file_rather_than_unreadable() {
+        // Opening a socket fails with ENXIO, which read `cannot read`.
+        let dir = TempDir::new("socket");
+        let _socket = std::os::unix::net::UnixListener::bind(dir.0.join("sock")).unwrap();
+        for resolution in [Resolution::Kernel, Resolution::Walk] {
+            assert_eq!(
+                open_beneath(&dir.0, b"sock", resolution).map(|(_, size)| size),
+                Err(Refusal::NotRegular),
+                "through {resolution:?}"
             );
         }
     }
