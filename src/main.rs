@@ -413,6 +413,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     args.log.init();
     let ack_reply = args.encoding.encode(&args.reply);
+    // The longest line a service writes whole (chat's and admin's error
+    // lines are under 64 bytes): a smaller send buffer would cut it.
+    const MIN_SEND_BUF: usize = 64;
+    if args.send_buf < MIN_SEND_BUF {
+        eprintln!(
+            "error: --send-buf {} is below {MIN_SEND_BUF} bytes, too small for one reply line",
+            args.send_buf
+        );
+        return ExitCode::from(2);
+    }
     if ack_reply.len() + 1 > args.send_buf {
         eprintln!(
             "error: --send-buf {} cannot hold one ack reply of {} bytes",

@@ -329,6 +329,14 @@ fn bad_flags_and_values_are_one_line_and_exit_code_2() {
         (&["-l", "127.0.0.1:0"], "--listen"),
         (&["-l", "127.0.0.1:0=gopher"], "gopher"),
         (&["--send-buf", "4", "-l", "127.0.0.1:0=ack"], "--send-buf"),
+        (
+            &["--send-buf", "63", "-l", "127.0.0.1:0=chat"],
+            "--send-buf",
+        ),
+        (
+            &["--chat-soft-limit", "1M", "--chat-hard-limit", "1M"],
+            "--chat-hard-limit",
+        ),
     ] {
         let (code, stderr) = run_serve(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
