@@ -75,9 +75,10 @@ impl BufPool {
 /// Invariants: `start <= end <= capacity`; the buffered bytes are
 /// `storage[start..end]`; `storage` is `None` only when the buffer holds no
 /// bytes; when it is `Some`, it is either a pool block (length `capacity`)
-/// or a small block of its own (length below `capacity`, holding exactly
-/// the buffered bytes from `start` 0 after [`ByteBuf::release`]), which is
-/// swapped for a pool block before anything is added.
+/// or a small block of its own (length below `capacity`), made by
+/// [`ByteBuf::release`] to the size of what was buffered then (consuming may
+/// leave it partly used until the next release), and swapped for a pool
+/// block before anything is added.
 #[derive(Debug)]
 pub struct ByteBuf {
     storage: Option<Box<[u8]>>,
