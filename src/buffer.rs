@@ -76,9 +76,9 @@ impl BufPool {
 /// `storage[start..end]`; `storage` is `None` only when the buffer holds no
 /// bytes; when it is `Some`, it is either a pool block (length `capacity`)
 /// or a small block of its own (length below `capacity`), made by
-/// [`ByteBuf::release`] to the size of what was buffered then (consuming may
-/// leave it partly used until the next release), and swapped for a pool
-/// block before anything is added.
+/// [`ByteBuf::release`] to the size of what was buffered then; consuming
+/// leaves it partly used, it is dropped once empty, and it is swapped for a
+/// pool block before anything is added.
 #[derive(Debug)]
 pub struct ByteBuf {
     storage: Option<Box<[u8]>>,
