@@ -37,15 +37,34 @@ pub struct Chat {
     /// Leading bytes of the input already searched and found to hold no
     /// newline, so a long partial line is not searched again on every read.
     scanned: usize,
+    /// A line was too long: the bytes of [`LINE_TOO_LONG`] written so far.
+    /// The send buffer may be smaller than the refusal, so it goes out as
+    /// room allows, and the close comes once all of it is out.
+    refused: Option<usize>,
 }
 
 /// What a chat client that sent too long a line is told before it is closed.
 pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
 impl Chat {
+    /// The refusal of a line too long is not all in the send buffer yet.
+    pub fn is_producing(&self) -> bool {
+        self.refused.is_some_and(|sent| sent < LINE_TOO_LONG.len())
+    }
+
     /// Turns complete lines of the input into one broadcast chunk, as far as
     /// the broadcast room allows.
     pub fn process(&mut self, io: &mut Io<'_>) -> Outcome {
+        if let Some(sent) = &mut self.refused {
+            // Nothing after the refused line is read.
+            io.input.clear();
+            *sent += io.write(&LINE_TOO_LONG[*sent..]);
+            return if *sent == LINE_TOO_LONG.len() {
+                Outcome::close_after_flush()
+            } else {
+                Outcome::proceed(false)
+            };
+        }
         let mut message = Vec::new();
         let mut consumed = 0;
         let mut waiting = false;
@@ -91,8 +110,8 @@ impl Chat {
             );
             io.input.clear();
             self.scanned = 0;
-            io.write(LINE_TOO_LONG);
-            Outcome::close_after_flush()
+            self.refused = Some(0);
+            self.process(io)
         } else if io.eof && io.input.is_empty() {
             Outcome::close_after_flush()
         } else {
@@ -197,6 +216,25 @@ mod tests {
         assert!(sent.is_empty());
         assert_eq!(back, LINE_TOO_LONG);
         assert!(closed);
+    }
+
+    #[test]
+    fn a_refusal_larger_than_the_send_buffer_goes_out_whole() {
+        // Found by the property tests: with a send buffer of one byte, the
+        // refusal was cut to "E" and the connection closed.
+        let long = [b'x'; 20];
+        let pieces: Vec<&[u8]> = vec![&long];
+        let out = crate::service::testing::run(
+            crate::service::ServiceKind::Chat,
+            &crate::service::testing::config(),
+            &pieces,
+            true,
+            false,
+            8,
+            1,
+        );
+        assert_eq!(out.output, LINE_TOO_LONG);
+        assert!(out.closed);
     }
 
     #[test]

@@ -124,7 +124,8 @@ impl Service {
         match self {
             Service::Files(s) => s.is_producing(),
             Service::Admin(s) => s.is_producing(),
-            Service::Echo(_) | Service::Ack(_) | Service::Chat(_) => false,
+            Service::Chat(s) => s.is_producing(),
+            Service::Echo(_) | Service::Ack(_) => false,
         }
     }
 
