@@ -49,3 +49,29 @@ pub mod sockopt;
 pub mod stats;
 pub mod text;
 pub mod timer;
+
+/// The settings every property test runs with.
+#[cfg(test)]
+pub(crate) mod prop {
+    use proptest::test_runner::{Config, RngSeed};
+
+    /// `cases` cases, bounded so that all the property tests together cost
+    /// seconds of `cargo test` on a 2-core machine. The seed is fixed, so a
+    /// run is the same every time and a failure reproduces as printed (and
+    /// no regression files are written into the source tree); set
+    /// `PROPTEST_RNG_SEED` to explore other cases.
+    pub fn cases(cases: u32) -> Config {
+        let base = Config::default();
+        let rng_seed = match base.rng_seed {
+            RngSeed::Random => RngSeed::Fixed(0x7463_705f_7265_6163),
+            chosen => chosen,
+        };
+        Config {
+            cases,
+            rng_seed,
+            failure_persistence: None,
+            max_shrink_iters: 4096,
+            ..base
+        }
+    }
+}

@@ -88,4 +88,34 @@ mod tests {
         assert_eq!(open.output, b"abc");
         assert!(!open.closed);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use crate::service::ServiceKind;
+        use crate::service::testing::{config, converse, hops, no_queries, steps};
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(96))]
+
+            /// Whatever the reads, burst ends, receive-buffer size and room
+            /// the client leaves in the send queue: every byte back once, in
+            /// order, and a close exactly when the client half-closed.
+            #[test]
+            fn echo_returns_the_input_whatever_the_splits_and_room(
+                input in proptest::collection::vec(any::<u8>(), 0..400),
+                hops in hops(40),
+                eof in any::<bool>(),
+                recv_cap in 1usize..48,
+                send_cap in 1usize..48,
+            ) {
+                let script = steps(&input, &hops, eof);
+                let run = converse(ServiceKind::Echo, &config(), &script, recv_cap, send_cap, no_queries);
+                prop_assert_eq!(&run.output, &input);
+                prop_assert_eq!(run.closed, eof);
+                prop_assert_eq!(run.left, 0);
+                prop_assert!(!run.aborted);
+            }
+        }
+    }
 }

@@ -457,4 +457,467 @@ pub(crate) mod testing {
         }
         pieces
     }
+
+    /// One step of a conversation as the client and the kernel make it.
+    #[derive(Clone, Debug)]
+    pub enum Step {
+        /// The client's bytes reach the kernel's receive queue and the
+        /// socket turns readable (empty: a spurious readiness event).
+        Send(Vec<u8>),
+        /// The client half-closes: its FIN follows the bytes sent so far.
+        Close,
+        /// The reactor gives the connection a turn, after the client read
+        /// `drained` bytes (that much more room in the kernel's send queue)
+        /// and with `broadcast_room` bytes of chat room.
+        Turn {
+            drained: usize,
+            broadcast_room: usize,
+        },
+    }
+
+    /// How one piece of the input travels, for [`steps`]: its length (0:
+    /// a spurious readiness event), whether a turn follows it (if not, the
+    /// next piece joins it in the kernel's queue, in the same burst), what
+    /// the client reads of the output before that turn, and the turn's
+    /// broadcast room.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Hop {
+        pub len: usize,
+        pub turn: bool,
+        pub drained: usize,
+        pub broadcast_room: usize,
+    }
+
+    /// Hops that cut input into pieces of up to `max_len` bytes, with
+    /// turns (and so burst ends) anywhere, the client reading 0 to 24
+    /// bytes of output before each, and broadcast room none, a little, or
+    /// plenty.
+    pub fn hops(max_len: usize) -> impl proptest::strategy::Strategy<Value = Vec<Hop>> {
+        use proptest::prelude::*;
+        let hop = (
+            prop_oneof![1 => Just(0), 8 => 1..=max_len.max(1)],
+            any::<bool>(),
+            prop_oneof![1 => Just(0), 3 => 1usize..24],
+            prop_oneof![2 => Just(0), 2 => 1usize..64, 1 => Just(usize::MAX)],
+        )
+            .prop_map(|(len, turn, drained, broadcast_room)| Hop {
+                len,
+                turn,
+                drained,
+                broadcast_room,
+            });
+        proptest::collection::vec(hop, 1..12)
+    }
+
+    /// The steps that send `input` as `hops` cut it (repeating them until
+    /// it is all sent), then, if `eof`, the client's half-close.
+    pub fn steps(input: &[u8], hops: &[Hop], eof: bool) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut rest = input;
+        let mut cycle = hops.iter().cycle();
+        let mut idle = 0;
+        while !rest.is_empty() {
+            let hop = cycle.next().expect("hops is never empty");
+            // Hops that send nothing, a whole cycle of them: send the rest.
+            idle = if hop.len == 0 { idle + 1 } else { 0 };
+            let n = if idle > hops.len() {
+                rest.len()
+            } else {
+                hop.len.min(rest.len())
+            };
+            steps.push(Step::Send(rest[..n].to_vec()));
+            rest = &rest[n..];
+            if hop.turn {
+                steps.push(Step::Turn {
+                    drained: hop.drained,
+                    broadcast_room: hop.broadcast_room,
+                });
+            }
+        }
+        if eof {
+            steps.push(Step::Close);
+        }
+        steps
+    }
+
+    /// One service call, as the harness saw it.
+    #[derive(Clone, Debug)]
+    pub struct Call {
+        /// Bytes of the receive buffer the call consumed.
+        pub consumed: usize,
+        /// Bytes the call appended to the send buffer.
+        pub produced: usize,
+        /// Broadcast room at the start of the call.
+        pub broadcast_room: usize,
+        pub outcome: Outcome,
+    }
+
+    /// A whole conversation, as [`converse`] drove it.
+    #[derive(Debug, Default)]
+    pub struct Conversation {
+        /// Every byte written to the client, in order.
+        pub output: Vec<u8>,
+        /// Every chunk broadcast, in order.
+        pub broadcasts: Vec<Rc<[u8]>>,
+        /// Every query asked of the reactor, in order.
+        pub queries: Vec<admin::Query>,
+        pub calls: Vec<Call>,
+        /// Stream offsets at which the service was told of a burst end:
+        /// the input bytes handed to it by then.
+        pub burst_ends: Vec<u64>,
+        /// Bytes read from the socket and handed to the service.
+        pub taken: u64,
+        /// The service asked to close, and all it wrote was sent.
+        pub closed: bool,
+        /// The service asked for a reset.
+        pub aborted: bool,
+        /// Bytes left unconsumed in the receive buffer at the end.
+        pub left: usize,
+    }
+
+    /// Where the simulated connection is; the phases of
+    /// [`crate::connection::Phase`] a conversation the client leads goes
+    /// through.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum SimPhase {
+        Open {
+            paused: bool,
+        },
+        /// The service said its last word: input is discarded, output sent.
+        Draining,
+        /// Everything was sent; the write side would be shut now.
+        Closing,
+        Aborted,
+    }
+
+    /// A connection whose socket is memory: the reactor's turn
+    /// (`Connection::turn_inner`, `run_service`, `fill`, `flush`) step for
+    /// step, with the kernel's queues as plain buffers.
+    struct Sim<'a> {
+        service: Service,
+        config: &'a ServiceConfig,
+        recv: ByteBuf,
+        send: ByteBuf,
+        recv_pool: BufPool,
+        send_pool: BufPool,
+        phase: SimPhase,
+        readable: bool,
+        writable: bool,
+        peer_closing: bool,
+        eof: bool,
+        /// The kernel's receive queue, and whether the client's FIN is
+        /// behind it.
+        kernel_in: std::collections::VecDeque<u8>,
+        fin: bool,
+        /// Room in the kernel's send queue.
+        kernel_room: usize,
+        peer: SocketAddr,
+        now: Instant,
+        run: Conversation,
+    }
+
+    impl Sim<'_> {
+        fn low_watermark(&self) -> usize {
+            (self.send.capacity() / 4).max(1)
+        }
+
+        fn takes_input(&self) -> bool {
+            matches!(self.phase, SimPhase::Open { .. })
+        }
+
+        fn has_work(&self) -> bool {
+            !self.recv.is_empty()
+                || self.eof
+                || (self.service.is_producing() && self.send.len() < self.low_watermark())
+        }
+
+        fn wants_read(&self) -> bool {
+            if !self.readable || self.eof {
+                return false;
+            }
+            match self.phase {
+                SimPhase::Open { paused } => !paused && !self.recv.is_full(),
+                SimPhase::Draining | SimPhase::Closing => true,
+                SimPhase::Aborted => false,
+            }
+        }
+
+        fn mark(&self) -> (u64, usize, usize, usize, SimPhase, bool) {
+            (
+                self.run.taken,
+                self.run.output.len(),
+                self.recv.len(),
+                self.send.len(),
+                self.phase,
+                self.eof,
+            )
+        }
+
+        /// One turn, as `Connection::turn` runs it; the effects are
+        /// returned for the caller to apply, as the reactor does after the
+        /// turn.
+        fn turn(&mut self, broadcast_room: usize) -> Vec<Effect> {
+            let mut effects = Vec::new();
+            let mut room = broadcast_room;
+            let mut yielded = false;
+            let mut bytes_in = 0;
+            loop {
+                let before = self.mark();
+                if self.takes_input() && self.has_work() && !yielded {
+                    yielded = self.call(false, &mut room, &mut effects);
+                }
+                if self.phase == SimPhase::Aborted {
+                    break;
+                }
+                if self.writable && !self.send.is_empty() {
+                    self.flush();
+                }
+                match self.phase {
+                    SimPhase::Open { paused: true } if self.send.len() <= self.low_watermark() => {
+                        self.phase = SimPhase::Open { paused: false };
+                    }
+                    SimPhase::Draining if self.send.is_empty() => {
+                        self.phase = SimPhase::Closing;
+                        self.run.closed = true;
+                        self.recv.clear();
+                    }
+                    _ => {}
+                }
+                if self.wants_read() {
+                    let budget = crate::connection::TURN_BUDGET - bytes_in;
+                    let (n, ran_dry) = self.fill(budget);
+                    if self.takes_input() {
+                        bytes_in += n;
+                        self.run.taken += n as u64;
+                        if ran_dry {
+                            self.run.burst_ends.push(self.run.taken);
+                            yielded |= self.call(true, &mut room, &mut effects);
+                        }
+                    } else {
+                        self.recv.clear();
+                    }
+                }
+                if self.phase == SimPhase::Aborted
+                    || (self.phase == SimPhase::Closing && self.eof)
+                    || bytes_in >= crate::connection::TURN_BUDGET
+                    || self.mark() == before
+                {
+                    break;
+                }
+            }
+            self.recv.release(&mut self.recv_pool);
+            self.send.release(&mut self.send_pool);
+            effects
+        }
+
+        /// `run_service`: one call; true if the service yielded its turn.
+        fn call(&mut self, burst_end: bool, room: &mut usize, effects: &mut Vec<Effect>) -> bool {
+            let low_watermark = self.low_watermark();
+            let (input_before, output_before) = (self.recv.len(), self.send.len());
+            let room_before = *room;
+            let mut io = Io::new(
+                &mut self.recv,
+                &mut self.send,
+                &mut self.send_pool,
+                self.peer,
+                self.now,
+            );
+            io.low_watermark = low_watermark;
+            io.eof = self.eof;
+            io.broadcast_room = *room;
+            let outcome = if burst_end {
+                self.service.burst_end(&mut io, self.config)
+            } else {
+                self.service.process(&mut io, self.config)
+            };
+            assert!(
+                io.broadcast_room <= *room,
+                "a service may only lower the broadcast room"
+            );
+            *room = io.broadcast_room;
+            // A service consumes input; it never adds to it (a buffer
+            // cleared for a line too long counts as consumed).
+            assert!(self.recv.len() <= input_before, "the service added input");
+            let consumed = input_before - self.recv.len();
+            self.run.calls.push(Call {
+                consumed,
+                produced: self.send.len().saturating_sub(output_before),
+                broadcast_room: room_before,
+                outcome: outcome.clone(),
+            });
+            if let Some(effect) = outcome.effect.clone() {
+                effects.push(effect);
+            }
+            match outcome.next {
+                Next::Continue => {
+                    if outcome.output_blocked && self.phase == (SimPhase::Open { paused: false }) {
+                        self.phase = SimPhase::Open { paused: true };
+                    }
+                }
+                Next::CloseAfterFlush => {
+                    if self.takes_input() {
+                        self.phase = SimPhase::Draining;
+                        self.recv.clear();
+                    }
+                }
+                Next::Abort => {
+                    self.phase = SimPhase::Aborted;
+                    self.run.aborted = true;
+                }
+            }
+            outcome.yielded
+        }
+
+        /// `Connection::fill`: reads until the kernel's queue is empty (a
+        /// short read or `WouldBlock`: the burst ended), the buffer is
+        /// full, or the client's FIN is read.
+        fn fill(&mut self, budget: usize) -> (usize, bool) {
+            let mut total = 0;
+            while total < budget && !self.recv.is_full() {
+                let spare = self.recv.spare(&mut self.recv_pool);
+                let asked = spare.len();
+                if self.kernel_in.is_empty() {
+                    self.readable = false;
+                    if self.fin {
+                        self.eof = true;
+                        return (total, false);
+                    }
+                    return (total, true);
+                }
+                let n = asked.min(self.kernel_in.len());
+                for (slot, byte) in spare.iter_mut().zip(self.kernel_in.drain(..n)) {
+                    *slot = byte;
+                }
+                self.recv.commit(n);
+                total += n;
+                if n < asked && !self.peer_closing {
+                    self.readable = false;
+                    return (total, true);
+                }
+            }
+            (total, false)
+        }
+
+        /// `Connection::flush`: writes while the kernel has room.
+        fn flush(&mut self) {
+            while !self.send.is_empty() {
+                if self.kernel_room == 0 {
+                    self.writable = false;
+                    return;
+                }
+                let n = self.kernel_room.min(self.send.len());
+                self.run.output.extend_from_slice(&self.send.data()[..n]);
+                self.send.consume(n);
+                self.kernel_room -= n;
+            }
+        }
+
+        fn done(&self) -> bool {
+            matches!(self.phase, SimPhase::Aborted) || (self.phase == SimPhase::Closing && self.eof)
+        }
+    }
+
+    /// The reactor's side of [`converse`] for services that ask nothing.
+    pub fn no_queries(query: admin::Query) -> (Vec<u8>, Option<admin::Query>) {
+        panic!("unexpected query {query:?}")
+    }
+
+    /// Most turns a conversation may take after its script before it is
+    /// declared stuck.
+    const MAX_DRAIN_TURNS: usize = 100_000;
+
+    /// Drives a `kind` connection with buffers of `recv_cap` and
+    /// `send_cap` bytes through `steps`, the way the reactor would, then
+    /// lets the client read everything (unlimited room) until nothing more
+    /// moves. `answer` is the reactor's answer to an admin query: the
+    /// bytes and the query for the rest, delivered after the turn that
+    /// asked, as the reactor does.
+    pub fn converse(
+        kind: ServiceKind,
+        config: &ServiceConfig,
+        steps: &[Step],
+        recv_cap: usize,
+        send_cap: usize,
+        mut answer: impl FnMut(admin::Query) -> (Vec<u8>, Option<admin::Query>),
+    ) -> Conversation {
+        let mut sim = Sim {
+            service: Service::new(kind),
+            config,
+            recv: ByteBuf::new(recv_cap),
+            send: ByteBuf::new(send_cap),
+            recv_pool: BufPool::new(recv_cap),
+            send_pool: BufPool::new(send_cap),
+            phase: SimPhase::Open { paused: false },
+            readable: false,
+            writable: true,
+            peer_closing: false,
+            eof: false,
+            kernel_in: Default::default(),
+            fin: false,
+            kernel_room: 0,
+            peer: "127.0.0.1:4000".parse().expect("literal address"),
+            now: Instant::now(),
+            run: Conversation::default(),
+        };
+        let mut apply = |sim: &mut Sim<'_>, effects: Vec<Effect>| {
+            for effect in effects {
+                match effect {
+                    Effect::Broadcast(chunk) => sim.run.broadcasts.push(chunk),
+                    Effect::WaitForRoom => {}
+                    Effect::Query(query) => {
+                        sim.run.queries.push(query);
+                        let (bytes, next) = answer(query);
+                        sim.service.deliver(bytes, next);
+                    }
+                }
+            }
+        };
+        for step in steps {
+            if sim.done() {
+                break;
+            }
+            match step {
+                Step::Send(bytes) => {
+                    if !sim.fin {
+                        sim.kernel_in.extend(bytes);
+                    }
+                    sim.readable = true;
+                }
+                Step::Close => {
+                    sim.fin = true;
+                    sim.peer_closing = true;
+                    sim.readable = true;
+                }
+                &Step::Turn {
+                    drained,
+                    broadcast_room,
+                } => {
+                    sim.kernel_room = sim.kernel_room.saturating_add(drained);
+                    sim.writable |= drained > 0;
+                    let effects = sim.turn(broadcast_room);
+                    apply(&mut sim, effects);
+                }
+            }
+        }
+        let mut turns = 0;
+        while !sim.done() {
+            turns += 1;
+            assert!(
+                turns <= MAX_DRAIN_TURNS,
+                "the conversation did not settle within {MAX_DRAIN_TURNS} turns"
+            );
+            sim.kernel_room = usize::MAX;
+            sim.writable = true;
+            let (before, calls) = (sim.mark(), sim.run.calls.len());
+            let effects = sim.turn(usize::MAX);
+            let yielded = sim.run.calls[calls..].iter().any(|c| c.outcome.yielded);
+            let quiet = effects.is_empty() && !yielded && sim.mark() == before;
+            apply(&mut sim, effects);
+            if quiet {
+                break;
+            }
+        }
+        sim.run.left = sim.recv.len();
+        sim.run
+    }
 }
