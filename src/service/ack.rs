@@ -418,4 +418,132 @@ mod tests {
             assert!(out.closed);
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use crate::service::testing::{Step, config, converse, hops, no_queries, steps};
+        use crate::service::{ServiceConfig, ServiceKind};
+        use crate::text::Encoding;
+
+        /// An ack configuration replying `ok`, or `收到` in GBK.
+        fn reply_config() -> impl Strategy<Value = ServiceConfig> {
+            any::<bool>().prop_map(|gbk| {
+                let mut config = config();
+                if gbk {
+                    config.encoding = Encoding::Gbk;
+                    config.ack_reply = Encoding::Gbk.encode("收到");
+                    assert_eq!(config.ack_reply, [0xca, 0xd5, 0xb5, 0xbd]);
+                }
+                config
+            })
+        }
+
+        /// A line's text (no newline): short words, sometimes `exit`.
+        fn line_text() -> impl Strategy<Value = String> {
+            prop_oneof![8 => "[a-z \\r]{0,12}", 1 => Just("exit".to_string())]
+        }
+
+        /// The reply the client sees for `n` messages.
+        fn replies(config: &ServiceConfig, n: usize) -> Vec<u8> {
+            let mut one = config.ack_reply.clone();
+            one.push(b'\n');
+            one.repeat(n)
+        }
+
+        fn is_exit(message: &[u8]) -> bool {
+            message.strip_suffix(b"\r").unwrap_or(message) == b"exit"
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(96))]
+
+            /// A line client (its first burst holds its first newline):
+            /// one reply per line up to `exit`, whatever the splits, burst
+            /// ends and room, then a close after `exit` or the half-close.
+            #[test]
+            fn a_line_client_gets_one_reply_per_line(
+                lines in proptest::collection::vec((line_text(), any::<bool>()), 1..24),
+                hops in hops(30),
+                eof in any::<bool>(),
+                config in reply_config(),
+                recv_cap in 16usize..64,
+                send_cap in 5usize..40,
+            ) {
+                let mut input = Vec::new();
+                let mut first_line = 0;
+                for (text, crlf) in &lines {
+                    input.extend_from_slice(text.as_bytes());
+                    input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                    if first_line == 0 {
+                        first_line = input.len();
+                    }
+                }
+                let mut script = vec![Step::Send(input[..first_line].to_vec())];
+                script.extend(steps(&input[first_line..], &hops, eof));
+                let run = converse(ServiceKind::Ack, &config, &script, recv_cap, send_cap, no_queries);
+                // What the service sees of a line: its text, and the `\r`
+                // before its newline (of which it drops one).
+                let answered = lines
+                    .iter()
+                    .take_while(|(text, crlf)| {
+                        let mut message = text.clone().into_bytes();
+                        if *crlf {
+                            message.push(b'\r');
+                        }
+                        !is_exit(&message)
+                    })
+                    .count();
+                prop_assert_eq!(run.output, replies(&config, answered));
+                prop_assert_eq!(run.closed, answered < lines.len() || eof);
+                prop_assert_eq!(run.left, 0);
+            }
+
+            /// A client that never sends a newline: one reply per message,
+            /// a message being the bytes that came between two burst ends
+            /// (and, at the half-close, the bytes since the last one), up to
+            /// `exit`. Counted against the bursts the reactor delivered, so
+            /// no message is lost or merged.
+            #[test]
+            fn a_client_without_newlines_gets_one_reply_per_burst(
+                input in "[a-z\\r]{0,60}",
+                exit_at in proptest::option::of(0usize..60),
+                hops in hops(12),
+                eof in any::<bool>(),
+                config in reply_config(),
+                send_cap in 5usize..40,
+            ) {
+                let mut input = input.into_bytes();
+                if let Some(at) = exit_at {
+                    let at = at.min(input.len());
+                    input.splice(at..at, *b"exit");
+                }
+                // Larger than the input: no message is cut by a full buffer.
+                let recv_cap = input.len() + 1;
+                let script = steps(&input, &hops, eof);
+                let run = converse(ServiceKind::Ack, &config, &script, recv_cap, send_cap, no_queries);
+                let mut ends = run.burst_ends.clone();
+                if eof {
+                    ends.push(run.taken);
+                }
+                let mut messages = 0;
+                let mut exited = false;
+                let mut start = 0;
+                for end in ends {
+                    let message = &input[start as usize..end as usize];
+                    if message.is_empty() {
+                        continue;
+                    }
+                    start = end;
+                    if is_exit(message) {
+                        exited = true;
+                        break;
+                    }
+                    messages += 1;
+                }
+                prop_assert_eq!(run.output, replies(&config, messages));
+                prop_assert_eq!(run.closed, exited || eof);
+            }
+        }
+    }
 }
