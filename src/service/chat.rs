@@ -306,4 +306,144 @@ mod tests {
         assert_eq!(&*joined(peer), b"* 127.0.0.1:5 joined\n");
         assert_eq!(&*left(peer, true), b"* 127.0.0.1:5 left (too slow)\n");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{CHUNK_BYTES, LINE_TOO_LONG};
+        use crate::service::testing::{Conversation, config, converse, hops, no_queries, steps};
+        use crate::service::{Effect, ServiceKind};
+
+        const PREFIX: &[u8] = b"[127.0.0.1:4000] ";
+
+        /// What the room should receive from `input` through a receive
+        /// buffer of `recv_cap` bytes: every complete line prefixed (its
+        /// `\r` dropped), and the partial last line too at the half-close;
+        /// but nothing from a line that fills the buffer without a newline
+        /// on, which is refused. Returns the broadcast bytes, the offsets
+        /// where lines end in them, and whether a line was too long.
+        fn expected(input: &[u8], recv_cap: usize, eof: bool) -> (Vec<u8>, Vec<usize>, bool) {
+            let mut out = Vec::new();
+            let mut ends = Vec::new();
+            let mut rest = input;
+            while !rest.is_empty() {
+                let newline = rest.iter().position(|&b| b == b'\n');
+                let content_len = newline.unwrap_or(rest.len());
+                if content_len >= recv_cap {
+                    return (out, ends, true);
+                }
+                if newline.is_none() && !eof {
+                    break;
+                }
+                let content = &rest[..content_len];
+                out.extend_from_slice(PREFIX);
+                out.extend_from_slice(content.strip_suffix(b"\r").unwrap_or(content));
+                out.push(b'\n');
+                ends.push(out.len());
+                rest = &rest[(content_len + 1).min(rest.len())..];
+            }
+            (out, ends, false)
+        }
+
+        /// Checks a conversation against [`expected`] and the flow-control
+        /// rules.
+        fn check(
+            run: &Conversation,
+            input: &[u8],
+            recv_cap: usize,
+            eof: bool,
+        ) -> Result<(), TestCaseError> {
+            let (lines, ends, too_long) = expected(input, recv_cap, eof);
+            let sent: Vec<u8> = run
+                .broadcasts
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .collect();
+            prop_assert_eq!(&sent, &lines);
+            // Each chunk is whole lines: it ends where a line ends, and it
+            // passes CHUNK_BYTES only by its last line.
+            let mut at = 0;
+            for chunk in &run.broadcasts {
+                let start = at;
+                at += chunk.len();
+                prop_assert!(
+                    ends.binary_search(&at).is_ok(),
+                    "chunk ends mid-line at {}",
+                    at
+                );
+                let last_line_start = ends
+                    .iter()
+                    .rev()
+                    .find(|&&e| e < at)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(start);
+                prop_assert!(
+                    last_line_start - start < CHUNK_BYTES,
+                    "chunk of {} bytes",
+                    chunk.len()
+                );
+            }
+            // No room, no broadcast and nothing consumed; waiting for room
+            // is only ever for want of it. (Until a refusal: the only
+            // output the service writes to its sender.)
+            for call in run.calls.iter().take_while(|c| c.produced == 0) {
+                if call.broadcast_room == 0 {
+                    prop_assert_eq!(call.consumed, 0);
+                    prop_assert!(!matches!(call.outcome.effect, Some(Effect::Broadcast(_))));
+                }
+                if call.outcome.effect == Some(Effect::WaitForRoom) {
+                    prop_assert_eq!(call.broadcast_room, 0);
+                    prop_assert_eq!(call.consumed, 0);
+                }
+            }
+            if too_long {
+                prop_assert_eq!(&run.output, LINE_TOO_LONG);
+                prop_assert!(run.closed);
+            } else {
+                prop_assert_eq!(&run.output, b"");
+                prop_assert_eq!(run.closed, eof);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(96))]
+
+            /// Whatever the splits, burst ends, send room and broadcast room
+            /// (none for a while, then some), the chunks together are the
+            /// prefixed lines in order; a line as long as the receive buffer
+            /// is refused and closes.
+            #[test]
+            fn broadcasts_are_the_prefixed_lines_whatever_the_splits_and_room(
+                input in "([a-z\r]{0,14}\n){0,20}[a-z]{0,40}",
+                hops in hops(30),
+                eof in any::<bool>(),
+                recv_cap in 8usize..48,
+                send_cap in 1usize..40,
+            ) {
+                let input = input.into_bytes();
+                let run = converse(ServiceKind::Chat, &config(), &steps(&input, &hops, eof), recv_cap, send_cap, no_queries);
+                check(&run, &input, recv_cap, eof)?;
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(12))]
+
+            /// A paste of hundreds of lines through a large buffer: chunks
+            /// stay within CHUNK_BYTES but for their last line.
+            #[test]
+            fn a_paste_goes_out_in_chunks_of_whole_lines(
+                input in "([a-z]{0,30}\n){200,500}",
+                hops in hops(3000),
+                eof in any::<bool>(),
+            ) {
+                let input = input.into_bytes();
+                let run = converse(ServiceKind::Chat, &config(), &steps(&input, &hops, eof), 8192, 64, no_queries);
+                prop_assert!(run.broadcasts.len() >= 2 || input.len() < CHUNK_BYTES);
+                check(&run, &input, 8192, eof)?;
+            }
+        }
+    }
 }
