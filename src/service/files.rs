@@ -1415,4 +1415,196 @@ mod tests {
             "the swap never raced a request ({inside} inside, {refused} refused)"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        use super::super::{MAX_NAME, Refusal, Request, check_name};
+        use super::TempDir;
+        use crate::service::ServiceKind;
+        use crate::service::testing::{Step, config_with_root, converse, hops, no_queries, steps};
+        use std::fs;
+
+        /// Names made of the pieces that matter to confinement: dots,
+        /// slashes, NUL, plain letters; now and then one near MAX_NAME.
+        fn name() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"..".to_vec()),
+                Just(b".".to_vec()),
+                Just(b"/".to_vec()),
+                Just(b"//".to_vec()),
+                Just(b"\0".to_vec()),
+                Just(b"a".to_vec()),
+                Just(b"...".to_vec()),
+                Just(b"\\".to_vec()),
+                Just(b".a".to_vec()),
+            ];
+            prop_oneof![
+                8 => proptest::collection::vec(piece, 0..8).prop_map(|p| p.concat()),
+                1 => proptest::collection::vec(any::<u8>(), 0..16),
+                1 => (MAX_NAME - 2..MAX_NAME + 3, any::<bool>())
+                    .prop_map(|(n, dots)| if dots { b"a/..".repeat(n / 4 + 1)[..n].to_vec() } else { vec![b'a'; n] }),
+            ]
+        }
+
+        /// What the pure checks must answer, said plainly: too long, then
+        /// empty or NUL, then absolute or any `..` component.
+        fn model(name: &[u8]) -> Result<(), Refusal> {
+            if name.len() > MAX_NAME {
+                Err(Refusal::TooLong)
+            } else if name.is_empty() || name.contains(&0) {
+                Err(Refusal::BadName)
+            } else if name.starts_with(b"/") || name.split(|&b| b == b'/').any(|c| c == b"..") {
+                Err(Refusal::Outside)
+            } else {
+                Ok(())
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(512))]
+
+            /// `check_name` accepts exactly the relative names of normal
+            /// components, short enough and without NUL.
+            #[test]
+            fn check_name_never_accepts_a_way_out(name in name()) {
+                prop_assert_eq!(check_name(&name).map(|_| ()), model(&name));
+            }
+
+            /// A request line is `LIST`, `GET ` and a name, or a bare name;
+            /// one `\r` before the newline is not part of it.
+            #[test]
+            fn requests_parse_as_their_prefix_says(
+                head in prop_oneof![Just(&b""[..]), Just(&b"GET "[..]), Just(&b"LIST"[..]), Just(&b"GET"[..])],
+                name in name(),
+                cr in any::<bool>(),
+            ) {
+                let mut line = [head, &name[..]].concat();
+                if cr {
+                    line.push(b'\r');
+                }
+                let bare = line.strip_suffix(b"\r").unwrap_or(&line);
+                let expected = if bare == b"LIST" {
+                    Request::List
+                } else if let Some(name) = bare.strip_prefix(b"GET ") {
+                    Request::Get(name)
+                } else {
+                    Request::Bare(bare)
+                };
+                prop_assert_eq!(Request::parse(&line), expected);
+            }
+        }
+
+        /// A request: its form (0 bare, 1 `GET`, 2 `LIST`), the name,
+        /// and whether it ends in `\r\n`.
+        fn request() -> impl Strategy<Value = (u8, &'static str, bool)> {
+            let names = prop_oneof![
+                Just("a.txt"),
+                Just("sub/b.bin"),
+                Just("./a.txt"),
+                Just("missing"),
+                Just("sub"),
+                Just("escape"),
+                Just("../a.txt"),
+                Just("sub/../a.txt"),
+                Just("/etc/hostname"),
+                Just("a\0.txt"),
+            ];
+            (0u8..3, names, any::<bool>())
+        }
+
+        /// The service answers a request with the same bytes whatever
+        /// the splits, burst ends (for `GET` and `LIST`, which wait for
+        /// their newline) and room, and closes.
+        #[test]
+        fn the_answer_does_not_depend_on_splits_or_room() {
+            let dir = TempDir::new("prop-answer");
+            let a: Vec<u8> = (0..300u32).map(|i| (i * 7 % 256) as u8).collect();
+            let b: Vec<u8> = (0..1000u32).map(|i| (i * 13 % 256) as u8).collect();
+            fs::write(dir.0.join("a.txt"), &a).unwrap();
+            fs::create_dir(dir.0.join("sub")).unwrap();
+            fs::write(dir.0.join("sub/b.bin"), &b).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", dir.0.join("escape")).unwrap();
+            let config = config_with_root(&dir.0);
+            let strategy = (
+                request(),
+                "[a-z\n]{0,10}",
+                hops(12),
+                any::<bool>(),
+                8usize..48,
+                1usize..64,
+            );
+            let mut runner = TestRunner::new(crate::prop::cases(96));
+            runner
+                .run(
+                    &strategy,
+                    |((form, name, crlf), junk, hops, eof, recv_cap, send_cap)| {
+                        let mut line = match form {
+                            0 => name.as_bytes().to_vec(),
+                            1 => format!("GET {name}").into_bytes(),
+                            _ => b"LIST".to_vec(),
+                        };
+                        if crlf {
+                            line.push(b'\r');
+                        }
+                        let mut input = line.clone();
+                        input.push(b'\n');
+                        let request_len = input.len();
+                        input.extend_from_slice(junk.as_bytes());
+                        let expected: Vec<u8> = if line.len() >= recv_cap {
+                            // Fills the buffer without its newline: refused.
+                            if form == 1 {
+                                b"ERR name too long\n".to_vec()
+                            } else {
+                                Vec::new()
+                            }
+                        } else {
+                            let body = match name {
+                                "a.txt" | "./a.txt" => Ok(&a),
+                                "sub/b.bin" => Ok(&b),
+                                "missing" => Err("not found"),
+                                "sub" => Err("not a regular file"),
+                                "a\0.txt" => Err("bad name"),
+                                _ => Err("outside the root"),
+                            };
+                            match (form, body) {
+                                (2, _) => b"a.txt\nsub/b.bin\n".to_vec(),
+                                (1, Ok(body)) => {
+                                    [format!("OK {}\n", body.len()).as_bytes(), body].concat()
+                                }
+                                (1, Err(why)) => format!("ERR {why}\n").into_bytes(),
+                                (_, Ok(body)) => body.clone(),
+                                (_, Err(_)) => Vec::new(),
+                            }
+                        };
+                        // A bare name ends at a burst: its client sends it whole.
+                        let mut script = Vec::new();
+                        let mut rest = &input[..];
+                        if form == 0 {
+                            script.push(Step::Send(input[..request_len].to_vec()));
+                            rest = &input[request_len..];
+                        }
+                        script.extend(steps(rest, &hops, eof));
+                        let run = converse(
+                            ServiceKind::Files,
+                            &config,
+                            &script,
+                            recv_cap,
+                            send_cap,
+                            no_queries,
+                        );
+                        prop_assert_eq!(
+                            run.output,
+                            expected,
+                            "{:?}",
+                            String::from_utf8_lossy(&input)
+                        );
+                        prop_assert!(run.closed && !run.aborted);
+                        Ok(())
+                    },
+                )
+                .unwrap();
+        }
+    }
 }
