@@ -972,4 +972,129 @@ mod tests {
         assert!(text.lines().any(|l| l.starts_with("total ")));
         assert!(text.contains("closed:idle"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{Cursor, HELP, Query};
+        use crate::service::ServiceKind;
+        use crate::service::testing::{config, converse, hops, steps};
+
+        /// A command line's text: every command, in odd case and spacing,
+        /// blank lines and unknown commands.
+        fn command() -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                Just("stats"),
+                Just("stats json"),
+                Just("  STATS  "),
+                Just("clients"),
+                Just("Clients JSON"),
+                Just("help"),
+                Just(""),
+                Just("   "),
+                Just("frobnicate"),
+                Just("stats xml"),
+                Just("quit"),
+                Just("exit"),
+            ]
+        }
+
+        /// How many parts a `clients` answer comes in.
+        const PARTS: usize = 3;
+
+        /// The reactor of these tests: `stats` answered whole, `clients`
+        /// in [`PARTS`] parts, each naming its query.
+        fn answer(query: Query) -> (Vec<u8>, Option<Query>) {
+            match query {
+                Query::Stats { json } => (
+                    format!("stats json={json} {}\n", "s".repeat(40)).into_bytes(),
+                    None,
+                ),
+                Query::Clients { json, cursor } => {
+                    let part = format!("clients json={json} part {}\n", cursor.rows).into_bytes();
+                    let next = (cursor.rows + 1 < PARTS).then_some(Query::Clients {
+                        json,
+                        cursor: Cursor {
+                            next_key: cursor.next_key + 10,
+                            rows: cursor.rows + 1,
+                            started: true,
+                        },
+                    });
+                    (part, next)
+                }
+            }
+        }
+
+        /// The queries a command asks, in order, and what comes back;
+        /// `None` for `quit`.
+        fn expected(command: &str) -> Option<(Vec<Query>, Vec<u8>)> {
+            let words = command.trim().to_ascii_lowercase();
+            let first = |json| {
+                let mut queries = vec![Query::Clients {
+                    json,
+                    cursor: Cursor::default(),
+                }];
+                let mut out = Vec::new();
+                while let (part, Some(next)) = answer(*queries.last().expect("one at least")) {
+                    out.extend(part);
+                    queries.push(next);
+                }
+                out.extend(answer(*queries.last().expect("one at least")).0);
+                (queries, out)
+            };
+            Some(match words.as_str() {
+                "quit" | "exit" => return None,
+                "" => (Vec::new(), Vec::new()),
+                "help" => (Vec::new(), HELP.as_bytes().to_vec()),
+                "stats" => (
+                    vec![Query::Stats { json: false }],
+                    answer(Query::Stats { json: false }).0,
+                ),
+                "stats json" => (
+                    vec![Query::Stats { json: true }],
+                    answer(Query::Stats { json: true }).0,
+                ),
+                "clients" => first(false),
+                "clients json" => first(true),
+                _ => (Vec::new(), b"ERR unknown command, try help\n".to_vec()),
+            })
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(96))]
+
+            /// Whatever the splits and room, each command asks the right
+            /// queries in order, and the answers, some delivered in
+            /// parts, come out whole and in order; `quit` or the
+            /// half-close ends the connection.
+            #[test]
+            fn commands_become_queries_and_answers_whatever_the_splits(
+                commands in proptest::collection::vec((command(), any::<bool>()), 0..10),
+                hops in hops(16),
+                eof in any::<bool>(),
+                send_cap in 1usize..40,
+            ) {
+                let mut input = Vec::new();
+                let mut queries = Vec::new();
+                let mut output = Vec::new();
+                let mut quit = false;
+                for (command, crlf) in &commands {
+                    input.extend_from_slice(command.as_bytes());
+                    input.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                    match expected(command) {
+                        _ if quit => {}
+                        None => quit = true,
+                        Some((asked, answered)) => {
+                            queries.extend(asked);
+                            output.extend(answered);
+                        }
+                    }
+                }
+                let run = converse(ServiceKind::Admin, &config(), &steps(&input, &hops, eof), 64, send_cap, answer);
+                prop_assert_eq!(String::from_utf8_lossy(&run.output), String::from_utf8_lossy(&output));
+                prop_assert_eq!(run.queries, queries);
+                prop_assert_eq!(run.closed, quit || eof);
+            }
+        }
+    }
 }
