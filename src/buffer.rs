@@ -588,4 +588,305 @@ mod tests {
             assert!(buf.data().iter().eq(model.iter()));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::VecDeque;
+
+        #[derive(Clone, Debug)]
+        enum BufOp {
+            Append(usize),
+            /// Fill this share (of 256) of the spare room, then commit it.
+            SpareCommit(u8),
+            /// Consume this share (of 256) of what is buffered.
+            Consume(u8),
+            Clear,
+            Release,
+        }
+
+        fn buf_op() -> impl Strategy<Value = BufOp> {
+            prop_oneof![
+                3 => (0usize..40).prop_map(BufOp::Append),
+                2 => any::<u8>().prop_map(BufOp::SpareCommit),
+                3 => any::<u8>().prop_map(BufOp::Consume),
+                1 => Just(BufOp::Clear),
+                2 => Just(BufOp::Release),
+            ]
+        }
+
+        #[derive(Clone, Debug)]
+        enum QueueOp {
+            /// A chunk of these lines (each its length, then `\n`).
+            Push(Vec<u8>),
+            /// The same, queued from the start of line `from` (or the end).
+            PushFrom(Vec<u8>, usize),
+            Consume(u8),
+            /// A writer that takes at most this many bytes (`None`: one
+            /// that would block).
+            WriteTo(Option<usize>),
+            KeepCurrentLine,
+            Clear,
+        }
+
+        fn lines() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(0u8..6, 0..5)
+        }
+
+        fn queue_op() -> impl Strategy<Value = QueueOp> {
+            prop_oneof![
+                3 => lines().prop_map(QueueOp::Push),
+                2 => (lines(), 0usize..6).prop_map(|(l, from)| QueueOp::PushFrom(l, from)),
+                2 => any::<u8>().prop_map(QueueOp::Consume),
+                3 => proptest::option::weighted(0.9, 0usize..30).prop_map(QueueOp::WriteTo),
+                1 => Just(QueueOp::KeepCurrentLine),
+                1 => Just(QueueOp::Clear),
+            ]
+        }
+
+        /// A writer that takes up to `limit` bytes, across slices.
+        struct Taker {
+            limit: Option<usize>,
+            out: Vec<u8>,
+        }
+
+        impl Write for Taker {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.write_vectored(&[IoSlice::new(bytes)])
+            }
+
+            fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+                let Some(mut left) = self.limit else {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                };
+                let mut n = 0;
+                for slice in slices {
+                    let take = slice.len().min(left);
+                    self.out.extend_from_slice(&slice[..take]);
+                    left -= take;
+                    n += take;
+                }
+                Ok(n)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        /// The queue, plainly: each chunk's unsent bytes, and whether it is
+        /// begun.
+        #[derive(Default)]
+        struct Model {
+            pieces: VecDeque<(Vec<u8>, bool)>,
+        }
+
+        impl Model {
+            fn bytes(&self) -> Vec<u8> {
+                self.pieces
+                    .iter()
+                    .flat_map(|(p, _)| p.iter().copied())
+                    .collect()
+            }
+
+            fn consume(&mut self, mut n: usize) {
+                while n > 0 {
+                    let (front, begun) = self.pieces.front_mut().expect("n within the model");
+                    if n < front.len() {
+                        front.drain(..n);
+                        *begun = true;
+                        return;
+                    }
+                    n -= front.len();
+                    self.pieces.pop_front();
+                }
+            }
+        }
+
+        /// The bytes of a chunk of lines of the given lengths (bytes
+        /// numbered by `next`, so that order shows), and where lines start.
+        fn chunk(lengths: &[u8], next: &mut u8) -> (Vec<u8>, Vec<usize>) {
+            let mut bytes = Vec::new();
+            let mut starts = Vec::new();
+            for &len in lengths {
+                starts.push(bytes.len());
+                for _ in 0..len {
+                    *next = next.wrapping_add(1) % 200 + 1;
+                    bytes.push(*next);
+                }
+                bytes.push(b'\n');
+            }
+            starts.push(bytes.len());
+            (bytes, starts)
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(256))]
+
+            /// Any sequence of operations: never above capacity, bytes out
+            /// in the order they went in, storage as documented (none when
+            /// empty, a small block after a release with few bytes left,
+            /// the pool block given back), spare room within the bounds
+            /// `spare` promises.
+            #[test]
+            fn byte_buf_is_a_bounded_fifo_whose_storage_follows_the_bytes(
+                capacity in 1usize..64,
+                ops in proptest::collection::vec(buf_op(), 0..60),
+            ) {
+                let mut pool = BufPool::new(capacity);
+                let mut buf = ByteBuf::new(capacity);
+                let mut model = VecDeque::new();
+                let mut next = 0u8;
+                let mut numbered = |n: usize| -> Vec<u8> {
+                    (0..n).map(|_| { next = next.wrapping_add(1); next }).collect()
+                };
+                let mut pooled = false;
+                for op in ops {
+                    match op {
+                        BufOp::Append(n) => {
+                            let bytes = numbered(n);
+                            let taken = buf.append(&mut pool, &bytes);
+                            prop_assert_eq!(taken, n.min(capacity - model.len()));
+                            model.extend(&bytes[..taken]);
+                        }
+                        BufOp::SpareCommit(share) => {
+                            let free = buf.free();
+                            let spare = buf.spare(&mut pool);
+                            prop_assert!(spare.len() <= free);
+                            prop_assert!(spare.len() >= free.div_ceil(2));
+                            let n = spare.len() * share as usize / 255;
+                            let bytes = numbered(n);
+                            spare[..n].copy_from_slice(&bytes);
+                            buf.commit(n);
+                            model.extend(bytes);
+                        }
+                        BufOp::Consume(share) => {
+                            let n = model.len() * share as usize / 255;
+                            buf.consume(n);
+                            model.drain(..n);
+                        }
+                        BufOp::Clear => {
+                            buf.clear();
+                            model.clear();
+                        }
+                        BufOp::Release => {
+                            let held = buf.storage_bytes();
+                            let idle = pool.idle_blocks();
+                            buf.release(&mut pool);
+                            let len = model.len();
+                            if len == 0 {
+                                prop_assert!(!buf.holds_storage());
+                            } else if held == capacity && len <= capacity / 4 {
+                                prop_assert_eq!(buf.storage_bytes(), len, "small storage");
+                            } else {
+                                prop_assert_eq!(buf.storage_bytes(), held);
+                            }
+                            if held == capacity && len <= capacity / 4 {
+                                prop_assert_eq!(pool.idle_blocks(), idle + 1, "the block went back");
+                            }
+                        }
+                    }
+                    pooled |= buf.storage_bytes() == capacity;
+                    prop_assert!(buf.len() <= capacity);
+                    prop_assert_eq!(buf.len(), model.len());
+                    prop_assert_eq!(buf.free(), capacity - model.len());
+                    prop_assert_eq!(buf.is_full(), model.len() == capacity);
+                    prop_assert!(buf.data().iter().eq(model.iter()));
+                    prop_assert!(buf.holds_storage() || model.is_empty());
+                    if pooled {
+                        // One buffer, one block: in the buffer or the pool.
+                        let in_buf = usize::from(buf.storage_bytes() == capacity);
+                        prop_assert_eq!(pool.idle_blocks() + in_buf, 1);
+                    }
+                }
+            }
+
+            /// Any sequence of operations against a plain model: the same
+            /// bytes in the same order whatever the writer takes, `len` and
+            /// `cost` agree with the queue, and after `keep_current_line`
+            /// the receiver's output ends at a line boundary.
+            #[test]
+            fn shared_queue_matches_a_model(ops in proptest::collection::vec(queue_op(), 0..40)) {
+                let mut queue = SharedQueue::default();
+                let mut model = Model::default();
+                let mut written = Vec::new();
+                let mut next = 0u8;
+                for op in ops {
+                    match op {
+                        QueueOp::Push(lengths) => {
+                            let (bytes, _) = chunk(&lengths, &mut next);
+                            queue.push(Rc::from(&bytes[..]));
+                            if !bytes.is_empty() {
+                                model.pieces.push_back((bytes, false));
+                            }
+                        }
+                        QueueOp::PushFrom(lengths, from) => {
+                            let (bytes, starts) = chunk(&lengths, &mut next);
+                            let from = starts[from.min(starts.len() - 1)];
+                            queue.push_from(Rc::from(&bytes[..]), from);
+                            if from < bytes.len() {
+                                model.pieces.push_back((bytes[from..].to_vec(), false));
+                            }
+                        }
+                        QueueOp::Consume(share) => {
+                            let n = queue.len() * share as usize / 255;
+                            written.extend_from_slice(&model.bytes()[..n]);
+                            queue.consume(n);
+                            model.consume(n);
+                        }
+                        QueueOp::WriteTo(limit) => {
+                            let mut taker = Taker { limit, out: Vec::new() };
+                            let expected = model.bytes();
+                            match queue.write_to(&mut taker) {
+                                Ok(n) => {
+                                    prop_assert_eq!(&taker.out[..], &expected[..n]);
+                                    written.extend_from_slice(&taker.out);
+                                    model.consume(n);
+                                }
+                                Err(e) => prop_assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+                            }
+                        }
+                        QueueOp::KeepCurrentLine => {
+                            queue.keep_current_line();
+                            match model.pieces.pop_front() {
+                                Some((mut front, true)) => {
+                                    if let Some(at) = front.iter().position(|&b| b == b'\n') {
+                                        front.truncate(at + 1);
+                                    }
+                                    model.pieces = VecDeque::from([(front, true)]);
+                                }
+                                _ => model.pieces.clear(),
+                            }
+                            let mut all = written.clone();
+                            all.extend(model.bytes());
+                            prop_assert!(all.is_empty() || all.ends_with(b"\n"), "cut mid-line");
+                        }
+                        QueueOp::Clear => {
+                            // Dropped mid-line, on purpose: the receiver's
+                            // output starts afresh for the line check.
+                            queue.clear();
+                            model.pieces.clear();
+                            written.clear();
+                        }
+                    }
+                    let bytes = model.bytes();
+                    prop_assert_eq!(queue.len(), bytes.len());
+                    prop_assert_eq!(queue.is_empty(), bytes.is_empty());
+                    prop_assert_eq!(queue.pieces.len(), model.pieces.len());
+                    prop_assert_eq!(
+                        queue.cost(),
+                        bytes.len() + model.pieces.len() * std::mem::size_of::<Piece>()
+                    );
+                    prop_assert_eq!(queue.is_mid_chunk(), model.pieces.front().is_some_and(|p| p.1));
+                }
+                // What is left drains in order.
+                let mut taker = Taker { limit: Some(usize::MAX), out: Vec::new() };
+                while !queue.is_empty() {
+                    let n = queue.write_to(&mut taker).unwrap();
+                    prop_assert!(n > 0, "{} bytes queued but none to write", queue.len());
+                }
+                prop_assert_eq!(taker.out, model.bytes());
+            }
+        }
+    }
 }
