@@ -282,4 +282,214 @@ mod tests {
         assert!(r.take_announcements().is_none());
         assert_eq!(r.room(), 100);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeMap, BTreeSet};
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Join(usize),
+            Leave(usize, bool),
+            NoteQueued(usize, usize),
+            Judge(usize, usize),
+            Wait(usize),
+            Wake,
+            /// `take_announcements` then `admit_joined`, as the reactor
+            /// always does them.
+            Announce,
+            /// Time moves on this many seconds, then expired members are
+            /// dismissed.
+            PopExpired(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let key = 0usize..6;
+            let cost = prop_oneof![0usize..100, 100usize..1000, 1000usize..1200];
+            prop_oneof![
+                3 => key.clone().prop_map(Op::Join),
+                2 => (key.clone(), any::<bool>()).prop_map(|(k, slow)| Op::Leave(k, slow)),
+                3 => (key.clone(), cost.clone()).prop_map(|(k, c)| Op::NoteQueued(k, c)),
+                3 => (key.clone(), cost).prop_map(|(k, c)| Op::Judge(k, c)),
+                2 => key.prop_map(Op::Wait),
+                1 => Just(Op::Wake),
+                2 => Just(Op::Announce),
+                2 => (0u64..4).prop_map(Op::PopExpired),
+            ]
+        }
+
+        fn peer_of(key: usize) -> SocketAddr {
+            peer(1000 + key as u16)
+        }
+
+        /// The room, plainly.
+        #[derive(Default)]
+        struct Model {
+            members: BTreeSet<usize>,
+            joining: Vec<usize>,
+            waiting: BTreeSet<usize>,
+            /// Over the soft limit: since when, and in which order.
+            over: BTreeMap<usize, (Instant, u64)>,
+            seq: u64,
+            announcements: String,
+            /// Leaves of keys that were in the room, per key.
+            leaves_in: BTreeMap<usize, usize>,
+        }
+
+        impl Model {
+            fn leave(&mut self, key: usize, too_slow: bool) -> bool {
+                let was_in = self.members.remove(&key) || {
+                    let at = self.joining.iter().position(|&k| k == key);
+                    at.map(|i| self.joining.remove(i)).is_some()
+                };
+                self.waiting.remove(&key);
+                let was_over = self.over.remove(&key).is_some();
+                if was_in {
+                    let why = if too_slow { " (too slow)" } else { "" };
+                    self.announcements += &format!("* {} left{why}\n", peer_of(key));
+                    *self.leaves_in.entry(key).or_default() += 1;
+                }
+                was_over && self.over.is_empty()
+            }
+
+            fn over_since(&mut self, key: usize, now: Instant) {
+                if !self.over.contains_key(&key) {
+                    self.seq += 1;
+                    self.over.insert(key, (now, self.seq));
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(256))]
+
+            /// Any sequence of what the reactor does, against a plain
+            /// model: members and joiners disjoint, the room closed exactly
+            /// while some member is over the soft limit, senders woken
+            /// only when it opens, and every leave announced once.
+            #[test]
+            fn chat_room_matches_a_model(ops in proptest::collection::vec(op(), 0..60)) {
+                let (mut room, start) = room();
+                let limits = room.limits();
+                let mut model = Model::default();
+                let mut now = start;
+                // Every batch the room gave out.
+                let mut seen = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Join(key) => {
+                            // The reactor joins only a connection just opened.
+                            if model.members.contains(&key) || model.joining.contains(&key) {
+                                continue;
+                            }
+                            room.join(key, peer_of(key));
+                            model.joining.push(key);
+                            model.announcements += &format!("* {} joined\n", peer_of(key));
+                        }
+                        Op::Leave(key, too_slow) => {
+                            prop_assert_eq!(room.leave(key, peer_of(key), too_slow), model.leave(key, too_slow));
+                        }
+                        Op::NoteQueued(key, cost) => {
+                            // Only members are queued to.
+                            if !model.members.contains(&key) {
+                                continue;
+                            }
+                            room.note_queued(key, cost, now);
+                            if cost > limits.soft {
+                                model.over_since(key, now);
+                            }
+                        }
+                        Op::Judge(key, cost) => {
+                            if !model.members.contains(&key) {
+                                continue;
+                            }
+                            let (judgement, freed) = room.judge(key, cost, now);
+                            if cost > limits.hard {
+                                prop_assert_eq!((judgement, freed), (Judgement::TooSlow, false));
+                                // Dismissed: it leaves when it closes.
+                                let a = room.leave(key, peer_of(key), true);
+                                prop_assert_eq!(a, model.leave(key, true));
+                            } else if cost > limits.soft {
+                                prop_assert_eq!((judgement, freed), (Judgement::Keep, false));
+                                model.over_since(key, now);
+                            } else {
+                                let was_over = model.over.remove(&key).is_some();
+                                prop_assert_eq!(judgement, Judgement::Keep);
+                                prop_assert_eq!(freed, was_over && model.over.is_empty());
+                            }
+                        }
+                        Op::Wait(key) => {
+                            if !model.members.contains(&key) && !model.joining.contains(&key) {
+                                continue;
+                            }
+                            room.wait(key);
+                            model.waiting.insert(key);
+                        }
+                        Op::Wake => {
+                            let mut woken = room.wake();
+                            woken.sort_unstable();
+                            let expected: Vec<usize> = if model.over.is_empty() {
+                                std::mem::take(&mut model.waiting).into_iter().collect()
+                            } else {
+                                Vec::new()
+                            };
+                            prop_assert_eq!(woken, expected);
+                        }
+                        Op::Announce => {
+                            let batch = room.take_announcements();
+                            let text = std::mem::take(&mut model.announcements);
+                            prop_assert_eq!(batch.as_deref(), (!text.is_empty()).then_some(text.as_bytes()));
+                            seen.extend_from_slice(text.as_bytes());
+                            let admitted: Vec<(usize, usize)> = room.admit_joined().collect();
+                            // In any order: each carries its own offset.
+                            prop_assert_eq!(
+                                admitted.iter().map(|a| a.0).collect::<BTreeSet<_>>(),
+                                std::mem::take(&mut model.joining).into_iter().collect::<BTreeSet<_>>()
+                            );
+                            for (key, from) in admitted {
+                                // Each gets the batch after its own join.
+                                let own = format!("* {} joined\n", peer_of(key));
+                                prop_assert!(text.as_bytes()[..from].ends_with(own.as_bytes()));
+                                model.members.insert(key);
+                            }
+                        }
+                        Op::PopExpired(secs) => {
+                            now += Duration::from_secs(secs);
+                            loop {
+                                let due = model
+                                    .over
+                                    .iter()
+                                    .filter(|(_, (since, _))| *since + limits.soft_for <= now)
+                                    .min_by_key(|(_, at)| **at)
+                                    .map(|(&k, _)| k);
+                                prop_assert_eq!(room.pop_expired(now), due);
+                                let Some(key) = due else { break };
+                                model.over.remove(&key);
+                                // Dismissed, so it leaves.
+                                let _ = room.leave(key, peer_of(key), true);
+                                model.leave(key, true);
+                            }
+                        }
+                    }
+                    prop_assert!(room.members.iter().all(|k| !room.joining.iter().any(|j| j.0 == *k)));
+                    prop_assert_eq!(room.members.iter().copied().collect::<BTreeSet<_>>(), model.members.clone());
+                    prop_assert_eq!(room.room() == 0, !model.over.is_empty());
+                    prop_assert!(room.room() == 0 || room.room() == limits.soft);
+                    prop_assert_eq!(room.over_soft.len(), model.over.len());
+                    prop_assert!(model.over.keys().all(|k| model.members.contains(k)));
+                }
+                // Every leave of a key in the room was announced, once.
+                if let Some(batch) = room.take_announcements() {
+                    seen.extend_from_slice(&batch);
+                }
+                let seen = String::from_utf8(seen).expect("announcements are text");
+                for key in 0..6 {
+                    let line = format!("* {} left", peer_of(key));
+                    let announced = seen.matches(&line).count();
+                    prop_assert_eq!(announced, model.leaves_in.get(&key).copied().unwrap_or(0));
+                }
+            }
+        }
+    }
 }

@@ -207,4 +207,81 @@ mod tests {
         assert_eq!(earliest([None, Some(t0 + secs(2)), Some(t0)]), Some(t0));
         assert_eq!(earliest([None, None]), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// Time moves on this many milliseconds first (0 included).
+            Touch(usize, u64),
+            Remove(usize),
+            PopExpired(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0usize..10, 0u64..400).prop_map(|(k, dt)| Op::Touch(k, dt)),
+                2 => (0usize..12).prop_map(Op::Remove),
+                3 => (0u64..1500).prop_map(Op::PopExpired),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::prop::cases(256))]
+
+            /// Against a map ordered by (deadline, touch order): deadlines
+            /// expire in order and only when due, removals are exact, and
+            /// `len`, `contains` and `next_deadline` agree.
+            #[test]
+            fn deadline_list_matches_an_ordered_map(ops in proptest::collection::vec(op(), 0..80)) {
+                let timeout = Duration::from_millis(1000);
+                let start = Instant::now();
+                let mut now = start;
+                let mut list = DeadlineList::new(timeout);
+                let mut order: BTreeMap<(Instant, u64), usize> = BTreeMap::new();
+                let mut entry: BTreeMap<usize, (Instant, u64)> = BTreeMap::new();
+                let mut seq = 0;
+                for op in ops {
+                    match op {
+                        Op::Touch(key, dt) => {
+                            now += Duration::from_millis(dt);
+                            list.touch(key, now);
+                            if let Some(old) = entry.remove(&key) {
+                                order.remove(&old);
+                            }
+                            seq += 1;
+                            order.insert((now + timeout, seq), key);
+                            entry.insert(key, (now + timeout, seq));
+                        }
+                        Op::Remove(key) => {
+                            list.remove(key);
+                            if let Some(old) = entry.remove(&key) {
+                                order.remove(&old);
+                            }
+                        }
+                        Op::PopExpired(dt) => {
+                            now += Duration::from_millis(dt);
+                            loop {
+                                let due = order.first_key_value().filter(|(at, _)| at.0 <= now).map(|(at, &k)| (*at, k));
+                                let popped = list.pop_expired(now);
+                                prop_assert_eq!(popped, due.map(|(_, k)| k));
+                                let Some((at, key)) = due else { break };
+                                order.remove(&at);
+                                entry.remove(&key);
+                            }
+                        }
+                    }
+                    prop_assert_eq!(list.len(), entry.len());
+                    prop_assert_eq!(list.is_empty(), entry.is_empty());
+                    prop_assert_eq!(list.next_deadline(), order.keys().next().map(|at| at.0));
+                    for key in 0..12 {
+                        prop_assert_eq!(list.contains(key), entry.contains_key(&key));
+                    }
+                }
+            }
+        }
+    }
 }
