@@ -994,6 +994,8 @@ mod tests {
                 Just("   "),
                 Just("frobnicate"),
                 Just("stats xml"),
+                Just("metrics"),
+                Just("watch 5"),
                 Just("quit"),
                 Just("exit"),
             ]
@@ -1022,6 +1024,9 @@ mod tests {
                     });
                     (part, next)
                 }
+                Query::Metrics => (b"# metrics\n".to_vec(), None),
+                // No `watch` is started here (the case below is refused).
+                Query::Watch { .. } => unreachable!("no watch in these tests"),
             }
         }
 
@@ -1056,6 +1061,11 @@ mod tests {
                 ),
                 "clients" => first(false),
                 "clients json" => first(true),
+                "metrics" => (vec![Query::Metrics], answer(Query::Metrics).0),
+                "watch 5" => (
+                    Vec::new(),
+                    b"ERR watch takes milliseconds, 50 to 60000\n".to_vec(),
+                ),
                 _ => (Vec::new(), b"ERR unknown command, try help\n".to_vec()),
             })
         }
