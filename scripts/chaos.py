@@ -40,6 +40,7 @@ import struct
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 _spec = importlib.util.spec_from_file_location(
     "measure_hostile", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "measure-hostile.py"))
@@ -132,6 +133,7 @@ def reader(port, ready, stop, expect, out):
         with open(expect) as f:
             for snd in json.load(f).get("senders", []):
                 expected[snd["sid"]] = snd["sent"]
+                state["addr"].setdefault(snd["sid"], snd["addr"])
     except (OSError, ValueError):
         bad(f"no list of well-behaved chat senders in {expect}")
     t1 = now()
@@ -141,7 +143,7 @@ def reader(port, ready, stop, expect, out):
     missing = {sid: (state["next"].get(sid, 0), n) for sid, n in expected.items()
                if state["next"].get(sid, 0) != n}
     for sid, (got, n) in list(missing.items())[:10]:
-        bad(f"sender {sid} sent {n} lines; the reader got {got}")
+        bad(f"sender {sid} ({state['addr'].get(sid)}) sent {n} lines; the reader got {got}")
     if me.too_slow:
         bad("the reader was dropped as too slow ('* disconnected: too slow')")
     elif me.eof or me.error:
