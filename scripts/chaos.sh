@@ -125,6 +125,13 @@ server_verdict() {
     return "$ok"
 }
 
+# keep_log: a copy of the server's log outside $TMP (removed at exit), to
+# look into a failure.
+keep_log() {
+    local kept=${TMPDIR:-/tmp}/tcp-reactor-chaos.$$.log
+    cp -- "$SERVER_LOG" "$kept" && echo "server log kept in $kept"
+}
+
 # Sourced by soak.sh for the helpers above; run, it is the chaos test.
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     need_nc
@@ -155,6 +162,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     if [ "$status" = 0 ]; then
         echo "chaos: PASS"
     else
+        keep_log
         echo "chaos: FAIL"
     fi
     exit "$status"
