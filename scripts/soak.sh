@@ -50,7 +50,9 @@ SAMPLES=$TMP/samples.jsonl
 status=0
 start=$SECONDS
 printf '%6s %6s %10s %8s %7s %7s %9s\n' time fds rss_MB cpu_s active errors ops
-# One sample every 10 s, until the clients end (they stop at SECS).
+# One sample every 10 s (on the clock, whatever a sample takes), until the
+# clients end (they stop at SECS).
+tick=$start
 while running "$GOOD_PID" || running "$HOSTILE_PID"; do
     if ! running "$SERVER_PID"; then
         echo "VIOLATION: the server exited: $(tail -n 5 "$SERVER_LOG")"
@@ -62,7 +64,8 @@ while running "$GOOD_PID" || running "$HOSTILE_PID"; do
         status=1
         break
     fi
-    sleep 10
+    tick=$((tick + 10))
+    [ "$tick" -gt "$SECONDS" ] && sleep $((tick - SECONDS))
     python3 "$PY" sample "$SAMPLES" "$((SECONDS - start))" "$SERVER_PID" "$ADMIN_PORT" \
         "$TMP/good.progress" "$TMP/hostile.progress" || echo "could not sample"
 done
@@ -76,6 +79,7 @@ server_verdict || status=1
 if [ "$status" = 0 ]; then
     echo "soak: PASS"
 else
+    keep_log
     echo "soak: FAIL"
 fi
 exit "$status"
