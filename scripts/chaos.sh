@@ -110,8 +110,8 @@ server_verdict() {
         echo "VIOLATION: the server exited: $(tail -n 5 "$SERVER_LOG")"
         ok=1
     fi
-    if grep -Eq 'panicked|ERROR' "$SERVER_LOG"; then
-        echo "VIOLATION: the server logged: $(grep -E -m 3 'panicked|ERROR' "$SERVER_LOG")"
+    if grep -Eq '^[^ ]+ ERROR |panicked at' "$SERVER_LOG"; then
+        echo "VIOLATION: the server logged: $(grep -E -m 3 '^[^ ]+ ERROR |panicked at' "$SERVER_LOG")"
         ok=1
     fi
     answer=$(admin "$ADMIN_PORT" stats 2>&1)
