@@ -66,6 +66,8 @@ while running "$GOOD_PID" || running "$HOSTILE_PID"; do
     fi
     tick=$((tick + 10))
     [ "$tick" -gt "$SECONDS" ] && sleep $((tick - SECONDS))
+    # A sample of the load only: none once the clients are ending.
+    { running "$GOOD_PID" && running "$HOSTILE_PID"; } || break
     python3 "$PY" sample "$SAMPLES" "$((SECONDS - start))" "$SERVER_PID" "$ADMIN_PORT" \
         "$TMP/good.progress" "$TMP/hostile.progress" || echo "could not sample"
 done
