@@ -6,13 +6,16 @@
 //! queue (bytes of shared lines not yet written to it, plus what each queued
 //! entry costs) is judged after the server has tried to write to it. Over the
 //! hard limit it is disconnected at once; over the soft limit it may stay for
-//! [`ChatLimits::soft_for`], continuously, before it is. Meanwhile the room
-//! is congested: senders may broadcast nothing ([`ChatRoom::room`] is 0),
-//! their lines wait in their own receive buffers, and they are woken when no
-//! member is over the soft limit any more. So a paste goes out at the pace
-//! of the members that keep up, a member that drains its queue is never
-//! dropped, and one that does not holds the others back for at most
-//! `soft_for`.
+//! [`ChatLimits::soft_for`], continuously, before it is. While a member over
+//! the soft limit is still reading (its queue got written to within the last
+//! [`CONGESTION_GRACE`]), the room is congested: senders may broadcast
+//! nothing ([`ChatRoom::room`] is 0), their lines wait in their own receive
+//! buffers, and they are woken when no member congests it any more. So a
+//! paste goes out at the pace of the members that keep up, even slowly, and a
+//! member that drains its queue is never dropped. A member that stops
+//! reading altogether holds the others back for at most `CONGESTION_GRACE`
+//! (then it only waits to be dropped), so a stream of clients that join and
+//! never read cannot stall the room.
 //!
 //! Joins and leaves are batched: the lines of one turn go out as one shared
 //! chunk, so thousands of joins cost each member one queue entry per turn,
@@ -25,6 +28,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::timer::DeadlineList;
+
+/// How long a member over the soft limit may go without the server writing
+/// to it and still hold senders back: long enough for a slow reader's next
+/// read (many round trips), short enough that a member that has stopped
+/// reading stalls a paste only briefly.
+pub const CONGESTION_GRACE: Duration = Duration::from_millis(500);
 
 /// The per-member queue limits (`--chat-soft-limit`, `--chat-soft-secs`,
 /// `--chat-hard-limit`).
@@ -74,6 +83,9 @@ pub struct ChatRoom {
     announcements: Vec<u8>,
     /// Members over the soft limit, by when they have been over it too long.
     pub over_soft: DeadlineList,
+    /// Members over the soft limit that are still reading, by when they
+    /// stop counting as such: while any is here, the room is congested.
+    pub congesting: DeadlineList,
     /// Senders with lines waiting for room.
     waiting: HashSet<usize>,
 }
@@ -86,6 +98,7 @@ impl ChatRoom {
             joining: Vec::new(),
             announcements: Vec::new(),
             over_soft: DeadlineList::new(limits.soft_for),
+            congesting: DeadlineList::new(CONGESTION_GRACE),
             waiting: HashSet::new(),
         }
     }
@@ -95,9 +108,9 @@ impl ChatRoom {
     }
 
     /// Bytes a sender may broadcast in its turn: the soft limit while no
-    /// member is over it, else nothing.
+    /// member congests the room, else nothing.
     pub fn room(&self) -> usize {
-        if self.over_soft.is_empty() {
+        if self.congesting.is_empty() {
             self.limits.soft
         } else {
             0
@@ -120,14 +133,22 @@ impl ChatRoom {
             self.joining.swap_remove(i);
         });
         self.waiting.remove(&key);
-        let was_over = self.over_soft.contains(key);
         self.over_soft.remove(key);
+        let freed = self.uncongest(key);
         if was_member || was_joining.is_some() {
             let why = if too_slow { " (too slow)" } else { "" };
             self.announcements
                 .extend_from_slice(format!("* {peer} left{why}\n").as_bytes());
         }
-        was_over && self.over_soft.is_empty()
+        freed
+    }
+
+    /// `key` no longer congests the room; true if the room has room again
+    /// because of it.
+    fn uncongest(&mut self, key: usize) -> bool {
+        let was = self.congesting.contains(key);
+        self.congesting.remove(key);
+        was && self.congesting.is_empty()
     }
 
     /// The batch of join and leave lines to queue to the current members,
@@ -146,28 +167,40 @@ impl ChatRoom {
         self.joining.drain(..)
     }
 
-    /// A member's queue grew to `cost`: over the soft limit, the room is
-    /// congested and its clock starts (if not already running).
+    /// A member's queue grew to `cost`: on going over the soft limit its
+    /// clock starts and it congests the room (for at most the grace, unless
+    /// it keeps reading).
     pub fn note_queued(&mut self, key: usize, cost: usize, now: Instant) {
         if cost > self.limits.soft && !self.over_soft.contains(key) {
             self.over_soft.touch(key, now);
+            self.congesting.touch(key, now);
         }
     }
 
     /// Judges member `key` after the server tried to write to it, its queue
-    /// now `cost`. Returns the judgement, and whether the room has room again
-    /// because of it (see [`ChatRoom::wake`]).
-    pub fn judge(&mut self, key: usize, cost: usize, now: Instant) -> (Judgement, bool) {
+    /// now `cost`; `wrote`: the server wrote some of it in this turn (the
+    /// client is reading). Returns the judgement, and whether the room has
+    /// room again because of it (see [`ChatRoom::wake`]).
+    pub fn judge(
+        &mut self,
+        key: usize,
+        cost: usize,
+        wrote: bool,
+        now: Instant,
+    ) -> (Judgement, bool) {
         if cost > self.limits.hard {
             return (Judgement::TooSlow, false);
         }
         if cost > self.limits.soft {
             self.note_queued(key, cost, now);
+            if wrote {
+                // Still reading: the paste waits for it.
+                self.congesting.touch(key, now);
+            }
             return (Judgement::Keep, false);
         }
-        let was_over = self.over_soft.contains(key);
         self.over_soft.remove(key);
-        (Judgement::Keep, was_over && self.over_soft.is_empty())
+        (Judgement::Keep, self.uncongest(key))
     }
 
     /// A member over the soft limit for too long, if any (then leave it).
@@ -175,15 +208,34 @@ impl ChatRoom {
         self.over_soft.pop_expired(now)
     }
 
+    /// Members over the soft limit that have not been written to for the
+    /// grace stop congesting the room; true if it has room again.
+    pub fn expire_congestion(&mut self, now: Instant) -> bool {
+        let mut freed = false;
+        while self.congesting.pop_expired(now).is_some() {
+            freed = self.congesting.is_empty();
+        }
+        freed
+    }
+
+    /// The next time something here is due: a member's soft-limit clock or
+    /// the end of its grace.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        crate::timer::earliest([
+            self.over_soft.next_deadline(),
+            self.congesting.next_deadline(),
+        ])
+    }
+
     /// Sender `key` has lines waiting for room.
     pub fn wait(&mut self, key: usize) {
         self.waiting.insert(key);
     }
 
-    /// The senders to drive again now that no member is over the soft limit
-    /// (empty while one still is).
+    /// The senders to drive again now that no member congests the room
+    /// (empty while one still does).
     pub fn wake(&mut self) -> Vec<usize> {
-        if self.over_soft.is_empty() {
+        if self.congesting.is_empty() {
             self.waiting.drain().collect()
         } else {
             Vec::new()
@@ -197,6 +249,7 @@ impl ChatRoom {
         self.announcements.clear();
         self.waiting.clear();
         while self.over_soft.pop_expired(far_future()).is_some() {}
+        while self.congesting.pop_expired(far_future()).is_some() {}
     }
 }
 
@@ -247,10 +300,37 @@ mod tests {
         assert_eq!(r.room(), 0, "senders wait");
         r.wait(7);
         assert!(r.wake().is_empty(), "still congested");
-        assert_eq!(r.judge(1, 120, now), (Judgement::Keep, false));
-        assert_eq!(r.judge(1, 40, now), (Judgement::Keep, true), "drained");
+        assert_eq!(r.judge(1, 120, true, now), (Judgement::Keep, false));
+        assert_eq!(
+            r.judge(1, 40, true, now),
+            (Judgement::Keep, true),
+            "drained"
+        );
         assert_eq!(r.room(), 100);
         assert_eq!(r.wake(), vec![7]);
+    }
+
+    #[test]
+    fn a_member_that_stops_reading_congests_the_room_only_for_the_grace() {
+        let (mut r, now) = room();
+        r.members.insert(1);
+        r.members.insert(2);
+        r.note_queued(1, 150, now);
+        r.wait(7);
+        // Member 1 reads on, slowly: the paste keeps waiting for it.
+        let later = now + CONGESTION_GRACE / 2;
+        r.judge(1, 140, true, later);
+        assert!(!r.expire_congestion(now + CONGESTION_GRACE));
+        assert_eq!(r.room(), 0);
+        // Member 2 goes over and never reads: it holds the room for the
+        // grace only, then merely waits to be dropped.
+        r.judge(1, 10, true, later);
+        r.note_queued(2, 150, later);
+        assert_eq!(r.room(), 0);
+        assert!(r.expire_congestion(later + CONGESTION_GRACE));
+        assert_eq!(r.room(), 100);
+        assert_eq!(r.wake(), vec![7]);
+        assert_eq!(r.pop_expired(later + Duration::from_secs(5)), Some(2));
     }
 
     #[test]
@@ -261,11 +341,11 @@ mod tests {
         r.note_queued(1, 150, now);
         // Draining and refilling restarts the clock: only a continuous
         // excess counts.
-        r.judge(1, 50, now + Duration::from_secs(3));
+        r.judge(1, 50, true, now + Duration::from_secs(3));
         r.note_queued(1, 150, now + Duration::from_secs(4));
         assert_eq!(r.pop_expired(now + Duration::from_secs(6)), None);
         assert_eq!(r.pop_expired(now + Duration::from_secs(9)), Some(1));
-        assert_eq!(r.judge(2, 1001, now).0, Judgement::TooSlow);
+        assert_eq!(r.judge(2, 1001, true, now).0, Judgement::TooSlow);
     }
 
     #[test]
@@ -293,7 +373,9 @@ mod tests {
             Join(usize),
             Leave(usize, bool),
             NoteQueued(usize, usize),
-            Judge(usize, usize),
+            /// A member judged after a turn: its cost, and whether the
+            /// turn wrote to it.
+            Judge(usize, usize, bool),
             Wait(usize),
             Wake,
             /// `take_announcements` then `admit_joined`, as the reactor
@@ -311,7 +393,7 @@ mod tests {
                 3 => key.clone().prop_map(Op::Join),
                 2 => (key.clone(), any::<bool>()).prop_map(|(k, slow)| Op::Leave(k, slow)),
                 3 => (key.clone(), cost.clone()).prop_map(|(k, c)| Op::NoteQueued(k, c)),
-                3 => (key.clone(), cost).prop_map(|(k, c)| Op::Judge(k, c)),
+                3 => (key.clone(), cost, any::<bool>()).prop_map(|(k, c, w)| Op::Judge(k, c, w)),
                 2 => key.prop_map(Op::Wait),
                 1 => Just(Op::Wake),
                 2 => Just(Op::Announce),
@@ -331,6 +413,9 @@ mod tests {
             waiting: BTreeSet<usize>,
             /// Over the soft limit: since when, and in which order.
             over: BTreeMap<usize, (Instant, u64)>,
+            /// Over the soft limit and still reading: when last written to
+            /// (or when it went over). Congests the room for the grace.
+            congesting: BTreeMap<usize, Instant>,
             seq: u64,
             announcements: String,
             /// Leaves of keys that were in the room, per key.
@@ -344,19 +429,21 @@ mod tests {
                     at.map(|i| self.joining.remove(i)).is_some()
                 };
                 self.waiting.remove(&key);
-                let was_over = self.over.remove(&key).is_some();
+                self.over.remove(&key);
+                let was_congesting = self.congesting.remove(&key).is_some();
                 if was_in {
                     let why = if too_slow { " (too slow)" } else { "" };
                     self.announcements += &format!("* {} left{why}\n", peer_of(key));
                     *self.leaves_in.entry(key).or_default() += 1;
                 }
-                was_over && self.over.is_empty()
+                was_congesting && self.congesting.is_empty()
             }
 
             fn over_since(&mut self, key: usize, now: Instant) {
                 if !self.over.contains_key(&key) {
                     self.seq += 1;
                     self.over.insert(key, (now, self.seq));
+                    self.congesting.insert(key, now);
                 }
             }
         }
@@ -400,11 +487,11 @@ mod tests {
                                 model.over_since(key, now);
                             }
                         }
-                        Op::Judge(key, cost) => {
+                        Op::Judge(key, cost, wrote) => {
                             if !model.members.contains(&key) {
                                 continue;
                             }
-                            let (judgement, freed) = room.judge(key, cost, now);
+                            let (judgement, freed) = room.judge(key, cost, wrote, now);
                             if cost > limits.hard {
                                 prop_assert_eq!((judgement, freed), (Judgement::TooSlow, false));
                                 // Dismissed: it leaves when it closes.
@@ -413,10 +500,14 @@ mod tests {
                             } else if cost > limits.soft {
                                 prop_assert_eq!((judgement, freed), (Judgement::Keep, false));
                                 model.over_since(key, now);
+                                if wrote {
+                                    model.congesting.insert(key, now);
+                                }
                             } else {
-                                let was_over = model.over.remove(&key).is_some();
+                                model.over.remove(&key);
+                                let was = model.congesting.remove(&key).is_some();
                                 prop_assert_eq!(judgement, Judgement::Keep);
-                                prop_assert_eq!(freed, was_over && model.over.is_empty());
+                                prop_assert_eq!(freed, was && model.congesting.is_empty());
                             }
                         }
                         Op::Wait(key) => {
@@ -429,7 +520,7 @@ mod tests {
                         Op::Wake => {
                             let mut woken = room.wake();
                             woken.sort_unstable();
-                            let expected: Vec<usize> = if model.over.is_empty() {
+                            let expected: Vec<usize> = if model.congesting.is_empty() {
                                 std::mem::take(&mut model.waiting).into_iter().collect()
                             } else {
                                 Vec::new()
@@ -456,6 +547,10 @@ mod tests {
                         }
                         Op::PopExpired(secs) => {
                             now += Duration::from_secs(secs);
+                            let before = model.congesting.len();
+                            model.congesting.retain(|_, at| *at + CONGESTION_GRACE > now);
+                            let freed = before > 0 && model.congesting.is_empty();
+                            prop_assert_eq!(room.expire_congestion(now), freed);
                             loop {
                                 let due = model
                                     .over
@@ -474,7 +569,8 @@ mod tests {
                     }
                     prop_assert!(room.members.iter().all(|k| !room.joining.iter().any(|j| j.0 == *k)));
                     prop_assert_eq!(room.members.iter().copied().collect::<BTreeSet<_>>(), model.members.clone());
-                    prop_assert_eq!(room.room() == 0, !model.over.is_empty());
+                    prop_assert_eq!(room.room() == 0, !model.congesting.is_empty());
+                    prop_assert!(model.congesting.keys().all(|k| model.over.contains_key(k)));
                     prop_assert!(room.room() == 0 || room.room() == limits.soft);
                     prop_assert_eq!(room.over_soft.len(), model.over.len());
                     prop_assert!(model.over.keys().all(|k| model.members.contains(k)));

@@ -402,7 +402,7 @@ impl Server {
         earliest([
             self.wakeups.peek().map(|Reverse((at, _, _))| *at),
             self.phase_deadlines.next_deadline(),
-            self.chat.over_soft.next_deadline(),
+            self.chat.next_deadline(),
             self.shutdown_deadline,
             self.idle.as_ref().and_then(|l| l.next_deadline()),
             self.accept_paused_until,
@@ -596,7 +596,8 @@ impl Server {
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
             // Judged now that the turn has tried to write to it.
-            let (judgement, freed) = self.chat.judge(key, queued_cost, now);
+            let wrote = report.bytes_out > 0;
+            let (judgement, freed) = self.chat.judge(key, queued_cost, wrote, now);
             if judgement == Judgement::TooSlow {
                 self.dismiss(key, "its queue passed the hard limit", now);
             } else if freed {
@@ -904,6 +905,9 @@ impl Server {
                 conn.queued = true;
                 self.ready.push_back(key);
             }
+        }
+        if self.chat.expire_congestion(now) {
+            self.wake_senders();
         }
         while let Some(key) = self.chat.pop_expired(now) {
             let secs = self.chat.limits().soft_for.as_secs_f64();
