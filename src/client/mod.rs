@@ -1,11 +1,13 @@
 //! The programs that talk to a server: `client` (the notes' interactive line
-//! client), `get` (the download client) and `bench` (an echo load
-//! generator). Unlike the server they are plain blocking programs, except
-//! `bench`, which runs its connections on one mio loop.
+//! client), `get` (the download client), `bench` (an echo load
+//! generator) and `top` (a live view of the admin service's snapshots).
+//! Unlike the server they are plain blocking programs, except `bench`,
+//! which runs its connections on one mio loop.
 
 pub mod bench;
 pub mod get;
 pub mod interactive;
+pub mod top;
 
 use std::fmt;
 use std::io;

@@ -1,0 +1,1102 @@
+//! What `top` knows: the admin service's `watch` snapshots parsed, the rates
+//! between two of them, the sort, the service filter, the selection, and a
+//! minute of history per connection.
+//!
+//! Pure: no I/O and no clock. Time is the server's own `uptime_secs`, read
+//! from each snapshot, so rates are over the interval the server measured
+//! (a snapshot the server skipped widens the interval instead of doubling a
+//! rate). Drawing is elsewhere (`text` for plain text, `screen` for the
+//! terminal); both read what this module computes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Deserializer};
+
+/// A JSON number the server may send as `null`: read as 0. Counters are
+/// never null today; the tolerance costs nothing and keeps an older or
+/// newer server readable.
+fn zero_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.unwrap_or(0))
+}
+
+fn zero_if_null_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(0.0))
+}
+
+fn empty_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One line of `watch MS`. Unknown fields are ignored and missing ones
+/// default, so a server that adds fields stays readable.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Snapshot {
+    pub stats: Stats,
+    pub clients: Vec<Row>,
+}
+
+impl Snapshot {
+    /// Parses one `watch` line.
+    pub fn parse(line: &str) -> Result<Snapshot, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+}
+
+/// The `stats` half of a snapshot.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Stats {
+    #[serde(deserialize_with = "zero_if_null_f64")]
+    pub uptime_secs: f64,
+    /// By service name (sorted, so the header keeps one order).
+    pub services: BTreeMap<String, Counters>,
+    pub total: Counters,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub log_lines_dropped: u64,
+}
+
+/// One service's counters, or the total.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Counters {
+    #[serde(deserialize_with = "zero_if_null")]
+    pub accepted: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub active: u64,
+    /// Refusals by cause (`full`, `per_ip`).
+    pub refused: BTreeMap<String, Option<u64>>,
+    /// Closes by cause (`peer`, `idle`, `error`, `limit`, `shutdown`).
+    pub closed: Causes,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub bytes_in: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub bytes_out: u64,
+}
+
+impl Counters {
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().map(|n| n.unwrap_or(0)).sum()
+    }
+}
+
+/// Counts by cause, in the order the server sent them (the order of its
+/// enum, which reads better than alphabetical: peer, idle, error, ...).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Causes(pub Vec<(String, u64)>);
+
+impl Causes {
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn of(&self, cause: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(name, _)| name == cause)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl<'de> Deserialize<'de> for Causes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Causes, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Causes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of counts by cause")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Causes, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Option<u64>>()? {
+                    out.push((k, v.unwrap_or(0)));
+                }
+                Ok(Causes(out))
+            }
+            fn visit_unit<E>(self) -> Result<Causes, E> {
+                Ok(Causes::default())
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// One connection, as `clients json` gives it. Kernel figures are `None`
+/// where the kernel gave none.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Row {
+    #[serde(deserialize_with = "zero_if_null")]
+    pub id: u64,
+    #[serde(deserialize_with = "empty_if_null")]
+    pub peer: String,
+    #[serde(deserialize_with = "empty_if_null")]
+    pub service: String,
+    #[serde(deserialize_with = "zero_if_null_f64")]
+    pub age_secs: f64,
+    #[serde(deserialize_with = "zero_if_null_f64")]
+    pub idle_secs: f64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub recv_buf_used: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub recv_buf_capacity: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub send_buf_used: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub send_buf_capacity: u64,
+    pub kernel_recv_queue: Option<u64>,
+    /// Sent and unacknowledged plus not yet sent (SIOCOUTQ).
+    pub kernel_send_queue: Option<u64>,
+    /// Of the kernel send queue, the bytes not sent yet (SIOCOUTQNSD).
+    pub kernel_send_unsent: Option<u64>,
+    pub so_rcvbuf: Option<u64>,
+    pub so_sndbuf: Option<u64>,
+    #[serde(deserialize_with = "empty_if_null")]
+    pub state: String,
+    #[serde(deserialize_with = "empty_if_null")]
+    pub limit: String,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub bytes_in: u64,
+    #[serde(deserialize_with = "zero_if_null")]
+    pub bytes_out: u64,
+    pub snapshots_skipped: Option<u64>,
+    pub tcp: Option<Tcp>,
+}
+
+/// TCP_INFO as the server reports it; every figure may be missing.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Tcp {
+    pub rtt_us: Option<u64>,
+    pub rttvar_us: Option<u64>,
+    pub snd_cwnd: Option<u64>,
+    pub snd_ssthresh: Option<u64>,
+    pub snd_mss: Option<u64>,
+    pub snd_wnd: Option<u64>,
+    pub unacked: Option<u64>,
+    pub total_retrans: Option<u64>,
+    pub notsent_bytes: Option<u64>,
+    pub bytes_acked: Option<u64>,
+    pub busy_time_us: Option<u64>,
+    pub rwnd_limited_us: Option<u64>,
+    pub sndbuf_limited_us: Option<u64>,
+}
+
+impl Row {
+    /// The connection's identity across snapshots. The server's `id` is a
+    /// slot that a later connection reuses, so the peer address and the
+    /// service are part of it.
+    pub fn key(&self) -> Key {
+        Key {
+            id: self.id,
+            peer: self.peer.clone(),
+            service: self.service.clone(),
+        }
+    }
+
+    pub fn rtt_us(&self) -> Option<u64> {
+        self.tcp.and_then(|t| t.rtt_us)
+    }
+
+    /// Where this connection's bytes sit, layer by layer.
+    pub fn layers(&self) -> Layers {
+        let queued = self.kernel_send_queue.unwrap_or(0);
+        // SIOCOUTQNSD can run ahead of SIOCOUTQ between the two ioctls;
+        // the unsent part is never more than the whole queue.
+        let unsent = self.kernel_send_unsent.unwrap_or(0).min(queued);
+        Layers {
+            used: [
+                self.kernel_recv_queue.unwrap_or(0),
+                self.recv_buf_used,
+                self.send_buf_used,
+                unsent,
+                queued - unsent,
+            ],
+            capacity: [
+                self.so_rcvbuf,
+                Some(self.recv_buf_capacity),
+                Some(self.send_buf_capacity),
+                self.so_sndbuf,
+            ],
+        }
+    }
+
+    /// Bytes the server still owes the peer: its send buffer and
+    /// everything in the kernel's send queue (unsent or unacknowledged).
+    pub fn owed(&self) -> u64 {
+        self.send_buf_used + self.kernel_send_queue.unwrap_or(0)
+    }
+}
+
+/// A connection's identity: see [`Row::key`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub id: u64,
+    pub peer: String,
+    pub service: String,
+}
+
+/// The layers of a connection's byte path, in the order a byte crosses
+/// them: in from the peer, through the service, out to the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    KernelRecv,
+    RecvBuf,
+    SendBuf,
+    Unsent,
+    InFlight,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 5] = [
+        Layer::KernelRecv,
+        Layer::RecvBuf,
+        Layer::SendBuf,
+        Layer::Unsent,
+        Layer::InFlight,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::KernelRecv => "kernel receive queue",
+            Layer::RecvBuf => "receive buffer",
+            Layer::SendBuf => "send buffer",
+            Layer::Unsent => "kernel unsent",
+            Layer::InFlight => "in flight",
+        }
+    }
+
+    /// The letter that stands for the layer in a bar.
+    pub fn glyph(self) -> char {
+        match self {
+            Layer::KernelRecv => 'K',
+            Layer::RecvBuf => 'R',
+            Layer::SendBuf => 'S',
+            Layer::Unsent => 'U',
+            Layer::InFlight => 'F',
+        }
+    }
+
+    /// Which capacity the layer is measured against: the last two share
+    /// the kernel's send buffer.
+    pub fn part(self) -> usize {
+        match self {
+            Layer::KernelRecv => 0,
+            Layer::RecvBuf => 1,
+            Layer::SendBuf => 2,
+            Layer::Unsent | Layer::InFlight => 3,
+        }
+    }
+}
+
+/// Bytes per layer (indexed as [`Layer::ALL`]) and the four capacities
+/// they are measured against: SO_RCVBUF, the receive buffer's limit, the
+/// send buffer's limit, SO_SNDBUF (`None`: the kernel gave none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Layers {
+    pub used: [u64; 5],
+    pub capacity: [Option<u64>; 4],
+}
+
+impl Layers {
+    pub fn of(&self, layer: Layer) -> u64 {
+        self.used[layer as usize]
+    }
+
+    pub fn capacity_of(&self, layer: Layer) -> Option<u64> {
+        self.capacity[layer.part()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.used.iter().sum()
+    }
+}
+
+/// One cell run of a bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Layer(Layer),
+    /// Room left in that part.
+    Free,
+    /// Between two parts.
+    Separator,
+}
+
+/// Cells, of `width`, that `used` bytes of `capacity` fill: rounded up, so
+/// a single byte shows; at most `width`. An unknown or zero capacity with
+/// bytes in it shows full (the kernel holds them; how much room is left is
+/// not known).
+pub fn cells(used: u64, capacity: Option<u64>, width: usize) -> usize {
+    if used == 0 || width == 0 {
+        return 0;
+    }
+    match capacity {
+        Some(cap) if cap > 0 => {
+            let n = (u128::from(used) * width as u128).div_ceil(u128::from(cap));
+            (n as usize).clamp(1, width)
+        }
+        _ => width,
+    }
+}
+
+/// The bar of a connection: four parts of `part_width` cells each (one per
+/// capacity, in the byte's order), each filled as far as its bytes fill
+/// its capacity, as runs of cells. Parts are of equal width rather than
+/// sized to their capacities, because SO_SNDBUF (megabytes) would
+/// otherwise squeeze a 64 KiB receive buffer to nothing. The kernel send
+/// part holds two layers: unsent, then in flight, split in proportion with
+/// at least one cell for each that has bytes while the part has room.
+pub fn bar(layers: &Layers, part_width: usize) -> Vec<(Cell, usize)> {
+    let mut runs = Vec::new();
+    let mut push = |cell: Cell, n: usize| {
+        if n > 0 {
+            runs.push((cell, n));
+        }
+    };
+    for part in 0..4 {
+        if part > 0 {
+            push(Cell::Separator, 1);
+        }
+        let cap = layers.capacity[part];
+        let filled = if part < 3 {
+            let layer = Layer::ALL[part];
+            let n = cells(layers.of(layer), cap, part_width);
+            push(Cell::Layer(layer), n);
+            n
+        } else {
+            let unsent = layers.of(Layer::Unsent);
+            let flight = layers.of(Layer::InFlight);
+            let total = cells(unsent + flight, cap, part_width);
+            let mut u = if unsent == 0 {
+                0
+            } else {
+                let share =
+                    (u128::from(unsent) * total as u128 / u128::from(unsent + flight)) as usize;
+                share.max(1)
+            };
+            if flight > 0 && u == total && total > 1 {
+                u -= 1;
+            }
+            push(Cell::Layer(Layer::Unsent), u);
+            push(Cell::Layer(Layer::InFlight), total - u);
+            total
+        };
+        push(Cell::Free, part_width - filled);
+    }
+    runs
+}
+
+/// Bytes per second in and out over the last interval; `None` before a
+/// second snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rate {
+    pub bytes_in: Option<f64>,
+    pub bytes_out: Option<f64>,
+}
+
+impl Rate {
+    pub fn sum(&self) -> f64 {
+        self.bytes_in.unwrap_or(0.0) + self.bytes_out.unwrap_or(0.0)
+    }
+}
+
+/// Rates of the whole server over the last interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TotalRates {
+    pub accepted: f64,
+    pub bytes_in: f64,
+    pub bytes_out: f64,
+    pub closed: f64,
+    /// The interval they are over, in seconds.
+    pub over_secs: f64,
+}
+
+/// What the rows are sorted by, largest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// Bytes owed to the peer (send buffer and kernel send queue).
+    Owed,
+    /// Bytes per second, in and out together.
+    Rate,
+    /// Oldest first.
+    Age,
+    /// Longest round-trip time first; none known last.
+    Rtt,
+}
+
+impl Sort {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sort::Owed => "owed",
+            Sort::Rate => "rate",
+            Sort::Age => "age",
+            Sort::Rtt => "rtt",
+        }
+    }
+}
+
+/// A key, as the terminal hands it over (the terminal's own key type stays
+/// in `screen`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Sort(Sort),
+    CycleFilter,
+    TogglePause,
+    Up,
+    Down,
+    Open,
+    Close,
+    Quit,
+}
+
+/// One minute of samples (server uptime, and bytes per layer) of one
+/// connection.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    samples: VecDeque<(f64, [u64; 5])>,
+}
+
+/// How far back history goes, in seconds of server uptime.
+pub const HISTORY_SECS: f64 = 60.0;
+
+/// Most samples per connection: a minute at the shortest `watch`
+/// interval (50 ms). Keeps memory bounded even if the server's clock
+/// misbehaves and the time pruning never fires.
+pub const HISTORY_SAMPLES: usize = 1200;
+
+/// Most connections with a history. One sample is 48 bytes; a minute at
+/// the default 250 ms is 240 of them, 11.5 KB a connection, so a thousand
+/// connections cost about 12 MB (57 MB at 50 ms). Connections past this
+/// count get no sparkline; those already tracked keep theirs, which
+/// favours the long-lived ones.
+pub const HISTORY_CONNECTIONS: usize = 1000;
+
+impl History {
+    fn push(&mut self, uptime: f64, used: [u64; 5]) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| *t < uptime - HISTORY_SECS)
+            || self.samples.len() >= HISTORY_SAMPLES
+        {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((uptime, used));
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The bytes of `layer`, oldest first.
+    pub fn series(&self, layer: Layer) -> Vec<u64> {
+        self.samples
+            .iter()
+            .map(|(_, used)| used[layer as usize])
+            .collect()
+    }
+
+    /// Seconds of uptime the samples span.
+    pub fn span_secs(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((a, _)), Some((b, _))) => b - a,
+            _ => 0.0,
+        }
+    }
+}
+
+/// The whole state of a `top` session.
+#[derive(Debug)]
+pub struct Top {
+    /// The latest snapshot applied.
+    current: Option<Snapshot>,
+    /// Uptime and totals of the snapshot before it, for the header's rates.
+    previous_total: Option<(f64, Counters)>,
+    /// Per connection of `current`: its rate. Only connections in
+    /// `current` are here.
+    rates: HashMap<Key, Rate>,
+    /// Per connection of `current` (at most [`HISTORY_CONNECTIONS`]).
+    history: HashMap<Key, History>,
+    pub sort: Sort,
+    /// Only this service's rows are shown.
+    pub filter: Option<String>,
+    selected: Option<Key>,
+    pub detail: bool,
+    pub paused: bool,
+    /// Snapshots that arrived while paused and were not applied.
+    pub skipped_while_paused: u64,
+    /// The peer address of this program's own admin connection, as the
+    /// server sees it, to mark that row.
+    pub own_peer: Option<String>,
+}
+
+/// A row as shown: the connection, its rate, and whether it is ours.
+#[derive(Clone, Debug)]
+pub struct Shown<'a> {
+    pub row: &'a Row,
+    pub rate: Rate,
+    pub own: bool,
+}
+
+impl Default for Top {
+    fn default() -> Top {
+        Top::new()
+    }
+}
+
+impl Top {
+    pub fn new() -> Top {
+        Top {
+            current: None,
+            previous_total: None,
+            rates: HashMap::new(),
+            history: HashMap::new(),
+            sort: Sort::Owed,
+            filter: None,
+            selected: None,
+            detail: false,
+            paused: false,
+            skipped_while_paused: 0,
+            own_peer: None,
+        }
+    }
+
+    /// Takes in a snapshot (unless paused): rates against the last one,
+    /// a history sample per connection, and connections that have gone
+    /// dropped from both.
+    pub fn apply(&mut self, snapshot: Snapshot) {
+        if self.paused {
+            self.skipped_while_paused += 1;
+            return;
+        }
+        let uptime = snapshot.stats.uptime_secs;
+        let previous = self.current.take();
+        let dt = previous
+            .as_ref()
+            .map(|p| uptime - p.stats.uptime_secs)
+            .filter(|dt| *dt > 0.0);
+        let before: HashMap<Key, (u64, u64)> = previous
+            .iter()
+            .flat_map(|p| &p.clients)
+            .map(|r| (r.key(), (r.bytes_in, r.bytes_out)))
+            .collect();
+        let mut rates = HashMap::with_capacity(snapshot.clients.len());
+        for row in &snapshot.clients {
+            let key = row.key();
+            let rate = match dt {
+                None => Rate::default(),
+                Some(dt) => {
+                    // A connection new since the last snapshot moved all
+                    // its bytes within the interval.
+                    let (was_in, was_out) = before.get(&key).copied().unwrap_or((0, 0));
+                    let per_s = |now: u64, was: u64| Some(now.saturating_sub(was) as f64 / dt);
+                    Rate {
+                        bytes_in: per_s(row.bytes_in, was_in),
+                        bytes_out: per_s(row.bytes_out, was_out),
+                    }
+                }
+            };
+            rates.insert(key, rate);
+        }
+        self.rates = rates;
+        self.history.retain(|key, _| self.rates.contains_key(key));
+        for row in &snapshot.clients {
+            let key = row.key();
+            if !self.history.contains_key(&key) && self.history.len() >= HISTORY_CONNECTIONS {
+                continue;
+            }
+            self.history
+                .entry(key)
+                .or_default()
+                .push(uptime, row.layers().used);
+        }
+        self.previous_total = previous.map(|p| (p.stats.uptime_secs, p.stats.total));
+        self.current = Some(snapshot);
+    }
+
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.current.as_ref()
+    }
+
+    /// The header's rates; `None` before a second snapshot.
+    pub fn total_rates(&self) -> Option<TotalRates> {
+        let now = self.current.as_ref()?;
+        let (then_uptime, then) = self.previous_total.as_ref()?;
+        let dt = now.stats.uptime_secs - then_uptime;
+        if dt <= 0.0 {
+            return None;
+        }
+        let total = &now.stats.total;
+        let per_s = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+        Some(TotalRates {
+            accepted: per_s(total.accepted, then.accepted),
+            bytes_in: per_s(total.bytes_in, then.bytes_in),
+            bytes_out: per_s(total.bytes_out, then.bytes_out),
+            closed: per_s(total.closed.total(), then.closed.total()),
+            over_secs: dt,
+        })
+    }
+
+    pub fn history(&self, key: &Key) -> Option<&History> {
+        self.history.get(key)
+    }
+
+    /// How many connections have a history (at most
+    /// [`HISTORY_CONNECTIONS`]).
+    pub fn tracked(&self) -> usize {
+        self.history.len()
+    }
+
+    /// The rows shown: filtered, then sorted (largest first, ties by id).
+    pub fn rows(&self) -> Vec<Shown<'_>> {
+        let Some(snapshot) = &self.current else {
+            return Vec::new();
+        };
+        let mut rows: Vec<Shown<'_>> = snapshot
+            .clients
+            .iter()
+            .filter(|r| self.filter.as_deref().is_none_or(|f| r.service == f))
+            .map(|row| Shown {
+                row,
+                rate: self.rates.get(&row.key()).copied().unwrap_or_default(),
+                own: self.own_peer.as_deref() == Some(row.peer.as_str()) && row.service == "admin",
+            })
+            .collect();
+        let sort = self.sort;
+        rows.sort_by(|a, b| {
+            let order = match sort {
+                Sort::Owed => b
+                    .row
+                    .owed()
+                    .cmp(&a.row.owed())
+                    .then(b.row.layers().total().cmp(&a.row.layers().total())),
+                Sort::Rate => b.rate.sum().total_cmp(&a.rate.sum()),
+                Sort::Age => b.row.age_secs.total_cmp(&a.row.age_secs),
+                // Some(x) > None, so unknown round trips sort last.
+                Sort::Rtt => b.row.rtt_us().cmp(&a.row.rtt_us()),
+            };
+            order.then(a.row.id.cmp(&b.row.id))
+        });
+        rows
+    }
+
+    /// The services of the current snapshot, in name order, that the
+    /// filter cycles through.
+    pub fn services(&self) -> Vec<String> {
+        let Some(s) = &self.current else {
+            return Vec::new();
+        };
+        let mut names: BTreeSet<String> = s.stats.services.keys().cloned().collect();
+        names.extend(s.clients.iter().map(|r| r.service.clone()));
+        names.into_iter().collect()
+    }
+
+    /// The index, among [`Top::rows`], of the selected row: the one chosen
+    /// with the arrows while it is still shown, else the first.
+    pub fn selected_index(&self, rows: &[Shown<'_>]) -> Option<usize> {
+        if rows.is_empty() {
+            return None;
+        }
+        let found = self
+            .selected
+            .as_ref()
+            .and_then(|key| rows.iter().position(|r| r.row.key() == *key));
+        Some(found.unwrap_or(0))
+    }
+
+    /// The selected connection, if any row is shown.
+    pub fn selected_row(&self) -> Option<Shown<'_>> {
+        let rows = self.rows();
+        let at = self.selected_index(&rows)?;
+        rows.into_iter().nth(at)
+    }
+
+    /// Acts on a key; false when it asks to quit.
+    pub fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Quit => return false,
+            Command::Sort(sort) => self.sort = sort,
+            Command::CycleFilter => {
+                let services = self.services();
+                self.filter = match &self.filter {
+                    None => services.first().cloned(),
+                    Some(now) => services.iter().skip_while(|s| *s != now).nth(1).cloned(),
+                };
+            }
+            Command::TogglePause => self.paused = !self.paused,
+            Command::Up | Command::Down => {
+                let rows = self.rows();
+                if let Some(at) = self.selected_index(&rows) {
+                    let to = if command == Command::Up {
+                        at.saturating_sub(1)
+                    } else {
+                        (at + 1).min(rows.len() - 1)
+                    };
+                    self.selected = Some(rows[to].row.key());
+                }
+            }
+            Command::Open => {
+                // Pin the selection, so the pane stays on this connection
+                // when a new snapshot re-sorts the rows.
+                self.selected = self.selected_row().map(|s| s.row.key());
+                self.detail = self.selected.is_some();
+            }
+            Command::Close => self.detail = false,
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A snapshot line as the server writes it, with rows given as
+    /// `(id, port, service, bytes_in, bytes_out)` and the rest of each row
+    /// from [`row_json`].
+    pub(crate) fn line(uptime: f64, accepted: u64, rows: &[String]) -> String {
+        format!(
+            concat!(
+                r#"{{"stats":{{"uptime_secs":{},"services":{{"echo":{{"accepted":{},"active":{},"#,
+                r#""refused":{{"full":1,"per_ip":0}},"closed":{{"peer":2,"idle":0,"error":0,"limit":0,"shutdown":0}},"#,
+                r#""bytes_in":100,"bytes_out":100}}}},"total":{{"accepted":{},"active":{},"#,
+                r#""refused":{{"full":1,"per_ip":0}},"closed":{{"peer":2,"idle":0,"error":0,"limit":0,"shutdown":0}},"#,
+                r#""bytes_in":{},"bytes_out":{}}},"log_lines_dropped":3}},"clients":[{}]}}"#
+            ),
+            uptime,
+            accepted,
+            rows.len(),
+            accepted,
+            rows.len(),
+            accepted * 1000,
+            accepted * 2000,
+            rows.join(",")
+        )
+    }
+
+    pub(crate) fn row_json(
+        id: u64,
+        port: u16,
+        service: &str,
+        bytes_in: u64,
+        extra: &str,
+    ) -> String {
+        format!(
+            concat!(
+                r#"{{"id":{},"peer":"127.0.0.1:{}","service":"{}","age_secs":{}.5,"idle_secs":0.1,"#,
+                r#""recv_buf_used":0,"recv_buf_capacity":65536,"send_buf_used":0,"send_buf_capacity":65536,"#,
+                r#""kernel_recv_queue":0,"kernel_send_queue":0,"kernel_send_unsent":0,"so_rcvbuf":131072,"#,
+                r#""so_sndbuf":2626560,"state":"reading","limit":"idle","bytes_in":{},"bytes_out":{},"#,
+                r#""tcp":{{"rtt_us":{},"rttvar_us":null,"snd_cwnd":10}}{}}}"#
+            ),
+            id,
+            port,
+            service,
+            id,
+            bytes_in,
+            bytes_in,
+            100 * (id + 1),
+            extra
+        )
+    }
+
+    fn top_of(lines: &[String]) -> Top {
+        let mut top = Top::new();
+        for l in lines {
+            top.apply(Snapshot::parse(l).unwrap());
+        }
+        top
+    }
+
+    #[test]
+    fn a_watch_line_parses_with_nulls_and_unknown_fields() {
+        let text = line(
+            1.5,
+            4,
+            &[row_json(
+                7,
+                4000,
+                "echo",
+                10,
+                r#","kernel_recv_queue":null,"future_field":[1,2],"snapshots_skipped":2"#,
+            )],
+        );
+        // A field given twice is an error, so the null replaces the 0.
+        let text = text.replace(r#""kernel_recv_queue":0,"#, "");
+        let s = Snapshot::parse(&text).unwrap();
+        assert_eq!(s.stats.uptime_secs, 1.5);
+        assert_eq!(s.stats.log_lines_dropped, 3);
+        assert_eq!(s.stats.total.accepted, 4);
+        assert_eq!(s.stats.total.refused_total(), 1);
+        assert_eq!(s.stats.total.closed.of("peer"), 2);
+        assert_eq!(
+            s.stats.total.closed.0[0].0, "peer",
+            "causes keep the server's order"
+        );
+        let r = &s.clients[0];
+        assert_eq!(
+            (r.id, r.peer.as_str(), r.service.as_str()),
+            (7, "127.0.0.1:4000", "echo")
+        );
+        assert_eq!(r.kernel_recv_queue, None);
+        assert_eq!(r.snapshots_skipped, Some(2));
+        assert_eq!(r.tcp.unwrap().rtt_us, Some(800));
+        assert_eq!(r.tcp.unwrap().rttvar_us, None);
+        // Whole objects null or missing.
+        let bare = Snapshot::parse(r#"{"stats":{"uptime_secs":null,"total":{"closed":null}},"clients":[{"id":1,"tcp":null,"peer":null}]}"#).unwrap();
+        assert_eq!(bare.clients[0].tcp, None);
+        assert_eq!(bare.clients[0].layers().total(), 0);
+        assert!(Snapshot::parse("ERR unknown command, try help").is_err());
+    }
+
+    #[test]
+    fn rates_are_over_the_servers_interval_and_new_connections_count_from_zero() {
+        let a = line(10.0, 4, &[row_json(1, 4000, "echo", 1000, "")]);
+        let b = line(
+            10.5,
+            6,
+            &[
+                row_json(1, 4000, "echo", 3000, ""),
+                row_json(2, 4001, "echo", 50, ""),
+            ],
+        );
+        let mut top = top_of(std::slice::from_ref(&a));
+        assert_eq!(top.total_rates(), None, "one snapshot: no rates yet");
+        assert_eq!(top.rows()[0].rate, Rate::default());
+        top.apply(Snapshot::parse(&b).unwrap());
+        let t = top.total_rates().unwrap();
+        assert_eq!(
+            (t.accepted, t.bytes_in, t.bytes_out, t.over_secs),
+            (4.0, 4000.0, 8000.0, 0.5)
+        );
+        let rows = top.rows();
+        let one = rows.iter().find(|r| r.row.id == 1).unwrap();
+        assert_eq!(one.rate.bytes_in, Some(4000.0));
+        let two = rows.iter().find(|r| r.row.id == 2).unwrap();
+        assert_eq!(two.rate.bytes_out, Some(100.0));
+    }
+
+    #[test]
+    fn a_reused_slot_is_a_new_connection() {
+        let a = line(1.0, 1, &[row_json(1, 4000, "echo", 1000, "")]);
+        let b = line(2.0, 2, &[row_json(1, 4999, "echo", 10, "")]);
+        let top = top_of(&[a, b]);
+        assert_eq!(top.rows()[0].rate.bytes_in, Some(10.0), "not 10 - 1000");
+        assert_eq!(top.history(&top.rows()[0].row.key()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sorting_by_each_key() {
+        let hog = row_json(
+            1,
+            4001,
+            "echo",
+            10,
+            r#","send_buf_used":65536,"kernel_send_queue":9000,"kernel_send_unsent":1000"#,
+        )
+        .replace(r#""send_buf_used":0,"#, "")
+        .replace(r#""kernel_send_queue":0,"kernel_send_unsent":0,"#, "");
+        let fast = row_json(2, 4002, "echo", 900_000, "");
+        let old =
+            row_json(3, 4003, "echo", 1, "").replace(r#""age_secs":3.5"#, r#""age_secs":99.0"#);
+        let none = row_json(0, 4000, "admin", 1, "").replace(r#""rtt_us":100"#, r#""rtt_us":null"#);
+        let rows = [hog, fast, old, none];
+        let zero: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                r.replace(
+                    r#""bytes_in":900000,"bytes_out":900000"#,
+                    r#""bytes_in":0,"bytes_out":0"#,
+                )
+            })
+            .collect();
+        let mut top = top_of(&[line(1.0, 4, &zero), line(2.0, 4, &rows)]);
+        let ids = |top: &Top| top.rows().iter().map(|r| r.row.id).collect::<Vec<_>>();
+        assert_eq!(ids(&top), [1, 0, 2, 3], "owed, then ties by id");
+        top.command(Command::Sort(Sort::Rate));
+        assert_eq!(ids(&top)[0], 2);
+        top.command(Command::Sort(Sort::Age));
+        assert_eq!(ids(&top), [3, 2, 1, 0]);
+        top.command(Command::Sort(Sort::Rtt));
+        assert_eq!(ids(&top), [3, 2, 1, 0], "rtt 400, 300, 200; unknown last");
+    }
+
+    #[test]
+    fn the_filter_cycles_through_the_services_and_back_to_all() {
+        let rows = [
+            row_json(0, 4000, "admin", 1, ""),
+            row_json(1, 4001, "echo", 1, ""),
+        ];
+        let mut top = top_of(&[line(1.0, 2, &rows)]);
+        assert_eq!(top.services(), ["admin", "echo"]);
+        assert_eq!(top.rows().len(), 2);
+        top.command(Command::CycleFilter);
+        assert_eq!(top.filter.as_deref(), Some("admin"));
+        assert_eq!(top.rows().len(), 1);
+        top.command(Command::CycleFilter);
+        assert_eq!(top.rows()[0].row.service, "echo");
+        top.command(Command::CycleFilter);
+        assert_eq!(top.filter, None);
+        assert_eq!(top.rows().len(), 2);
+    }
+
+    #[test]
+    fn the_selection_follows_its_connection_and_pause_freezes() {
+        let rows = [
+            row_json(1, 4001, "echo", 1, ""),
+            row_json(2, 4002, "echo", 1, ""),
+        ];
+        let mut top = top_of(&[line(1.0, 2, &rows)]);
+        top.command(Command::Sort(Sort::Age));
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            2,
+            "the first row at first"
+        );
+        top.command(Command::Down);
+        top.command(Command::Down);
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            1,
+            "stops at the last row"
+        );
+        top.command(Command::Open);
+        assert!(top.detail);
+        top.command(Command::Sort(Sort::Rtt));
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            1,
+            "re-sorted, same connection"
+        );
+        top.command(Command::Up);
+        assert_eq!(top.selected_row().unwrap().row.id, 2);
+        top.command(Command::Close);
+        assert!(!top.detail);
+        top.command(Command::TogglePause);
+        top.apply(Snapshot::parse(&line(2.0, 9, &rows)).unwrap());
+        assert_eq!(
+            top.snapshot().unwrap().stats.total.accepted,
+            2,
+            "paused: not applied"
+        );
+        assert_eq!(top.skipped_while_paused, 1);
+        assert!(!top.command(Command::Quit));
+    }
+
+    #[test]
+    fn history_keeps_a_minute_and_forgets_connections_that_vanish() {
+        let one = [row_json(1, 4001, "echo", 1, "")];
+        let both = [
+            row_json(1, 4001, "echo", 1, ""),
+            row_json(2, 4002, "echo", 1, ""),
+        ];
+        let mut top = Top::new();
+        for i in 0..300 {
+            let rows: &[String] = if i < 290 { &both } else { &one };
+            top.apply(Snapshot::parse(&line(f64::from(i) * 0.25, 2, rows)).unwrap());
+        }
+        let key = top.rows()[0].row.key();
+        let h = top.history(&key).unwrap();
+        assert_eq!(h.len(), 241, "60 s at 250 ms, both ends");
+        assert_eq!(h.span_secs(), 60.0);
+        assert_eq!(
+            top.tracked(),
+            1,
+            "the vanished connection's history is gone"
+        );
+        // A server whose clock stands still cannot grow it without bound.
+        let mut top = Top::new();
+        for _ in 0..HISTORY_SAMPLES + 10 {
+            top.current = None;
+            top.apply(Snapshot::parse(&line(5.0, 2, &one)).unwrap());
+        }
+        assert_eq!(
+            top.history(&top.rows()[0].row.key()).unwrap().len(),
+            HISTORY_SAMPLES
+        );
+    }
+
+    #[test]
+    fn history_is_kept_for_a_bounded_number_of_connections() {
+        let rows: Vec<String> = (0..HISTORY_CONNECTIONS as u64 + 5)
+            .map(|i| row_json(i, 1000 + i as u16, "echo", 1, ""))
+            .collect();
+        let top = top_of(&[line(1.0, 1, &rows)]);
+        assert_eq!(top.tracked(), HISTORY_CONNECTIONS);
+    }
+
+    fn layers(used: [u64; 5], capacity: [Option<u64>; 4]) -> Layers {
+        Layers { used, capacity }
+    }
+
+    fn text(runs: &[(Cell, usize)]) -> String {
+        runs.iter()
+            .map(|(c, n)| {
+                let ch = match c {
+                    Cell::Layer(l) => l.glyph(),
+                    Cell::Free => '.',
+                    Cell::Separator => '|',
+                };
+                ch.to_string().repeat(*n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bar_scales_each_layer_to_its_capacity() {
+        assert_eq!(cells(0, Some(100), 8), 0);
+        assert_eq!(cells(1, Some(1 << 30), 8), 1, "one byte shows");
+        assert_eq!(cells(50, Some(100), 8), 4);
+        assert_eq!(cells(51, Some(100), 8), 5, "rounded up");
+        assert_eq!(cells(500, Some(100), 8), 8, "never past the part");
+        assert_eq!(cells(5, None, 8), 8, "unknown capacity: full");
+        let cap = [Some(100), Some(100), Some(100), Some(100)];
+        assert_eq!(text(&bar(&layers([0; 5], cap), 4)), "....|....|....|....");
+        assert_eq!(
+            text(&bar(&layers([25, 100, 50, 25, 25], cap), 4)),
+            "K...|RRRR|SS..|UF.."
+        );
+        // One byte unsent beside much in flight still shows both.
+        assert_eq!(
+            text(&bar(&layers([0, 0, 0, 1, 99], cap), 4)),
+            "....|....|....|UFFF"
+        );
+        assert_eq!(
+            text(&bar(&layers([0, 0, 0, 99, 1], cap), 4)),
+            "....|....|....|UUUF"
+        );
+        assert_eq!(
+            text(&bar(&layers([0, 0, 0, 1, 0], cap), 4)),
+            "....|....|....|U..."
+        );
+    }
+
+    #[test]
+    fn layers_split_the_kernel_send_queue_into_unsent_and_in_flight() {
+        let r = Row {
+            kernel_recv_queue: Some(1),
+            recv_buf_used: 2,
+            send_buf_used: 3,
+            kernel_send_queue: Some(10),
+            kernel_send_unsent: Some(4),
+            so_sndbuf: Some(99),
+            ..Row::default()
+        };
+        assert_eq!(r.layers().used, [1, 2, 3, 4, 6]);
+        assert_eq!(r.layers().capacity_of(Layer::InFlight), Some(99));
+        assert_eq!(r.owed(), 13);
+        let racing = Row {
+            kernel_send_queue: Some(3),
+            kernel_send_unsent: Some(5),
+            ..Row::default()
+        };
+        assert_eq!(racing.layers().used[3..], [3, 0]);
+    }
+}
