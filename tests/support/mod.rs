@@ -408,6 +408,9 @@ pub fn fill_until_blocked(stream: &mut TcpStream) -> u64 {
     loop {
         match stream.write(&chunk) {
             Ok(n) => sent += n as u64,
+            // A signal to the test process (a child exiting) is no reason
+            // to stop.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
