@@ -13,9 +13,11 @@ use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
+use tcp_reactor::client::top::{self, TopConfig};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::logsink;
 use tcp_reactor::reactor::{Exit, Server};
+use tcp_reactor::service::admin::WATCH_MS;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
 use tcp_reactor::text::Encoding;
 
@@ -40,6 +42,9 @@ enum Command {
     /// Load an echo server: many connections, each sending a message and
     /// waiting for it to come back, for a bounded time.
     Bench(BenchArgs),
+    /// Live view of every connection of a server, from its admin service:
+    /// where each connection's bytes sit, layer by layer, and its rates.
+    Top(TopArgs),
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +126,54 @@ struct BenchArgs {
     /// Stop each connection after this many round trips.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Keys (live view):
+  o        sort by bytes owed to the peer (send buffer + kernel send queue)
+  r        sort by rate (bytes/s in + out)
+  a        sort by age, oldest first
+  t        sort by round-trip time, longest first
+  f        show one service at a time, then all again
+  space    pause (snapshots that arrive meanwhile are not applied)
+  up/down  select a connection; Enter opens its detail pane, with a
+           sparkline of each layer over the last minute; Esc closes it
+  q        quit (Ctrl-C too); the terminal is restored
+
+Each connection's bar shows where its bytes are, in the order a byte
+crosses them: K kernel receive queue | R receive buffer | S send buffer |
+U kernel unsent, F in flight (kernel send queue - unsent). The four parts
+are scaled to SO_RCVBUF, the receive buffer's limit, the send buffer's
+limit and SO_SNDBUF. Rates are over the server's own clock between two
+snapshots. Your own admin connection is marked with '*'.
+
+When standard output is not a terminal, top prints one snapshot as plain
+text (as --once does) and exits.
+
+Examples:
+  tcp-reactor top 127.0.0.1:7999
+  tcp-reactor top 127.0.0.1:7999 --once
+  tcp-reactor top 127.0.0.1:7999 --stat --interval 1000")]
+struct TopArgs {
+    /// Address of an admin service, e.g. 127.0.0.1:7999.
+    addr: SocketAddr,
+
+    /// Milliseconds between snapshots (50 to 60000).
+    #[arg(long, value_name = "MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(*WATCH_MS.start()..=*WATCH_MS.end()))]
+    interval: u64,
+
+    /// Print one snapshot (the header and a row per connection, with rates
+    /// over one interval) as plain text, and exit.
+    #[arg(long, conflicts_with = "stat")]
+    once: bool,
+
+    /// Print one line of totals per interval (uptime, active, accepted/s,
+    /// in/s, out/s, closed, dropped log lines), like redis-cli --stat, until
+    /// the server closes or Ctrl-C.
+    #[arg(long)]
+    stat: bool,
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +364,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client(args),
         Command::Get(args) => get(args),
         Command::Bench(args) => bench(args),
+        Command::Top(args) => top(args),
     };
     logsink::finish(FINAL_FLUSH);
     code
@@ -389,6 +443,29 @@ fn bench(args: BenchArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn top(args: TopArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let mode = if args.stat {
+        top::Mode::Stat
+    } else if args.once || !std::io::stdout().is_terminal() {
+        top::Mode::Once
+    } else {
+        top::Mode::Live
+    };
+    let config = TopConfig {
+        addr: args.addr,
+        interval: Duration::from_millis(args.interval),
+        mode,
+    };
+    match top::run(&config, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
