@@ -4,6 +4,7 @@
 //! - [`model`]: the snapshots parsed, rates, sort, filter, selection and a
 //!   minute of history per connection (pure).
 //! - [`text`]: the plain-text view and the `--stat` lines (pure).
+//! - [`screen`]: the full-screen view (`ratatui` on `crossterm`).
 //!
 //! This module does the I/O of the plain modes: it asks the admin service
 //! for `watch MS` and reads one JSON line per interval ([`Feed`]), then
@@ -11,6 +12,7 @@
 //! terminal) or a line per interval (`--stat`).
 
 pub mod model;
+pub mod screen;
 pub mod text;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -158,12 +160,13 @@ pub fn top_for(feed: &Feed) -> Top {
     top
 }
 
-/// Runs `top` as configured; `Live` needs a terminal and falls back to
-/// `Once` without one. Output goes to `out`.
+/// Runs `top` as configured. The plain modes write to `out`; `Live` takes
+/// the terminal (the caller checks that standard output is one).
 pub fn run(config: &TopConfig, out: &mut impl Write) -> Result<(), ClientError> {
     let mut feed = Feed::open(config.addr, config.interval)?;
     let result = match config.mode {
-        Mode::Live | Mode::Once => once(config, &mut feed, out),
+        Mode::Live => return screen::run(feed, &config.addr.to_string()),
+        Mode::Once => once(config, &mut feed, out),
         Mode::Stat => stat(&mut feed, out),
     };
     match result {

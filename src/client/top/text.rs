@@ -188,14 +188,17 @@ pub fn legend() -> String {
     )
 }
 
+/// Which columns hold numbers, which are right-aligned.
+pub const NUMERIC: [bool; 10] = [
+    true, false, false, false, false, true, true, true, true, true,
+];
+
 const WIDTHS: [usize; 10] = [5, 21, 7, 9, 11, 7, 7, 7, 7, 7];
 
 fn table_line(cells: &[String; 10], bar: &str) -> String {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(WIDTHS).enumerate() {
-        // Numbers right-aligned, names left.
-        let right = matches!(i, 0 | 5 | 6 | 7 | 8 | 9);
-        if right {
+        if NUMERIC[i] {
             let _ = write!(line, "{cell:>width$} ");
         } else {
             let _ = write!(line, "{cell:<width$} ");
