@@ -3,8 +3,9 @@
 # The one test command: the unit and integration tests (`cargo test`), then
 # every netcat test script (scripts/nc-*.sh), the README's console examples
 # (scripts/readme-examples.sh), every demo's self-test
-# (scripts/demo-*.sh --test) and 20 s of chaos (scripts/chaos.sh 20) against
-# a fresh debug build.
+# (scripts/demo-*.sh --test), the full-screen `top` under tmux
+# (scripts/top-tmux.sh, which installs tmux as root or skips) and 20 s of
+# chaos (scripts/chaos.sh 20) against a fresh debug build.
 #
 # Run from anywhere:  scripts/test.sh
 # Needs cargo and OpenBSD netcat (`nc -N`); run as root on a machine with
@@ -76,6 +77,7 @@ run scripts/check-metrics.sh
 for script in scripts/demo-*.sh; do
     run "$script" --test
 done
+run scripts/top-tmux.sh
 # Hostile and well-behaved clients against every service at once, 20 s
 # (about 25 s with its set-up and checks).
 run scripts/chaos.sh 20
