@@ -13,6 +13,7 @@ use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
+use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::logsink;
@@ -45,6 +46,9 @@ enum Command {
     /// Live view of every connection of a server, from its admin service:
     /// where each connection's bytes sit, layer by layer, and its rates.
     Top(TopArgs),
+    /// Record where the bytes of some connections sit, over time, from an
+    /// admin service's snapshots into a CSV file.
+    Record(RecordArgs),
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +178,39 @@ struct TopArgs {
     /// the server closes or Ctrl-C.
     #[arg(long)]
     stat: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+One row per connection per snapshot: seconds since the first snapshot (the
+server's clock), id, peer, service, state, limit (what holds its bytes back),
+every buffer and kernel queue figure and every TCP_INFO field (tcp_*). An
+empty cell is a figure the kernel did not give. Rows are written after each
+snapshot; Ctrl-C stops the recording and keeps them.
+
+Example:
+  tcp-reactor record 127.0.0.1:7999 --secs 30 -o run.csv
+  tcp-reactor plot run.csv -o run.svg")]
+struct RecordArgs {
+    /// Address of an admin service, e.g. 127.0.0.1:7999.
+    addr: SocketAddr,
+
+    /// Record only the connection with this id (from the admin 'clients'
+    /// table); repeatable [default: every connection but admin ones].
+    #[arg(long = "conn", value_name = "ID")]
+    conns: Vec<usize>,
+
+    /// Milliseconds between snapshots.
+    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    interval: u64,
+
+    /// How long to record, in seconds.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
+    secs: f64,
+
+    /// The CSV file to write (replaced if it exists).
+    #[arg(short, long, value_name = "FILE.csv")]
+    output: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -364,6 +401,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client(args),
         Command::Get(args) => get(args),
         Command::Bench(args) => bench(args),
+        Command::Record(args) => record(args),
         Command::Top(args) => top(args),
     };
     logsink::finish(FINAL_FLUSH);
@@ -466,6 +504,26 @@ fn top(args: TopArgs) -> ExitCode {
     };
     match top::run(&config, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn record(args: RecordArgs) -> ExitCode {
+    let opts = RecordOptions {
+        admin: args.addr,
+        conns: args.conns,
+        interval_ms: args.interval,
+        duration: Duration::from_secs_f64(args.secs),
+        output: args.output,
+    };
+    match record::record(&opts) {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

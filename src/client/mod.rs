@@ -1,12 +1,13 @@
 //! The programs that talk to a server: `client` (the notes' interactive line
-//! client), `get` (the download client), `bench` (an echo load
-//! generator) and `top` (a live view of the admin service's snapshots).
-//! Unlike the server they are plain blocking programs, except `bench`,
-//! which runs its connections on one mio loop.
+//! client), `get` (the download client), `bench` (an echo load generator),
+//! `top` (a live view of the admin service's snapshots) and `record` (those
+//! snapshots, sampled to CSV). Unlike the server they are plain blocking
+//! programs, except `bench`, which runs its connections on one mio loop.
 
 pub mod bench;
 pub mod get;
 pub mod interactive;
+pub mod record;
 pub mod top;
 
 use std::fmt;
