@@ -21,7 +21,8 @@
 //!   or kills the loop (lines are dropped and counted instead).
 //!
 //! - [`client`]: the programs on the other end: `bench`, an echo load
-//!   generator.
+//!   generator; `record`, admin snapshots to CSV.
+//! - [`plot`]: a `record` CSV drawn as an SVG picture (file in, file out).
 //!
 //! Pure (no I/O, time passed in):
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
@@ -43,6 +44,7 @@ pub mod connection;
 pub mod limits;
 pub mod logsink;
 pub mod metrics;
+pub mod plot;
 pub mod reactor;
 pub mod service;
 pub mod sockopt;

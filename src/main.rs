@@ -49,6 +49,9 @@ enum Command {
     /// Record where the bytes of some connections sit, over time, from an
     /// admin service's snapshots into a CSV file.
     Record(RecordArgs),
+    /// Draw a recording as an SVG picture: bytes waiting in each place on
+    /// each connection's path, over time.
+    Plot(PlotArgs),
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +213,24 @@ struct RecordArgs {
 
     /// The CSV file to write (replaced if it exists).
     #[arg(short, long, value_name = "FILE.csv")]
+    output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+One panel per connection, at most 6 (those that held the most bytes first):
+a stacked area of the bytes in the kernel receive queue, the receive buffer,
+the send buffer, the kernel send queue (unsent, and in flight), and a strip
+coloured by what held the bytes back (the limit column).
+
+Example:
+  tcp-reactor plot run.csv -o run.svg")]
+struct PlotArgs {
+    /// A CSV file written by 'record'.
+    input: PathBuf,
+
+    /// The SVG file to write (replaced if it exists).
+    #[arg(short, long, value_name = "FILE.svg")]
     output: PathBuf,
 }
 
@@ -403,6 +424,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Record(args) => record(args),
         Command::Top(args) => top(args),
+        Command::Plot(args) => plot(args),
     };
     logsink::finish(FINAL_FLUSH);
     code
@@ -522,6 +544,24 @@ fn record(args: RecordArgs) -> ExitCode {
     match record::record(&opts) {
         Ok(summary) => {
             eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plot(args: PlotArgs) -> ExitCode {
+    match tcp_reactor::plot::plot(&args.input, &args.output) {
+        Ok(summary) => {
+            eprintln!(
+                "drew {} of {} connections to '{}'",
+                summary.panels,
+                summary.connections,
+                args.output.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
