@@ -506,16 +506,31 @@ fn draw_panel(
                 format!("{v:.1} {unit_name}")
             }
         })
-        .x_label_formatter(&|v| format!("{v:.1}"))
+        .x_label_formatter(&|v| match x_end {
+            ..1.0 => format!("{v:.2}"),
+            ..20.0 => format!("{v:.1}"),
+            _ => format!("{v:.0}"),
+        })
         .x_desc("seconds since the recording started")
         .y_desc("bytes waiting")
         .label_style(("sans-serif", 12))
         .draw()?;
     if peak == 0 {
         chart.draw_series(std::iter::once(Text::new(
-            "no byte waited anywhere on this connection's path",
-            (x_end * 0.3, 0.6),
+            "nothing waited in the server or its kernel (the client's kernel may hold bytes)",
+            (x_end * 0.15, 0.6),
             ("sans-serif", 15).into_font().color(&RGBColor(90, 90, 90)),
+        )))?;
+    }
+    // A connection whose samples stop before the recording does closed.
+    if let Some(last) = series.points.last()
+        && last.time + 1.5 * step < x_end
+        && last.time < x_end * 0.94
+    {
+        chart.draw_series(std::iter::once(Text::new(
+            "closed",
+            (last.time, y_end * 0.06),
+            ("sans-serif", 13).into_font().color(&BLACK),
         )))?;
     }
     let single = series.points.len() == 1;
