@@ -5,9 +5,11 @@
 # fill, and the client ends up blocked in its own send(). The server's memory
 # stays flat and other clients are served as fast as before.
 #
-# Run from anywhere:  scripts/demo-backpressure.sh [--test]
+# Run from anywhere:  scripts/demo-backpressure.sh [--test] [--plot DIR]
 # DEMO_PAUSE=SECONDS sets the pause between steps (default 1). --test checks
 # the key figures and ends with `N passed, N failed`.
+# --plot DIR records the main step (tcp-reactor record) and draws it into
+# DIR/backpressure.svg (tcp-reactor plot).
 # Needs OpenBSD netcat, ss and python3. Loopback only.
 
 set -uo pipefail
@@ -33,6 +35,7 @@ GOAL=200000000
 start_server -l 127.0.0.1:0=echo -l 127.0.0.1:0=admin --shutdown-timeout 1
 ECHO=$(port_of echo)
 ADMIN=$(port_of admin)
+record_start "$ADMIN" backpressure
 
 # Sends up to GOAL bytes without reading; a send() that makes no progress for
 # 2 s counts as blocked. Writes "SENT PORT" to OUT.sent; once OUT.go exists,
@@ -135,6 +138,8 @@ explain <<'EOF'
 Nothing was lost: the pressure went back through every queue to the client,
 and as soon as the client read, everything flowed again (state reading).
 EOF
+record_stop settle
+plot_recording backpressure "${RECORD_CSV:-}"
 
 if [ "$DEMO_TEST" = 1 ]; then
     echo

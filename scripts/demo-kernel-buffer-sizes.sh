@@ -6,9 +6,11 @@
 # default (autotuning); the trace logs (-vv) count the writes and the writes
 # that would block, side by side.
 #
-# Run from anywhere:  scripts/demo-kernel-buffer-sizes.sh [--test]
+# Run from anywhere:  scripts/demo-kernel-buffer-sizes.sh [--test] [--plot DIR]
 # DEMO_PAUSE=SECONDS sets the pause between steps (default 1). --test checks
 # the key figures and ends with `N passed, N failed`.
+# --plot DIR records the main step (tcp-reactor record) and draws it into
+# DIR/kernel-buffer-sizes.svg (tcp-reactor plot).
 # Needs OpenBSD netcat and python3 (Linux: TCP_QUICKACK). Loopback only.
 
 set -uo pipefail
@@ -69,6 +71,8 @@ download() {
     start_server -l 127.0.0.1:0=files -l 127.0.0.1:0=admin --root "$ROOT" -vv "$@"
     files=$(port_of files)
     admin=$(port_of admin)
+    record_start "$admin" "kernel-buffer-sizes-$name"
+    RECORDINGS+=("${RECORD_CSV:-}")
     echo "    tcp-reactor serve -l 127.0.0.1:0=files -l 127.0.0.1:0=admin --root DIR -vv${*:+ $*}"
     if [ "$mode" != quickack ]; then
         start_bg timeout 30 python3 -c "$CLIENT" "$files" "$TMP/$name-stall" stall
@@ -91,7 +95,9 @@ download() {
     printf -v "${name}_BLOCKS" %s "$(grep -c "tcp_reactor.*conn $id: write would block" "$TMP/$name.log")"
     printf -v "${name}_BYTES" %s "$bytes"
     printf -v "${name}_MS" %s "$ms"
+    record_stop now
 }
+RECORDINGS=()
 
 step "a server with --so-sndbuf 4K"
 download SMALL read --so-sndbuf 4K
@@ -134,6 +140,8 @@ pays that delay again and again (first column). With immediate ACKs (second
 column) the same small buffer costs little; with the default buffer the
 server hardly ever waits. The bytes delivered are the same in all three.
 EOF
+
+plot_recording kernel-buffer-sizes "${RECORDINGS[@]}"
 
 if [ "$DEMO_TEST" = 1 ]; then
     echo

@@ -5,9 +5,11 @@
 # trace log (-vv) shows how the bytes actually arrived: many reads, each
 # taking what the kernel held, up to the room in the receive buffer.
 #
-# Run from anywhere:  scripts/demo-recv-takes-what-the-kernel-holds.sh [--test]
+# Run from anywhere:  scripts/demo-recv-takes-what-the-kernel-holds.sh [--test] [--plot DIR]
 # DEMO_PAUSE=SECONDS sets the pause between steps (default 1). --test checks
 # the key figures and ends with `N passed, N failed`.
+# --plot DIR records the main step (tcp-reactor record) and draws it into
+# DIR/recv-takes-what-the-kernel-holds.svg (tcp-reactor plot).
 # Needs python3. Loopback only.
 
 set -uo pipefail
@@ -50,14 +52,25 @@ print(len(got), "same" if got == data else "DIFFERENT", len(sizes), min(sizes), 
 # run RECV_BUF: one transfer against a fresh server; sets ECHOED, READS
 # (the server's read sizes, one a line, in $TMP/reads-RECV_BUF).
 run() {
-    local reads=$TMP/reads-$1 n nr nmin nmax
-    start_server -l 127.0.0.1:0=echo --recv-buf "$1" -vv
+    local reads=$TMP/reads-$1 n nr nmin nmax admin_ids others='^$'
+    if [ -n "$PLOT_DIR" ]; then
+        start_server -l 127.0.0.1:0=echo -l 127.0.0.1:0=admin --recv-buf "$1" -vv
+        record_start "$(port_of admin)" "recv-takes-what-the-kernel-holds-$1"
+        RECORDINGS+=("$RECORD_CSV")
+    else
+        start_server -l 127.0.0.1:0=echo --recv-buf "$1" -vv
+    fi
     read -r ECHOED same n nmin nmax < <(timeout 20 python3 -c "$CLIENT" "$(port_of echo)" "$SIZE")
     wait_for_log "read 0 bytes (end of input)"
+    record_stop now
+    # Under --plot, the recorder's own admin connection is left out.
+    admin_ids=$(sed -n 's/.*conn \([0-9]*\) .* (admin): opened.*/\1/p' "$SERVER_LOG" | paste -sd'|')
+    [ -n "$admin_ids" ] && others="conn ($admin_ids): "
     # "conn 0: read 4096 bytes, recv buffer 4096/4096" -> 4096
-    sed -n 's/.*tcp_reactor.*: read \([1-9][0-9]*\) bytes, recv buffer.*/\1/p' "$SERVER_LOG" >"$reads"
+    grep -Ev -- "$others" "$SERVER_LOG" |
+        sed -n 's/.*tcp_reactor.*: read \([1-9][0-9]*\) bytes, recv buffer.*/\1/p' >"$reads"
     READS=$reads
-    WOULD_BLOCK=$(grep -c 'read would block' "$SERVER_LOG")
+    WOULD_BLOCK=$(grep -Ev -- "$others" "$SERVER_LOG" | grep -c 'read would block')
     nr=$(wc -l <"$reads")
     echo "    client: sent $SIZE bytes in 1 call; got $ECHOED bytes back ($same) in $n recv() calls of $nmin..$nmax bytes"
     echo "    server (--recv-buf $1): $nr reads, $(awk '{ s += $1 } END { print s }' "$reads") bytes," \
@@ -73,6 +86,7 @@ histogram() {
     [ "$(sort -u "$1" | wc -l)" -le "${2:-8}" ] || echo "      ..."
 }
 
+RECORDINGS=()
 step "echo server with --recv-buf 4K -vv; the client sends 1 MiB in one call"
 run 4K
 echo "    the first lines of the server's trace log:"
@@ -103,6 +117,8 @@ send() became several reads on the server, and the echo came back in yet
 other pieces (the client's recv() line). Message boundaries are the
 application's job (a length prefix, a newline), never the kernel's.
 EOF
+
+plot_recording recv-takes-what-the-kernel-holds "${RECORDINGS[@]}"
 
 if [ "$DEMO_TEST" = 1 ]; then
     echo

@@ -4,9 +4,11 @@
 # Three clients ask the files service for a file and then read nothing; the
 # admin `clients` table and `ss` show where the bytes sit meanwhile.
 #
-# Run from anywhere:  scripts/demo-send-is-not-delivery.sh [--test]
+# Run from anywhere:  scripts/demo-send-is-not-delivery.sh [--test] [--plot DIR]
 # DEMO_PAUSE=SECONDS sets the pause between steps (default 1). --test checks
 # the key figures instead of explaining them and ends with `N passed, N failed`.
+# --plot DIR records the main step (tcp-reactor record) and draws it into
+# DIR/send-is-not-delivery.svg (tcp-reactor plot).
 # Needs OpenBSD netcat, ss and python3. Loopback only.
 
 set -uo pipefail
@@ -36,6 +38,7 @@ truncate -s 1G "$ROOT/big.bin"   # sparse: no disk space used
 start_server -l 127.0.0.1:0=files -l 127.0.0.1:0=admin --root "$ROOT" --shutdown-timeout 1
 FILES=$(port_of files)
 ADMIN=$(port_of admin)
+record_start "$ADMIN" send-is-not-delivery
 
 # Sends REQUEST, writes its port to OUT.port, reads nothing until OUT.go
 # exists, then reads to the end and writes the count to OUT.read.
@@ -142,8 +145,10 @@ Everything was there all along: sitting in kernels, not delivered. Delivery
 happens when the receiving program calls recv(), and only an answer from it
 (an application-level acknowledgement) can tell the sender that it did.
 EOF
+record_stop settle
 # C will never read: end it, so the server need not wait to flush 1 GiB.
 kill "${CLIENTS[@]}" 2>/dev/null
+plot_recording send-is-not-delivery "${RECORD_CSV:-}"
 
 if [ "$DEMO_TEST" = 1 ]; then
     echo

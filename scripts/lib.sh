@@ -326,15 +326,89 @@ check_num() {
 
 # demo_init "$@": sets DEMO_TEST=1 for --test (no explanations, no pauses);
 # DEMO_PAUSE (default 1) is the pause in seconds before each step otherwise.
+# --plot DIR sets PLOT_DIR (absolute, created): the demo records its main
+# step with `tcp-reactor record` and draws it into DIR/<demo>.svg (see
+# record_start, record_stop and plot_recording, which do nothing without it).
 demo_init() {
     DEMO_TEST=0
     DEMO_STEP=0
     DEMO_PAUSE=${DEMO_PAUSE:-1}
-    case "${1:-}" in
-        --test) DEMO_TEST=1 ;;
-        '') ;;
-        *) echo "usage: $0 [--test]" >&2; exit 2 ;;
-    esac
+    PLOT_DIR=
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --test) DEMO_TEST=1 ;;
+            --plot)
+                [ $# -ge 2 ] || { echo "usage: $0 [--test] [--plot DIR]" >&2; exit 2; }
+                PLOT_DIR=$2
+                shift
+                ;;
+            *) echo "usage: $0 [--test] [--plot DIR]" >&2; exit 2 ;;
+        esac
+        shift
+    done
+    if [ -n "$PLOT_DIR" ]; then
+        mkdir -p -- "$PLOT_DIR" || die "cannot create $PLOT_DIR"
+        PLOT_DIR=$(cd -- "$PLOT_DIR" && pwd)
+    fi
+}
+
+# Milliseconds between the snapshots a demo records: the admin service's
+# shortest interval, since the demos' transfers take well under a second.
+RECORD_INTERVAL=50
+
+# record_start ADMIN-PORT NAME: under --plot, records every connection but
+# admin ones of the server at ADMIN-PORT into $TMP/NAME.csv, in the
+# background until record_stop (sets RECORD_PID, RECORD_CSV). Returns once
+# the recorder is connected, so what follows is recorded. Call it from the
+# script itself, not a subshell.
+record_start() {
+    [ -n "$PLOT_DIR" ] || return 0
+    RECORD_CSV=$TMP/$2.csv
+    "$BIN" record "127.0.0.1:$1" --interval "$RECORD_INTERVAL" --secs 300 \
+        -o "$RECORD_CSV" </dev/null 2>"$TMP/$2.record.log" &
+    RECORD_PID=$!
+    STARTED_PIDS+=("$RECORD_PID")
+    # The file is created once the recorder is connected and has asked.
+    wait_for_file "$RECORD_CSV" 10 || die "record did not start: $(cat "$TMP/$2.record.log")"
+}
+
+# record_stop settle|now: under --plot, with `settle` waits (up to 5 s) until
+# the recording has one more snapshot with rows in it than now, so the
+# step's last event is in it (`now`: no wait, for a step whose connections
+# are all gone), then
+# stops it (SIGTERM: it ends at a whole snapshot) and waits for it.
+record_stop() {
+    [ -n "$PLOT_DIR" ] || return 0
+    local rows i
+    rows=$(wc -l <"$RECORD_CSV")
+    for i in $(seq 100); do
+        [ "$1" = now ] || [ "$(wc -l <"$RECORD_CSV")" -gt "$rows" ] && break
+        sleep 0.05
+    done
+    kill -TERM "$RECORD_PID" 2>/dev/null
+    for i in $(seq 50); do
+        running "$RECORD_PID" || break
+        sleep 0.1
+    done
+    running "$RECORD_PID" && kill -KILL "$RECORD_PID" 2>/dev/null
+    wait "$RECORD_PID" 2>/dev/null
+}
+
+# plot_recording NAME CSV...: under --plot, draws the recordings (one CSV,
+# or several, each timed from its own start) into $PLOT_DIR/NAME.svg.
+plot_recording() {
+    [ -n "$PLOT_DIR" ] || return 0
+    local name=$1 all=$TMP/plot/$1.csv f
+    shift
+    mkdir -p "$TMP/plot"
+    head -n 1 -- "$1" >"$all"
+    for f in "$@"; do
+        tail -n +2 -- "$f" >>"$all"
+    done
+    "$BIN" plot "$all" -o "$PLOT_DIR/$name.svg" 2>"$TMP/$name.plot.log" ||
+        die "plot failed: $(cat "$TMP/$name.plot.log")"
+    echo
+    echo "picture of this run: $PLOT_DIR/$name.svg"
 }
 
 # explain: prints its standard input (a here-document), except under --test.
