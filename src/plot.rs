@@ -226,7 +226,8 @@ pub fn human_bytes(n: f64) -> String {
 }
 
 /// Reads a `record` CSV. A missing file, a header without the recording's
-/// columns, a malformed cell or no rows at all is one line of error.
+/// columns, a malformed cell or an empty file is one line of error; a
+/// header with no rows is a recording in which no connection was open.
 pub fn read_samples(path: &Path) -> Result<Vec<Sample>, ClientError> {
     let shown = path.display();
     let mut reader = csv::Reader::from_path(path)
@@ -241,9 +242,9 @@ pub fn read_samples(path: &Path) -> Result<Vec<Sample>, ClientError> {
         })?;
         samples.push(row);
     }
-    if samples.is_empty() {
+    if samples.is_empty() && reader.headers().map_or(true, |h| h.is_empty()) {
         return Err(ClientError::new(format!(
-            "'{shown}' has no rows: no connection was recorded"
+            "'{shown}' is empty: not a tcp-reactor recording"
         )));
     }
     Ok(samples)
@@ -335,6 +336,13 @@ fn draw(
     } else {
         end
     };
+    if panels.is_empty() {
+        body.draw(&Text::new(
+            "No connection was open at any snapshot: whatever happened began and ended between two samples.",
+            (MARGIN as i32, 40),
+            ("sans-serif", 15).into_font().color(&BLACK),
+        ))?;
+    }
     for (area, series) in body
         .split_evenly((panels.len().max(1), 1))
         .iter()

@@ -160,8 +160,8 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
     let svg = dir.path().join("out.svg");
     let malformed = dir.path().join("bad.csv");
     std::fs::write(&malformed, format!("{}\n0.0,zero,peer\n", HEADER.join(","))).unwrap();
-    let empty = dir.path().join("empty.csv");
-    std::fs::write(&empty, format!("{}\n", HEADER.join(","))).unwrap();
+    let zero = dir.path().join("zero.csv");
+    std::fs::write(&zero, "").unwrap();
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "a,b\n1,2\n").unwrap();
     let missing = dir.path().join("missing.csv");
@@ -169,7 +169,7 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
         (&missing, "cannot read"),
         (&malformed, "not a tcp-reactor recording"),
         (&other, "not a tcp-reactor recording"),
-        (&empty, "no rows"),
+        (&zero, "empty"),
     ] {
         let run = run_binary(
             &["plot", input.to_str().unwrap(), "-o", svg.to_str().unwrap()],
@@ -184,4 +184,24 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
         );
     }
     assert!(!svg.exists(), "no picture is written for a bad recording");
+
+    // A header and no rows: a recording in which nothing was open.
+    let nothing = dir.path().join("nothing.csv");
+    std::fs::write(&nothing, format!("{}\n", HEADER.join(","))).unwrap();
+    let run = run_binary(
+        &[
+            "plot",
+            nothing.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("No connection was open"));
 }
