@@ -530,17 +530,6 @@ fn draw_panel(
             ("sans-serif", 15).into_font().color(&RGBColor(90, 90, 90)),
         )))?;
     }
-    // A connection whose samples stop before the recording does closed.
-    if let Some(last) = series.points.last()
-        && last.time + 1.5 * step < x_end
-        && last.time < x_end * 0.94
-    {
-        chart.draw_series(std::iter::once(Text::new(
-            "closed",
-            (last.time, y_end * 0.06),
-            ("sans-serif", 13).into_font().color(&BLACK),
-        )))?;
-    }
     let single = series.points.len() == 1;
     for layer in (0..LAYERS.len()).rev() {
         let stacked = |p: &Point| p.bytes[..=layer].iter().sum::<u64>() as f64 / unit;
@@ -551,6 +540,18 @@ fn draw_panel(
             data.push((data[0].0 + step, data[0].1));
         }
         chart.draw_series(AreaSeries::new(data, 0.0, LAYERS[layer].colour.filled()))?;
+    }
+    // A connection whose samples stop before the recording does closed
+    // (written over the areas, which would hide it).
+    if let Some(last) = series.points.last()
+        && last.time + 1.5 * step < x_end
+        && last.time < x_end * 0.94
+    {
+        chart.draw_series(std::iter::once(Text::new(
+            "closed",
+            (last.time, y_end * 0.06),
+            ("sans-serif", 13).into_font().color(&BLACK),
+        )))?;
     }
     Ok(())
 }
