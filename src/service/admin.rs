@@ -113,6 +113,9 @@ pub struct Admin {
     watch: Option<Watch>,
     /// An HTTP request in progress.
     http: Option<Http>,
+    /// The rest of a line longer than the buffer is being dropped, up to
+    /// its newline: none of it is a command.
+    discarding: bool,
 }
 
 impl Admin {
@@ -174,6 +177,11 @@ impl Admin {
                 return Outcome::close_after_flush();
             }
             if let Some(watch) = &mut self.watch {
+                if io.eof && io.input.is_empty() {
+                    // The client half-closed: the conversation is over.
+                    self.watch = None;
+                    return Outcome::close_after_flush();
+                }
                 if !io.input.is_empty() {
                     // Any line from the client ends the watch; commands
                     // after it are read as usual.
@@ -204,11 +212,31 @@ impl Admin {
             let from = self.scanned.min(data.len());
             let newline = memchr::memchr(b'\n', &data[from..]).map(|at| from + at);
             self.scanned = if newline.is_some() { 0 } else { data.len() };
+            if self.discarding {
+                // Drop up to the end of the over-long line, refused already.
+                match newline {
+                    Some(pos) => {
+                        io.input.consume(pos + 1);
+                        self.discarding = false;
+                        self.scanned = 0;
+                    }
+                    None => {
+                        io.input.clear();
+                        self.scanned = 0;
+                        if io.eof {
+                            return Outcome::close_after_flush();
+                        }
+                        return Outcome::proceed(false);
+                    }
+                }
+                continue;
+            }
             let (line, consumed) = match newline {
                 Some(pos) => (&data[..pos], pos + 1),
                 None if io.input.is_full() => {
                     io.input.clear();
                     self.scanned = 0;
+                    self.discarding = true;
                     self.pending = b"ERR line too long\n".to_vec();
                     continue;
                 }
@@ -751,9 +779,14 @@ mod tests {
         let (out, _) = converse(&input, |_| unreachable!());
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("ERR line too long\n"), "{text}");
-        // The rest of the long line is dropped as it comes; the next
-        // command is found, however far the search had got before.
+        // The rest of the long line is dropped as it comes, not read as a
+        // command; the next command is found.
         assert!(text.contains("commands:"), "{text}");
+        assert_eq!(text.matches("ERR").count(), 1, "{text}");
+        let mut spaces = vec![b' '; 300];
+        spaces.extend_from_slice(b"stats\n");
+        let (out, _) = converse(&spaces, |_| panic!("the tail of a long line is no command"));
+        assert_eq!(out, b"ERR line too long\n");
     }
 
     /// One admin call at `now` with `input` appended and `room` bytes free
@@ -826,6 +859,23 @@ mod tests {
         // Any line ends the watch.
         op.call(b"\n", t0 + ms(250));
         assert_eq!(op.call(b"", t0 + ms(400)).effect, None);
+        // So does the client's half-close.
+        let mut closer = Operator::new();
+        closer.call(b"watch 100\n", t0);
+        closer.admin.deliver(b"{s}\n".to_vec(), None);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let mut io = Io::new(
+            &mut closer.recv,
+            &mut closer.send,
+            &mut closer.out_pool,
+            peer,
+            t0,
+        );
+        io.eof = true;
+        assert_eq!(
+            closer.admin.process(&mut io).next,
+            super::super::Next::CloseAfterFlush
+        );
     }
 
     #[test]
