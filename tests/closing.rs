@@ -58,7 +58,18 @@ fn kill(signal: &str, pid: u32) {
 
 #[test]
 fn regression_sigterm_drops_input_read_from_an_echo_client_paused_by_backpressure() {
-    let mut server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=admin"]);
+    // Fixed kernel buffers: autotuning could otherwise grow the send buffer
+    // after the pause is seen, let the server write, resume and read more.
+    let mut server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=echo",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--so-sndbuf",
+        "64K",
+        "--so-rcvbuf",
+        "64K",
+    ]);
     let pattern = Pattern::new();
     let mut client = connect(server.addr("echo"));
     fill_pattern_until_blocked(&mut client, &pattern);
@@ -84,6 +95,10 @@ fn regression_sigterm_drops_complete_lines_read_from_a_paused_ack_client() {
         "127.0.0.1:0=admin",
         "--reply",
         "ok",
+        "--so-sndbuf",
+        "64K",
+        "--so-rcvbuf",
+        "64K",
     ]);
     let mut client = connect(server.addr("ack"));
     client
