@@ -275,6 +275,11 @@ impl Server {
         })
     }
 
+    /// Every bound listener's address and service (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, ServiceKind)> {
+        self.listeners.iter().map(|l| (l.addr, l.kind)).collect()
+    }
+
     /// Makes SIGINT and SIGTERM start a graceful shutdown (and a second one
     /// end the process at once), delivered through the poll loop.
     pub fn handle_signals(&mut self) -> io::Result<()> {
