@@ -183,40 +183,6 @@ fn decode_tcp_info(raw: &libc::tcp_info, filled: usize) -> TcpInfo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shorter_tcp_info_leaves_the_later_fields_unknown() {
-        // SAFETY: plain integers; all zeros is valid.
-        let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
-        raw.tcpi_rtt = 1500;
-        raw.tcpi_snd_wnd = 65535;
-        raw.tcpi_bytes_acked = 7;
-        let full = decode_tcp_info(&raw, std::mem::size_of::<libc::tcp_info>());
-        assert_eq!(full.rtt_us, Some(1500));
-        assert_eq!(full.snd_wnd, Some(65535));
-        assert_eq!(full.bytes_acked, Some(7));
-        // Linux 4.6 filled up to tcpi_bytes_received; tcpi_snd_wnd came in 5.4.
-        let old = decode_tcp_info(&raw, std::mem::offset_of!(libc::tcp_info, tcpi_segs_out));
-        assert_eq!(old.rtt_us, Some(1500));
-        assert_eq!(old.bytes_acked, Some(7));
-        assert_eq!(old.notsent_bytes, None, "never a made-up 0");
-        assert_eq!(old.snd_wnd, None);
-        assert_eq!(decode_tcp_info(&raw, 0), TcpInfo::default());
-    }
-
-    #[test]
-    fn the_kernel_fills_tcp_info_for_a_loopback_connection() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let info = tcp_info(&client).expect("TCP_INFO on a connected socket");
-        assert!(info.rtt_us.is_some() && info.snd_cwnd.is_some_and(|c| c > 0));
-        assert!(info.snd_mss.is_some_and(|m| m > 0));
-    }
-}
-
 /// `openat2(2)`: opens `path` relative to the directory `dir` with `flags`
 /// (`O_CLOEXEC` is always added) and the `RESOLVE_*` bits of `resolve`. An
 /// `ENOSYS` error means the kernel (before 5.6) lacks the call; a sandbox's
@@ -319,4 +285,38 @@ pub fn write_fd(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     }
     // rc is non-negative here and at most bytes.len().
     Ok(rc as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shorter_tcp_info_leaves_the_later_fields_unknown() {
+        // SAFETY: plain integers; all zeros is valid.
+        let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
+        raw.tcpi_rtt = 1500;
+        raw.tcpi_snd_wnd = 65535;
+        raw.tcpi_bytes_acked = 7;
+        let full = decode_tcp_info(&raw, std::mem::size_of::<libc::tcp_info>());
+        assert_eq!(full.rtt_us, Some(1500));
+        assert_eq!(full.snd_wnd, Some(65535));
+        assert_eq!(full.bytes_acked, Some(7));
+        // Linux 4.6 filled up to tcpi_bytes_received; tcpi_snd_wnd came in 5.4.
+        let old = decode_tcp_info(&raw, std::mem::offset_of!(libc::tcp_info, tcpi_segs_out));
+        assert_eq!(old.rtt_us, Some(1500));
+        assert_eq!(old.bytes_acked, Some(7));
+        assert_eq!(old.notsent_bytes, None, "never a made-up 0");
+        assert_eq!(old.snd_wnd, None);
+        assert_eq!(decode_tcp_info(&raw, 0), TcpInfo::default());
+    }
+
+    #[test]
+    fn the_kernel_fills_tcp_info_for_a_loopback_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let info = tcp_info(&client).expect("TCP_INFO on a connected socket");
+        assert!(info.rtt_us.is_some() && info.snd_cwnd.is_some_and(|c| c > 0));
+        assert!(info.snd_mss.is_some_and(|m| m > 0));
+    }
 }
