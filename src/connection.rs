@@ -59,6 +59,24 @@ use crate::stats::CloseReason;
 /// moves in big steps.
 pub const TURN_BUDGET: usize = 256 * 1024;
 
+/// What all the connections ready in one turn of the loop may move
+/// together before any of them waits for the next poll.
+pub const ROUND_BYTES: usize = 2 * 1024 * 1024;
+
+/// The smallest budget a turn gets: enough for a few full buffers, so a
+/// bulk transfer still moves in sizeable steps however many are ready.
+pub const MIN_TURN_BUDGET: usize = 16 * 1024;
+
+/// The byte budget of each turn when `ready` connections have work in this
+/// turn of the loop: [`ROUND_BYTES`] shared between them, within
+/// [`MIN_TURN_BUDGET`] and [`TURN_BUDGET`]. Fair by design: with a few
+/// connections each moves up to 256 KiB a turn (bulk throughput); with many
+/// ready, each moves less, so a small request waits behind at most about
+/// 2 MiB of other connections' bytes, not 256 KiB for each of them.
+pub fn turn_budget(ready: usize) -> usize {
+    (ROUND_BYTES / ready.max(1)).clamp(MIN_TURN_BUDGET, TURN_BUDGET)
+}
+
 /// What a turn needs from the reactor besides the connection itself.
 pub struct TurnContext<'a> {
     pub pools: &'a mut Pools,
@@ -69,6 +87,8 @@ pub struct TurnContext<'a> {
     /// Bytes the service may broadcast in this turn (chat flow control),
     /// lowered as it does.
     pub broadcast_room: usize,
+    /// Bytes this turn may read plus write (see [`turn_budget`]).
+    pub budget: usize,
 }
 
 /// The two buffer pools, one per buffer size.
@@ -391,7 +411,7 @@ impl Connection {
             self.step_phase(key, stuck);
 
             if self.wants_read() {
-                let budget = TURN_BUDGET - report.bytes_in.min(TURN_BUDGET);
+                let budget = ctx.budget - report.bytes_in.min(ctx.budget);
                 let (n, ran_dry) = self.fill(key, &mut ctx.pools.recv, budget);
                 if self.service_takes_input() {
                     report.bytes_in += n;
@@ -413,7 +433,7 @@ impl Connection {
             if matches!(self.phase, Phase::Closing { .. }) && self.eof {
                 return Verdict::Close(self.close_reason);
             }
-            if report.bytes_in + report.bytes_out + report.discarded >= TURN_BUDGET {
+            if report.bytes_in + report.bytes_out + report.discarded >= ctx.budget {
                 return Verdict::Requeue;
             }
             if self.progress_mark(report) == before {

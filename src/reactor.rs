@@ -46,7 +46,7 @@ use slab::Slab;
 use crate::buffer::BufPool;
 use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Phase, Pools, TurnContext, Verdict};
+use crate::connection::{self, Connection, Phase, Pools, TurnContext, Verdict};
 use crate::limits::{self, Admission};
 use crate::metrics;
 use crate::service::admin::{self, ClientRow, Cursor, Query};
@@ -190,6 +190,9 @@ pub struct Server {
     /// for (a key reused since is not woken).
     wakeups: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     counters: LoopCounters,
+    /// Each connection's byte budget in this turn of the loop
+    /// ([`connection::turn_budget`] of how many are ready).
+    turn_budget: usize,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
@@ -263,6 +266,7 @@ impl Server {
             admin_rows_left: ROWS_PER_TURN,
             wakeups: BinaryHeap::new(),
             counters: LoopCounters::default(),
+            turn_budget: connection::TURN_BUDGET,
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
@@ -330,6 +334,8 @@ impl Server {
             let now = Instant::now();
             self.admin_rows_left = ROWS_PER_TURN;
             self.counters.iterations += 1;
+            // Every connection with an event or queued shares this turn.
+            self.turn_budget = connection::turn_budget(events.iter().count() + self.ready.len());
             for event in events.iter() {
                 self.counters.events += 1;
                 let token = event.token().0;
@@ -573,6 +579,7 @@ impl Server {
             now,
             effects: &mut effects,
             broadcast_room: self.chat.room(),
+            budget: self.turn_budget,
         };
         let report = conn.turn(key, &mut ctx);
         let counters = self.stats.service(conn.kind);
