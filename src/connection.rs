@@ -704,3 +704,15 @@ impl Connection {
         self.failure.get_or_insert(Failure::Socket(error.kind()));
     }
 }
+#[cfg(test)]
+mod tests {
+    /// Every open connection holds one of these in the table, idle or not,
+    /// so it is kept small: a service state that grows past its share goes
+    /// behind a box (see `Service`).
+    #[test]
+    fn a_connection_slot_stays_small() {
+        let size = std::mem::size_of::<super::Connection>();
+        assert!(size <= 288, "Connection is {size} bytes");
+        assert!(std::mem::size_of::<crate::service::Service>() <= 32);
+    }
+}

@@ -96,13 +96,17 @@ pub struct ServiceConfig {
 }
 
 /// One connection's protocol state.
+///
+/// The larger states are boxed, so every connection's slot in the table
+/// stays small (an idle echo or chat connection is mostly this enum):
+/// the box is one allocation when the connection opens, none per message.
 #[derive(Debug)]
 pub enum Service {
     Echo(echo::Echo),
-    Ack(ack::Ack),
-    Files(files::Files),
+    Ack(Box<ack::Ack>),
+    Files(Box<files::Files>),
     Chat(chat::Chat),
-    Admin(admin::Admin),
+    Admin(Box<admin::Admin>),
 }
 
 impl Service {
@@ -110,10 +114,10 @@ impl Service {
     pub fn new(kind: ServiceKind) -> Service {
         match kind {
             ServiceKind::Echo => Service::Echo(echo::Echo::default()),
-            ServiceKind::Ack => Service::Ack(ack::Ack::default()),
-            ServiceKind::Files => Service::Files(files::Files::default()),
+            ServiceKind::Ack => Service::Ack(Box::default()),
+            ServiceKind::Files => Service::Files(Box::default()),
             ServiceKind::Chat => Service::Chat(chat::Chat::default()),
-            ServiceKind::Admin => Service::Admin(admin::Admin::default()),
+            ServiceKind::Admin => Service::Admin(Box::default()),
         }
     }
 
