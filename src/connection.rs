@@ -46,11 +46,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Instant;
 
-use log::{debug, trace};
+use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
 use crate::buffer::{BufPool, ByteBuf, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind};
+use crate::sockopt;
 use crate::stats::CloseReason;
 
 /// Bytes a connection may read plus write in one turn. Past it the connection
@@ -408,6 +409,12 @@ impl Connection {
                     }
                 }
             }
+            if self.writable && self.owed() == 0 {
+                let room = ctx
+                    .budget
+                    .saturating_sub(report.bytes_in + report.bytes_out);
+                report.bytes_out += self.send_zero_copy(key, room);
+            }
             self.step_phase(key, stuck);
 
             if self.wants_read() {
@@ -677,6 +684,46 @@ impl Connection {
             }
         }
         Ok(total)
+    }
+
+    /// Sends the service's zero-copy region (`--sendfile`), up to `room`
+    /// bytes, with `sendfile(2)`; returns the bytes sent. A file that ends
+    /// before what was announced, or fails, makes the connection fail: the
+    /// transfer cannot complete, so it ends with a reset.
+    fn send_zero_copy(&mut self, key: usize, room: usize) -> usize {
+        let mut total = 0;
+        while total < room {
+            let Some((file, left)) = self.service.zero_copy() else {
+                break;
+            };
+            let count = (room - total).min(usize::try_from(left).unwrap_or(usize::MAX));
+            match sockopt::sendfile(&self.socket, file, count) {
+                Ok(0) => {
+                    warn!(
+                        "conn {key} {}: the file ended {left} bytes short of its size; resetting",
+                        self.peer
+                    );
+                    self.failure.get_or_insert(Failure::Aborted);
+                    break;
+                }
+                Ok(n) => {
+                    trace!("conn {key}: sendfile {n} bytes");
+                    self.service.zero_copy_sent(n);
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break;
+                }
+                Err(e) => {
+                    // EIO and the like from the file, or a socket error:
+                    // either way this transfer cannot complete.
+                    self.fail(key, "sendfile", &e);
+                    break;
+                }
+            }
+        }
+        total
     }
 
     /// Bytes produced for the client and not yet taken by the kernel: the

@@ -338,6 +338,12 @@ struct ServeArgs {
     #[arg(long)]
     short: bool,
 
+    /// files: send downloads with sendfile(2), from the file to the socket in
+    /// the kernel (zero copy). The send buffer is bypassed: the admin view
+    /// then shows 0 bytes there and everything in the kernel's send queue.
+    #[arg(long)]
+    sendfile: bool,
+
     /// Set SO_REUSEPORT, so several processes can listen on one port and the
     /// kernel spreads clients between them (one process per core).
     #[arg(long)]
@@ -662,6 +668,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             encoding: args.encoding,
             short: args.short,
             root,
+            sendfile: args.sendfile,
         },
     };
     let mut server = match Server::bind(config) {

@@ -134,6 +134,31 @@ pub struct TcpInfo {
     pub sndbuf_limited_us: Option<u64>,
 }
 
+/// `sendfile(2)`: up to `count` bytes from `file` (from its current offset,
+/// which it advances) to `socket`. `Ok(0)` means the file ended first.
+pub fn sendfile(socket: &impl AsRawFd, file: BorrowedFd<'_>, count: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open for the call; a null offset
+        // makes the kernel use and advance the file's own offset.
+        let rc = unsafe {
+            libc::sendfile(
+                socket.as_raw_fd(),
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                count,
+            )
+        };
+        if rc >= 0 {
+            // Non-negative and at most `count`.
+            return Ok(rc as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// `getsockopt(TCP_INFO)` on `socket`.
 pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
     // SAFETY: `tcp_info` is plain integers, for which all zeros is valid.

@@ -71,6 +71,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
             encoding: Encoding::Utf8,
             short: false,
             root: std::env::temp_dir(),
+            sendfile: false,
         },
     };
     // The server is one thread's (it holds `Rc`s): built on its own.

@@ -495,3 +495,49 @@ fn list_clients_that_never_read_hold_little_server_memory_and_echo_is_served() {
         assert!(got == expected, "lister {i}: the names differ");
     }
 }
+
+#[test]
+fn sendfile_downloads_arrive_byte_exact_and_bypass_the_send_buffer() {
+    let root = TempDir::new("files-sendfile");
+    let body = Pattern::bytes(20_000_000);
+    fs::write(root.path().join("big.bin"), &body).unwrap();
+    let server = files_server(&root, &["--sendfile", "-l", "127.0.0.1:0=admin"]);
+    let files = server.addr("files");
+    let mut expected = b"OK 20000000\n".to_vec();
+    expected.extend_from_slice(&body);
+    assert!(exchange(files, b"GET big.bin\n") == expected, "GET differs");
+    assert!(exchange(files, b"big.bin") == body, "bare download differs");
+    // A client that reads nothing: the bytes wait in the kernel, none in
+    // the server's send buffer.
+    let mut stuck = connect(files);
+    stuck.write_all(b"GET big.bin\n").unwrap();
+    let row = support::wait_for_row(&server, stuck.local_addr().unwrap(), "files", |row| {
+        row.is_some_and(|r| support::json_number(r, "kernel_send_queue") > Some(100_000))
+    })
+    .unwrap();
+    assert_eq!(
+        support::json_number(&row, "send_buf_used"),
+        Some(0),
+        "{row}"
+    );
+}
+
+#[test]
+fn a_sendfile_download_of_a_file_truncated_mid_transfer_ends_with_a_reset() {
+    let root = TempDir::new("files-sendfile-shrink");
+    let path = root.path().join("big.bin");
+    fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
+    let server = files_server(&root, &["--sendfile"]);
+    let mut stream = connect(server.addr("files"));
+    stream.write_all(b"big.bin").unwrap();
+    let _ = read_exact(&mut stream, 1 << 20);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let (rest, ended_by) = read_until_closed(&mut stream);
+    assert!(((1 << 20) + rest.len()) < 64 << 20);
+    assert_eq!(ended_by, Some(ErrorKind::ConnectionReset));
+}

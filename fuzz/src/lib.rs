@@ -387,6 +387,7 @@ fn canned_answer(query: Query) -> (Vec<u8>, Option<Query>) {
 /// Settings for the driven services: ack replies `ok`, files from `root`.
 pub fn config(root: &std::path::Path) -> ServiceConfig {
     ServiceConfig {
+        sendfile: false,
         ack_reply: b"ok".to_vec(),
         encoding: Encoding::Utf8,
         short: false,

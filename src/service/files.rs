@@ -626,9 +626,28 @@ struct Stream {
     /// while being sent still matches the size announced.
     left: u64,
     name: String,
+    /// Sent with `sendfile(2)` by the connection (see [`Files::zero_copy`])
+    /// instead of read into the send buffer here.
+    zero_copy: bool,
 }
 
 impl Files {
+    /// The file region the connection is to send with `sendfile(2)`, once
+    /// the header before it is out: the file's descriptor (its offset is
+    /// where the next byte comes from) and the bytes still owed.
+    pub fn zero_copy(&self) -> Option<(std::os::fd::BorrowedFd<'_>, u64)> {
+        use std::os::fd::AsFd;
+        let stream = self.stream.as_ref().filter(|s| s.zero_copy && s.left > 0)?;
+        (self.pending_sent >= self.pending.len()).then(|| (stream.file.as_fd(), stream.left))
+    }
+
+    /// `n` bytes of the zero-copy region went to the socket.
+    pub fn zero_copy_sent(&mut self, n: usize) {
+        if let Some(stream) = &mut self.stream {
+            stream.left = stream.left.saturating_sub(n as u64);
+        }
+    }
+
     /// The answer is not all in the send buffer yet.
     pub fn is_producing(&self) -> bool {
         self.pending_sent < self.pending.len() || self.stream.is_some() || self.list.is_some()
@@ -691,6 +710,7 @@ impl Files {
                         file,
                         left: size,
                         name: lossy(name),
+                        zero_copy: config.sendfile,
                     });
                 }
                 Err(refusal) => {
@@ -705,6 +725,7 @@ impl Files {
                         file,
                         left: size,
                         name: lossy(name),
+                        zero_copy: config.sendfile,
                     });
                 }
                 Err(refusal) => {
@@ -742,6 +763,15 @@ impl Files {
         let Some(stream) = &mut self.stream else {
             return Outcome::close_after_flush();
         };
+        if stream.zero_copy {
+            // The connection sends it; done once nothing is owed.
+            if stream.left > 0 {
+                return Outcome::proceed(false);
+            }
+            debug!("files {}: {:?} sent in full", io.peer, stream.name);
+            self.stream = None;
+            return Outcome::close_after_flush();
+        }
         while stream.left > 0 && io.output_len() < io.low_watermark {
             let room = io.output_spare();
             let want = room

@@ -93,6 +93,9 @@ pub struct ServiceConfig {
     /// are resolved beneath it by the kernel, per request (see
     /// [`files::open_beneath`]), not by comparing path strings.
     pub root: PathBuf,
+    /// Downloads go from the file to the socket with `sendfile(2)`
+    /// (`--sendfile`): zero copy, the send buffer bypassed.
+    pub sendfile: bool,
 }
 
 /// One connection's protocol state.
@@ -149,6 +152,23 @@ impl Service {
         let outcome = self.process(io, config);
         io.burst_end = false;
         outcome
+    }
+
+    /// A file region to send straight to the socket (`--sendfile`): its
+    /// descriptor and the bytes still owed; `None` when there is none, or
+    /// the service has other output to send first.
+    pub fn zero_copy(&self) -> Option<(std::os::fd::BorrowedFd<'_>, u64)> {
+        match self {
+            Service::Files(s) => s.zero_copy(),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the [`Service::zero_copy`] region were sent.
+    pub fn zero_copy_sent(&mut self, n: usize) {
+        if let Service::Files(s) = self {
+            s.zero_copy_sent(n);
+        }
     }
 
     /// `watch` snapshots skipped for a reader that did not keep up (admin).
@@ -368,6 +388,7 @@ pub(crate) mod testing {
             encoding: Encoding::Utf8,
             short: false,
             root: root.to_path_buf(),
+            sendfile: false,
         }
     }
 
