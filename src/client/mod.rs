@@ -8,6 +8,7 @@ pub mod bench;
 pub mod get;
 pub mod interactive;
 pub mod record;
+pub mod snapshot;
 pub mod top;
 
 use std::fmt;

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::{Row, Snapshot};
 use super::{ClientError, connect, socket_error};
 
 /// Longest snapshot line accepted: 100,000 connections (the most `bench`
@@ -87,65 +88,6 @@ impl std::fmt::Display for RecordSummary {
             self.output.display()
         )
     }
-}
-
-/// One `watch` line: `{"stats":{...},"clients":[...]}`. Fields the
-/// recording does not use are ignored, so a server that adds some still
-/// parses.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Snapshot {
-    pub stats: SnapshotStats,
-    pub clients: Vec<ClientJson>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct SnapshotStats {
-    /// Seconds since the server started: the snapshot's time.
-    pub uptime_secs: f64,
-}
-
-/// One row of `clients json`. `Option` fields are `null` when the kernel
-/// gave no figure (and `None` when a server omits the field).
-#[derive(Clone, Debug, Deserialize)]
-pub struct ClientJson {
-    pub id: usize,
-    pub peer: String,
-    pub service: String,
-    pub age_secs: f64,
-    pub idle_secs: f64,
-    pub recv_buf_used: u64,
-    pub recv_buf_capacity: u64,
-    pub send_buf_used: u64,
-    pub send_buf_capacity: u64,
-    pub kernel_recv_queue: Option<u64>,
-    pub kernel_send_queue: Option<u64>,
-    pub kernel_send_unsent: Option<u64>,
-    pub so_rcvbuf: Option<u64>,
-    pub so_sndbuf: Option<u64>,
-    pub state: String,
-    pub limit: String,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub tcp: Option<TcpJson>,
-}
-
-/// The nested TCP_INFO object; `None` per field where the kernel's
-/// structure is too old to hold it.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-pub struct TcpJson {
-    pub rtt_us: Option<u64>,
-    pub rttvar_us: Option<u64>,
-    pub snd_cwnd: Option<u64>,
-    pub snd_ssthresh: Option<u64>,
-    pub snd_mss: Option<u64>,
-    pub snd_wnd: Option<u64>,
-    pub unacked: Option<u64>,
-    pub total_retrans: Option<u64>,
-    pub notsent_bytes: Option<u64>,
-    pub bytes_acked: Option<u64>,
-    pub busy_time_us: Option<u64>,
-    pub rwnd_limited_us: Option<u64>,
-    pub sndbuf_limited_us: Option<u64>,
 }
 
 /// One CSV row: one connection at one snapshot, flat (TCP_INFO fields
@@ -244,10 +186,10 @@ impl Selection {
         }
     }
 
-    fn keeps(&self, client: &ClientJson) -> bool {
+    fn keeps(&self, client: &Row) -> bool {
         match self {
             Selection::AllButAdmin => client.service != "admin",
-            Selection::Ids(ids) => ids.contains(&client.id),
+            Selection::Ids(ids) => usize::try_from(client.id).is_ok_and(|id| ids.contains(&id)),
         }
     }
 }
@@ -266,7 +208,7 @@ pub fn rows(snapshot: &Snapshot, start: f64, selection: &Selection) -> Vec<Sampl
             Sample {
                 // Microseconds are as fine as the server's figures mean.
                 time_secs: (time * 1e6).round() / 1e6,
-                id: c.id,
+                id: usize::try_from(c.id).unwrap_or(usize::MAX),
                 peer: c.peer.clone(),
                 service: c.service.clone(),
                 state: c.state.clone(),
