@@ -7,22 +7,23 @@
 //! entry costs) is judged after the server has tried to write to it. Over the
 //! hard limit it is disconnected at once; over the soft limit it may stay for
 //! [`ChatLimits::soft_for`], continuously, before it is. While a member over
-//! the soft limit is still reading (its queue got written to within the last
-//! [`CONGESTION_GRACE`]), the room is congested: senders may broadcast
+//! the soft limit is still reading fast enough to catch up (the server wrote
+//! it an eighth of the soft limit within the last [`CONGESTION_GRACE`]), the
+//! room is congested: senders may broadcast
 //! nothing ([`ChatRoom::room`] is 0), their lines wait in their own receive
 //! buffers, and they are woken when no member congests it any more. So a
-//! paste goes out at the pace of the members that keep up, even slowly, and a
-//! member that drains its queue is never dropped. A member that stops
-//! reading altogether holds the others back for at most `CONGESTION_GRACE`
-//! (then it only waits to be dropped), so a stream of clients that join and
-//! never read cannot stall the room.
+//! paste goes out at the pace of the members that keep up, and a member that
+//! drains its queue is never dropped. A member that stops reading, or reads
+//! a trickle, holds the others back for at most `CONGESTION_GRACE` (then it
+//! only waits to be dropped), so clients that join and never read, or read a
+//! byte at a time, cannot stall the room.
 //!
 //! Joins and leaves are batched: the lines of one turn go out as one shared
 //! chunk, so thousands of joins cost each member one queue entry per turn,
 //! not one per join; a member joins the room once its own join went out, so
 //! it does not see it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -86,6 +87,9 @@ pub struct ChatRoom {
     /// Members over the soft limit that are still reading, by when they
     /// stop counting as such: while any is here, the room is congested.
     pub congesting: DeadlineList,
+    /// Bytes written to each member over the soft limit since its
+    /// congestion was last extended; an eighth of the soft limit extends it.
+    drained: HashMap<usize, usize>,
     /// Senders with lines waiting for room.
     waiting: HashSet<usize>,
 }
@@ -99,6 +103,7 @@ impl ChatRoom {
             announcements: Vec::new(),
             over_soft: DeadlineList::new(limits.soft_for),
             congesting: DeadlineList::new(CONGESTION_GRACE),
+            drained: HashMap::new(),
             waiting: HashSet::new(),
         }
     }
@@ -146,6 +151,7 @@ impl ChatRoom {
     /// `key` no longer congests the room; true if the room has room again
     /// because of it.
     fn uncongest(&mut self, key: usize) -> bool {
+        self.drained.remove(&key);
         let was = self.congesting.contains(key);
         self.congesting.remove(key);
         was && self.congesting.is_empty()
@@ -178,14 +184,14 @@ impl ChatRoom {
     }
 
     /// Judges member `key` after the server tried to write to it, its queue
-    /// now `cost`; `wrote`: the server wrote some of it in this turn (the
-    /// client is reading). Returns the judgement, and whether the room has
-    /// room again because of it (see [`ChatRoom::wake`]).
+    /// now `cost`; `wrote`: the bytes the server wrote it in this turn.
+    /// Returns the judgement, and whether the room has room again because of
+    /// it (see [`ChatRoom::wake`]).
     pub fn judge(
         &mut self,
         key: usize,
         cost: usize,
-        wrote: bool,
+        wrote: usize,
         now: Instant,
     ) -> (Judgement, bool) {
         if cost > self.limits.hard {
@@ -193,8 +199,11 @@ impl ChatRoom {
         }
         if cost > self.limits.soft {
             self.note_queued(key, cost, now);
-            if wrote {
-                // Still reading: the paste waits for it.
+            let drained = self.drained.entry(key).or_default();
+            *drained += wrote;
+            if *drained >= self.limits.soft / 8 {
+                // Reading fast enough to catch up: the paste waits for it.
+                *drained = 0;
                 self.congesting.touch(key, now);
             }
             return (Judgement::Keep, false);
@@ -248,6 +257,7 @@ impl ChatRoom {
         self.joining.clear();
         self.announcements.clear();
         self.waiting.clear();
+        self.drained.clear();
         while self.over_soft.pop_expired(far_future()).is_some() {}
         while self.congesting.pop_expired(far_future()).is_some() {}
     }
@@ -300,12 +310,8 @@ mod tests {
         assert_eq!(r.room(), 0, "senders wait");
         r.wait(7);
         assert!(r.wake().is_empty(), "still congested");
-        assert_eq!(r.judge(1, 120, true, now), (Judgement::Keep, false));
-        assert_eq!(
-            r.judge(1, 40, true, now),
-            (Judgement::Keep, true),
-            "drained"
-        );
+        assert_eq!(r.judge(1, 120, 20, now), (Judgement::Keep, false));
+        assert_eq!(r.judge(1, 40, 20, now), (Judgement::Keep, true), "drained");
         assert_eq!(r.room(), 100);
         assert_eq!(r.wake(), vec![7]);
     }
@@ -319,12 +325,12 @@ mod tests {
         r.wait(7);
         // Member 1 reads on, slowly: the paste keeps waiting for it.
         let later = now + CONGESTION_GRACE / 2;
-        r.judge(1, 140, true, later);
+        r.judge(1, 140, 20, later);
         assert!(!r.expire_congestion(now + CONGESTION_GRACE));
         assert_eq!(r.room(), 0);
         // Member 2 goes over and never reads: it holds the room for the
         // grace only, then merely waits to be dropped.
-        r.judge(1, 10, true, later);
+        r.judge(1, 10, 20, later);
         r.note_queued(2, 150, later);
         assert_eq!(r.room(), 0);
         assert!(r.expire_congestion(later + CONGESTION_GRACE));
@@ -341,11 +347,11 @@ mod tests {
         r.note_queued(1, 150, now);
         // Draining and refilling restarts the clock: only a continuous
         // excess counts.
-        r.judge(1, 50, true, now + Duration::from_secs(3));
+        r.judge(1, 50, 20, now + Duration::from_secs(3));
         r.note_queued(1, 150, now + Duration::from_secs(4));
         assert_eq!(r.pop_expired(now + Duration::from_secs(6)), None);
         assert_eq!(r.pop_expired(now + Duration::from_secs(9)), Some(1));
-        assert_eq!(r.judge(2, 1001, true, now).0, Judgement::TooSlow);
+        assert_eq!(r.judge(2, 1001, 20, now).0, Judgement::TooSlow);
     }
 
     #[test]
@@ -375,7 +381,7 @@ mod tests {
             NoteQueued(usize, usize),
             /// A member judged after a turn: its cost, and whether the
             /// turn wrote to it.
-            Judge(usize, usize, bool),
+            Judge(usize, usize, usize),
             Wait(usize),
             Wake,
             /// `take_announcements` then `admit_joined`, as the reactor
@@ -393,7 +399,7 @@ mod tests {
                 3 => key.clone().prop_map(Op::Join),
                 2 => (key.clone(), any::<bool>()).prop_map(|(k, slow)| Op::Leave(k, slow)),
                 3 => (key.clone(), cost.clone()).prop_map(|(k, c)| Op::NoteQueued(k, c)),
-                3 => (key.clone(), cost, any::<bool>()).prop_map(|(k, c, w)| Op::Judge(k, c, w)),
+                3 => (key.clone(), cost, prop_oneof![Just(0usize), 0usize..30]).prop_map(|(k, c, w)| Op::Judge(k, c, w)),
                 2 => key.prop_map(Op::Wait),
                 1 => Just(Op::Wake),
                 2 => Just(Op::Announce),
@@ -416,6 +422,8 @@ mod tests {
             /// Over the soft limit and still reading: when last written to
             /// (or when it went over). Congests the room for the grace.
             congesting: BTreeMap<usize, Instant>,
+            /// Bytes written since the congestion was last extended.
+            drained: BTreeMap<usize, usize>,
             seq: u64,
             announcements: String,
             /// Leaves of keys that were in the room, per key.
@@ -430,6 +438,7 @@ mod tests {
                 };
                 self.waiting.remove(&key);
                 self.over.remove(&key);
+                self.drained.remove(&key);
                 let was_congesting = self.congesting.remove(&key).is_some();
                 if was_in {
                     let why = if too_slow { " (too slow)" } else { "" };
@@ -500,11 +509,15 @@ mod tests {
                             } else if cost > limits.soft {
                                 prop_assert_eq!((judgement, freed), (Judgement::Keep, false));
                                 model.over_since(key, now);
-                                if wrote {
+                                let drained = model.drained.entry(key).or_default();
+                                *drained += wrote;
+                                if *drained >= limits.soft / 8 {
+                                    *drained = 0;
                                     model.congesting.insert(key, now);
                                 }
                             } else {
                                 model.over.remove(&key);
+                                model.drained.remove(&key);
                                 let was = model.congesting.remove(&key).is_some();
                                 prop_assert_eq!(judgement, Judgement::Keep);
                                 prop_assert_eq!(freed, was && model.congesting.is_empty());

@@ -608,8 +608,7 @@ impl Server {
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
             // Judged now that the turn has tried to write to it.
-            let wrote = report.bytes_out > 0;
-            let (judgement, freed) = self.chat.judge(key, queued_cost, wrote, now);
+            let (judgement, freed) = self.chat.judge(key, queued_cost, report.bytes_out, now);
             if judgement == Judgement::TooSlow {
                 self.dismiss(key, "its queue passed the hard limit", now);
             } else if freed {
