@@ -1,0 +1,54 @@
+//! What the baseline servers and helpers under `bench/` share: their tiny
+//! command lines (`--listen ADDR` and a few numbers) and the `listening on
+//! ADDR` line on stderr that `scripts/bench.sh` reads the port from, as it
+//! does tcp-reactor's.
+//!
+//! These programs exist to be measured against tcp-reactor; they are not
+//! part of it, and none is meant to face anything but loopback. No clap:
+//! each takes two or three flags, and a baseline should carry no more code
+//! than its design needs.
+
+use std::net::SocketAddr;
+use std::process::exit;
+
+/// The value of `--NAME VALUE` in the program's arguments, parsed; the
+/// default when the flag is absent. A bad value is one line on stderr and
+/// exit code 2, as tcp-reactor does.
+pub fn flag<T: std::str::FromStr>(name: &str, default: Option<T>) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    let long = format!("--{name}");
+    let found = args
+        .iter()
+        .position(|a| *a == long)
+        .map(|i| args.get(i + 1));
+    match (found, default) {
+        (Some(Some(value)), _) => value.parse().unwrap_or_else(|_| {
+            eprintln!("error: invalid value '{value}' for {long}");
+            exit(2)
+        }),
+        (Some(None), _) => {
+            eprintln!("error: {long} needs a value");
+            exit(2)
+        }
+        (None, Some(default)) => default,
+        (None, None) => {
+            eprintln!("error: {long} is required");
+            exit(2)
+        }
+    }
+}
+
+/// The `--listen` address (default `127.0.0.1:0`).
+pub fn listen_addr() -> SocketAddr {
+    flag("listen", Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+}
+
+/// Tells the script the bound address, as tcp-reactor's log line does.
+pub fn announce(addr: SocketAddr) {
+    eprintln!("listening on {addr}");
+}
+
+/// Bytes each baseline reads at once and holds per connection: the minimal
+/// mio server's fixed buffer, used by the others too, so that the servers
+/// differ in their design, not in how much one system call may move.
+pub const BUF: usize = 64 * 1024;
