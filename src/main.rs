@@ -111,6 +111,8 @@ struct GetArgs {
 #[command(after_help = "\
 Every echoed byte is checked. Stops after --secs, or after --rounds round trips
 per connection if that comes first. Only point it at servers you run.
+With --short, every round is a connection of its own (connect, one round
+trip, close); --conns says how many such loops run at once.
 
 Example:
   tcp-reactor bench 127.0.0.1:7788 --conns 1000 --size 64 --secs 5")]
@@ -130,9 +132,20 @@ struct BenchArgs {
     #[arg(long, default_value_t = 5.0, value_parser = parse_secs)]
     secs: f64,
 
-    /// Stop each connection after this many round trips.
+    /// Stop each connection after this many round trips (with --short,
+    /// each loop after this many connections).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rounds: Option<u64>,
+
+    /// Short connections: each of the --conns loops connects, does one
+    /// round trip of --size bytes, closes, and starts again. Reports
+    /// connections per second and the connect and round-trip latencies.
+    #[arg(long)]
+    short: bool,
+
+    /// Print the report as one JSON line (every figure; latencies in µs).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -499,10 +512,15 @@ fn bench(args: BenchArgs) -> ExitCode {
         size: args.size,
         duration: Duration::from_secs_f64(args.secs),
         rounds: args.rounds,
+        short: args.short,
     };
     match bench::run(config) {
         Ok(report) => {
-            println!("{report}");
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+            }
             if report.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -36,6 +36,7 @@ fn run(addr: SocketAddr, conns: usize, rounds: u64) -> BenchReport {
         size: 16,
         duration: Duration::from_secs(120),
         rounds: Some(rounds),
+        short: false,
     })
     .expect("the poller works");
     assert!(report.failures.is_empty(), "{report}");

@@ -381,6 +381,107 @@ fn bench_checks_every_echo_and_stops_after_its_rounds() {
 }
 
 #[test]
+fn bench_short_makes_one_connection_per_round_trip() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=admin"]);
+    let addr = server.addr("echo").to_string();
+    let args = [
+        "bench", &addr, "--short", "--conns", "4", "--size", "100", "--rounds", "5", "--secs", "20",
+    ];
+    let out = run_binary(&args, b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("connections: 20 in"), "{text}");
+    assert!(text.contains("connect latency: p50"), "{text}");
+    assert!(text.contains("round-trip latency: p50"), "{text}");
+    assert!(text.contains("failed connections: 0"), "{text}");
+    // Four loops of five rounds: twenty connections, each closed by bench.
+    let stats = support::admin(&server, "stats json");
+    let echo = &stats[stats.find("\"echo\":").expect("echo in stats")..];
+    assert_eq!(support::json_number(echo, "accepted"), Some(20), "{stats}");
+    assert_eq!(
+        support::json_number(echo, "bytes_in"),
+        Some(2000),
+        "{stats}"
+    );
+}
+
+/// The one JSON line of `bench ARGS --json`, parsed, and whether bench
+/// succeeded.
+fn bench_json(args: &[&str]) -> (bool, serde_json::Value) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = run_binary(&args, b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (out.status.success(), json)
+}
+
+/// p50 <= p90 <= p99 <= max, all present, in `json[field]`.
+fn assert_ordered_percentiles(json: &serde_json::Value, field: &str) {
+    let p = |q: &str| {
+        json[field][q]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}.{q}: {json}"))
+    };
+    assert!(
+        p("p50") <= p("p90") && p("p90") <= p("p99") && p("p99") <= p("max"),
+        "{json}"
+    );
+}
+
+#[test]
+fn bench_json_reports_every_figure_on_one_line() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=ack"]);
+    let echo = server.addr("echo").to_string();
+    let (ok, json) = bench_json(&[
+        "bench", &echo, "--conns", "3", "--size", "64", "--rounds", "10", "--secs", "20",
+    ]);
+    assert!(ok, "{json}");
+    assert_eq!(json["mode"], "echo", "{json}");
+    assert_eq!(json["conns"], 3, "{json}");
+    assert_eq!(json["size"], 64, "{json}");
+    assert_eq!(json["round_trips"], 30, "{json}");
+    assert_eq!(json["bytes"], 30 * 64, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert!(
+        json["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{json}"
+    );
+    assert!(json["secs"].as_f64().is_some(), "{json}");
+    assert_ordered_percentiles(&json, "latency_us");
+    assert!(json.get("conns_per_sec").is_none(), "{json}");
+
+    let (ok, json) = bench_json(&[
+        "bench", &echo, "--short", "--conns", "2", "--size", "10", "--rounds", "3", "--secs", "20",
+    ]);
+    assert!(ok, "{json}");
+    assert_eq!(json["mode"], "short", "{json}");
+    assert_eq!(json["round_trips"], 6, "{json}");
+    assert_eq!(json["bytes"], 60, "{json}");
+    assert!(
+        json["conns_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "{json}"
+    );
+    assert_ordered_percentiles(&json, "latency_us");
+    assert_ordered_percentiles(&json, "connect_latency_us");
+
+    // Wrong bytes back: counted as an error, and bench fails, still in JSON.
+    let ack = server.addr("ack").to_string();
+    let (ok, json) = bench_json(&[
+        "bench", &ack, "--conns", "2", "--rounds", "1", "--secs", "20",
+    ]);
+    assert!(!ok, "{json}");
+    assert_eq!(json["errors"], 2, "{json}");
+    assert!(
+        json["failures"][0]
+            .as_str()
+            .is_some_and(|f| f.contains("wrong bytes")),
+        "{json}"
+    );
+}
+
+#[test]
 fn regression_3000_one_byte_partial_requests_hold_a_whole_receive_buffer_each() {
     const CLIENTS: u64 = 3000;
     let root = support::TempDir::new("partial-requests");

@@ -6,6 +6,12 @@
 //! `--rounds` round trips per connection if that comes first, and reports the
 //! connect time, the rate of round trips and their latency percentiles.
 //!
+//! With `short`, each of the `--conns` loops instead does one whole short
+//! connection per round: connect, one round trip of `--size` bytes, close,
+//! then the next connection; the report counts connections per second, with
+//! the connect and round-trip latencies apart. [`BenchReport::to_json`] gives
+//! every figure as one JSON line, for scripts.
+//!
 //! Like the server, it is a mio readiness loop, so thousands of connections
 //! cost no threads and the generator stays cheap next to the server it
 //! measures. Latencies go into a fixed-size histogram ([`Latencies`]), so
@@ -27,8 +33,11 @@ pub struct BenchConfig {
     pub conns: usize,
     pub size: usize,
     pub duration: Duration,
-    /// Round trips per connection, at most.
+    /// Round trips per connection, at most (with `short`, connections per
+    /// loop).
     pub rounds: Option<u64>,
+    /// Each round is a connection of its own: connect, one round trip, close.
+    pub short: bool,
 }
 
 /// What was measured.
@@ -42,6 +51,9 @@ pub struct BenchReport {
     pub round_trips: u64,
     /// Latency of every round trip.
     pub latencies: Latencies,
+    /// With `short`, the time each connection took to be established; empty
+    /// otherwise (the connect phase is `connect_time`).
+    pub connects: Latencies,
     /// Connections that failed (refused, reset, wrong bytes echoed).
     pub failures: Vec<String>,
 }
@@ -52,15 +64,51 @@ impl BenchReport {
         self.latencies.percentile(p)
     }
 
-    /// Round trips per second over the measuring time.
+    /// Round trips per second over the measuring time (with `short`, also
+    /// connections per second: one round trip each).
     pub fn rate(&self) -> f64 {
         self.round_trips as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes echoed, each way.
+    pub fn bytes(&self) -> u64 {
+        self.round_trips * self.config.size as u64
+    }
+
+    /// Every figure of the report as one JSON object, on one line: rates per
+    /// second, latencies in microseconds (null when nothing was measured),
+    /// bytes each way, the number of failed connections and the first few
+    /// reasons.
+    pub fn to_json(&self) -> String {
+        let c = &self.config;
+        let mut report = serde_json::json!({
+            "addr": c.addr.to_string(),
+            "mode": if c.short { "short" } else { "echo" },
+            "conns": c.conns,
+            "size": c.size,
+            "connect_ms": ms(self.connect_time),
+            "secs": self.elapsed.as_secs_f64(),
+            "round_trips": self.round_trips,
+            "msgs_per_sec": self.rate(),
+            "bytes": self.bytes(),
+            "latency_us": self.latencies.summary_us(),
+            "errors": self.failures.len(),
+            "failures": self.failures.iter().take(5).collect::<Vec<_>>(),
+        });
+        if c.short {
+            report["conns_per_sec"] = self.rate().into();
+            report["connect_latency_us"] = self.connects.summary_us();
+        }
+        report.to_string()
     }
 }
 
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
+        if c.short {
+            return self.fmt_short(f);
+        }
         writeln!(
             f,
             "bench {}: {} connections, {}-byte messages",
@@ -81,27 +129,60 @@ impl fmt::Display for BenchReport {
             self.rate(),
             mib / self.elapsed.as_secs_f64().max(1e-9)
         )?;
-        if let (Some(p50), Some(p90), Some(p99), Some(max)) = (
-            self.percentile(0.5),
-            self.percentile(0.9),
-            self.percentile(0.99),
-            self.percentile(1.0),
-        ) {
-            writeln!(
-                f,
-                "latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-                ms(p50),
-                ms(p90),
-                ms(p99),
-                ms(max)
-            )?;
-        }
+        write_percentiles(f, "latency", &self.latencies)?;
+        self.fmt_failures(f)
+    }
+}
+
+impl BenchReport {
+    /// The text report of a `short` run.
+    fn fmt_short(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        writeln!(
+            f,
+            "bench {}: {} loops of short connections (connect, one {}-byte round trip, close)",
+            c.addr, c.conns, c.size
+        )?;
+        writeln!(
+            f,
+            "connections: {} in {:.2} s = {:.0}/s",
+            self.round_trips,
+            self.elapsed.as_secs_f64(),
+            self.rate()
+        )?;
+        write_percentiles(f, "connect latency", &self.connects)?;
+        write_percentiles(f, "round-trip latency", &self.latencies)?;
+        self.fmt_failures(f)
+    }
+
+    fn fmt_failures(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "failed connections: {}", self.failures.len())?;
         for failure in self.failures.iter().take(5) {
             write!(f, "\n  {failure}")?;
         }
         Ok(())
     }
+}
+
+/// `NAME: p50 … ms, p90 … ms, p99 … ms, max … ms` and a newline; nothing if
+/// nothing was recorded.
+fn write_percentiles(f: &mut fmt::Formatter<'_>, name: &str, l: &Latencies) -> fmt::Result {
+    if let (Some(p50), Some(p90), Some(p99), Some(max)) = (
+        l.percentile(0.5),
+        l.percentile(0.9),
+        l.percentile(0.99),
+        l.percentile(1.0),
+    ) {
+        writeln!(
+            f,
+            "{name}: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            ms(max)
+        )?;
+    }
+    Ok(())
 }
 
 /// Round-trip latencies, counted in a histogram whose size is fixed when it
@@ -163,6 +244,18 @@ impl Latencies {
         Some(Duration::from_micros(self.histogram.value_at_quantile(p)))
     }
 
+    /// p50, p90, p99 and max in whole microseconds, as JSON; null if
+    /// nothing was recorded.
+    pub fn summary_us(&self) -> serde_json::Value {
+        let us = |p| self.percentile(p).map(|d| d.as_micros() as u64);
+        match (us(0.5), us(0.9), us(0.99), us(1.0)) {
+            (Some(p50), Some(p90), Some(p99), Some(max)) => {
+                serde_json::json!({ "p50": p50, "p90": p90, "p99": p99, "max": max })
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+
     /// Counters the histogram holds: fixed by the bounds, whatever was
     /// recorded. Each is a `u64`.
     pub fn counters(&self) -> usize {
@@ -191,8 +284,12 @@ struct Conn {
     done: bool,
 }
 
-/// Runs the benchmark; errors only if the poller itself fails.
+/// Runs the benchmark; errors only if the poller itself fails (or, for a
+/// long-connection run, if a connect call fails at once).
 pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
+    if config.short {
+        return run_short(config);
+    }
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let message: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
@@ -302,7 +399,159 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
         connect_time,
         elapsed,
         latencies,
+        connects: Latencies::new(),
         failures,
+    })
+}
+
+/// One loop of a `short` run: the connection of its current round, if any.
+struct ShortLoop {
+    conn: Option<Conn>,
+    /// When the current connection's connect call was made.
+    connecting_since: Instant,
+    rounds: u64,
+}
+
+/// A `short` run: `conns` loops, each doing connect, one round trip, close,
+/// again, until the deadline or `rounds` connections each. A loop whose
+/// connection fails stops there (its failure is reported), so a server that
+/// refuses every connection ends the run at once rather than spinning.
+fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let message: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
+    let mut scratch = vec![0u8; config.size.clamp(1, 64 * 1024)];
+    let mut failures = Vec::new();
+    let mut latencies = Latencies::new();
+    let mut connects = Latencies::new();
+    // A round of its own for every loop: no `rounds` limit per connection.
+    let one_round = BenchConfig {
+        rounds: Some(1),
+        ..config.clone()
+    };
+
+    let begin = Instant::now();
+    let deadline = begin + config.duration;
+    let mut loops: Vec<ShortLoop> = (0..config.conns)
+        .map(|_| ShortLoop {
+            conn: None,
+            connecting_since: begin,
+            rounds: 0,
+        })
+        .collect();
+    let mut active = 0;
+    for (i, l) in loops.iter_mut().enumerate() {
+        match connect_short(&poll, i, config.addr) {
+            Ok(conn) => {
+                l.conn = Some(conn);
+                l.connecting_since = Instant::now();
+                active += 1;
+            }
+            Err(e) => failures.push(format!("connection {i}: connect: {e}")),
+        }
+    }
+    while active > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        poll.poll(&mut events, Some(left))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            let l = &mut loops[i];
+            // An event for a connection already closed in this batch.
+            let Some(conn) = l.conn.as_mut() else {
+                continue;
+            };
+            if !conn.connected {
+                match conn.socket.take_error() {
+                    Ok(None) if conn.socket.peer_addr().is_ok() => {
+                        let now = Instant::now();
+                        connects.record(now - l.connecting_since);
+                        conn.connected = true;
+                        conn.started = now;
+                    }
+                    Ok(None) => continue,
+                    Ok(Some(e)) | Err(e) => {
+                        failures.push(format!("connection {i}: connect: {e}"));
+                        conn.done = true;
+                    }
+                }
+            }
+            if !conn.done {
+                let moved = pump(
+                    conn,
+                    &message,
+                    &mut scratch,
+                    &one_round,
+                    deadline,
+                    &mut latencies,
+                );
+                if let Err(e) = moved {
+                    failures.push(format!("connection {i}: {e}"));
+                    conn.done = true;
+                }
+            }
+            if !conn.done {
+                continue;
+            }
+            // The round is over (or failed): close, and start the next one.
+            if conn.rounds == 1 {
+                l.rounds += 1;
+            } else {
+                l.rounds = u64::MAX;
+            }
+            if let Some(mut old) = l.conn.take() {
+                // Deregistering a socket about to be dropped cannot matter.
+                let _ = poll.registry().deregister(&mut old.socket);
+            }
+            let more = l.rounds != u64::MAX
+                && Instant::now() < deadline
+                && config.rounds.is_none_or(|r| l.rounds < r);
+            if !more {
+                active -= 1;
+                continue;
+            }
+            match connect_short(&poll, i, config.addr) {
+                Ok(conn) => {
+                    l.conn = Some(conn);
+                    l.connecting_since = Instant::now();
+                }
+                Err(e) => {
+                    failures.push(format!("connection {i}: connect: {e}"));
+                    active -= 1;
+                }
+            }
+        }
+    }
+    let elapsed = begin.elapsed();
+    Ok(BenchReport {
+        round_trips: latencies.len(),
+        config,
+        connect_time: Duration::ZERO,
+        elapsed,
+        latencies,
+        connects,
+        failures,
+    })
+}
+
+/// Starts a non-blocking connect for loop `i` of a `short` run.
+fn connect_short(poll: &Poll, i: usize, addr: SocketAddr) -> io::Result<Conn> {
+    let mut socket = TcpStream::connect(addr)?;
+    poll.registry().register(
+        &mut socket,
+        Token(i),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(Conn {
+        socket,
+        connected: false,
+        sent: 0,
+        echoed: 0,
+        started: Instant::now(),
+        rounds: 0,
+        done: false,
     })
 }
 
