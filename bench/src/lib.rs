@@ -43,6 +43,22 @@ pub fn listen_addr() -> SocketAddr {
     flag("listen", Some(SocketAddr::from(([127, 0, 0, 1], 0))))
 }
 
+/// Accept backlog: tcp-reactor's (`sockopt::LISTEN_BACKLOG`), so that no
+/// server loses the 10,000 connections of a run to SYN retransmission
+/// because its library's default is shallower (std's is 128).
+pub const BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr` with the same backlog as tcp-reactor's and
+/// `SO_REUSEADDR`, blocking (the async servers set it non-blocking).
+pub fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Tells the script the bound address, as tcp-reactor's log line does.
 pub fn announce(addr: SocketAddr) {
     eprintln!("listening on {addr}");

@@ -23,7 +23,9 @@ struct Conn {
 }
 
 fn main() -> io::Result<()> {
-    let mut listener = TcpListener::bind(tcp_reactor_baselines::listen_addr())?;
+    let listener = tcp_reactor_baselines::listener(tcp_reactor_baselines::listen_addr())?;
+    listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(listener);
     tcp_reactor_baselines::announce(listener.local_addr()?);
     let mut poll = Poll::new()?;
     poll.registry()

@@ -4,11 +4,11 @@
 //! context switch per message) for every client.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 
 fn main() -> std::io::Result<()> {
-    let listener = TcpListener::bind(tcp_reactor_baselines::listen_addr())?;
+    let listener = tcp_reactor_baselines::listener(tcp_reactor_baselines::listen_addr())?;
     tcp_reactor_baselines::announce(listener.local_addr()?);
     for socket in listener.incoming() {
         match socket {

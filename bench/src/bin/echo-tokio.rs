@@ -11,7 +11,9 @@ fn main() -> std::io::Result<()> {
         .enable_io()
         .build()?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = tcp_reactor_baselines::listener(addr)?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         tcp_reactor_baselines::announce(listener.local_addr()?);
         loop {
             match listener.accept().await {
