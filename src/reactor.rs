@@ -603,6 +603,10 @@ impl Server {
         {
             conn.wake_at = Some(at);
             self.wakeups.push(Reverse((at, key, conn.generation)));
+        } else if report.wake_at.is_none() && conn.wake_at.is_some_and(|t| t <= now) {
+            // The wake-up was served (a due one always gets its call) and
+            // none was asked again (the watch ended): stop calling.
+            conn.wake_at = None;
         }
         let (kind, queued_cost) = (conn.kind, conn.shared.cost());
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
