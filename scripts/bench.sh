@@ -13,7 +13,8 @@
 #   short    connect, one 64-byte round trip, close (`bench --short`, from
 #            several client processes): connections/s, CPU per connection
 #   idle     RSS per idle connection, at 10,000
-#   download a sparse 1 GiB file from the files service, against
+#   download a sparse 1 GiB file from the files service (copied through
+#            the send buffer, and with --sendfile), against
 #            `ncat --send-only` serving the same file and raw loopback TCP
 #            (bench/'s loopback-send); one reader (bench/'s sink) for all
 #
@@ -22,7 +23,8 @@
 #
 # Usage:  scripts/bench.sh             full run (REPS=3, about 10 minutes)
 #         QUICK=1 scripts/bench.sh     fewer points, 1 repetition, 1 s each
-# Environment: REPS (repetitions), SECS (seconds per echo point),
+# Environment: REPS (repetitions), SECS (seconds per echo point), SECTIONS
+# (default "echo mixed short idle download"),
 # SERVER_CPU / LOAD_CPU (default 0 and 1), OUT (default bench/RESULTS.md).
 #
 # The server runs pinned to SERVER_CPU, every load generator (and this
@@ -54,6 +56,9 @@ else
     ECHO_CONNS=${ECHO_CONNS:-"1 100 1000 10000"}
     ECHO_SIZES=${ECHO_SIZES:-"64 4096"}
 fi
+# Which sections to run (a subset, to iterate on one; RESULTS.md then
+# holds only those).
+SECTIONS=${SECTIONS:-"echo mixed short idle download"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-bench/RESULTS.md}
@@ -73,6 +78,9 @@ if [ "$QUICK" = 1 ]; then
     COMMAND="QUICK=1 REPS=$REPS SECS=$SECS scripts/bench.sh"
 else
     COMMAND="REPS=$REPS SECS=$SECS scripts/bench.sh"
+fi
+if [ "$SECTIONS" != "echo mixed short idle download" ]; then
+    COMMAND="SECTIONS='$SECTIONS' $COMMAND"
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tcp-reactor-bench.XXXXXX")
@@ -420,6 +428,11 @@ download_point() {
         out=$(sink "$SERVER_ADDR" "GET big")
         stop_server
         ;;
+    sendfile)
+        start_server tcp-reactor -l 127.0.0.1:0=files --root "$TMP/root" --sendfile
+        out=$(sink "$SERVER_ADDR" "GET big")
+        stop_server
+        ;;
     ncat)
         command -v ncat >/dev/null || return 0
         port=$(free_port)
@@ -464,31 +477,32 @@ cat "$TMP/root/big" >/dev/null
 RUN_START=$(date -u '+%Y-%m-%d %H:%M UTC')
 echo "== $COMMAND: started $RUN_START, system calls by $SYSCALLS" >&2
 
+wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
 for rep in $(seq "$REPS"); do
-    for conns in $ECHO_CONNS; do
-        for size in $ECHO_SIZES; do
-            for server in $SERVERS; do
-                echo "-- rep $rep: echo $conns x $size B: $server" >&2
-                echo_point "$server" "$conns" "$size" "$rep"
+    if wants echo; then
+        for conns in $ECHO_CONNS; do
+            for size in $ECHO_SIZES; do
+                for server in $SERVERS; do
+                    echo "-- rep $rep: echo $conns x $size B: $server" >&2
+                    echo_point "$server" "$conns" "$size" "$rep"
+                done
             done
         done
+    fi
+    for section in mixed short idle; do
+        wants "$section" || continue
+        for server in $SERVERS; do
+            echo "-- rep $rep: $section: $server" >&2
+            "${section}_point" "$server" "$rep"
+        done
     done
-    for server in $SERVERS; do
-        echo "-- rep $rep: mixed: $server" >&2
-        mixed_point "$server" "$rep"
-    done
-    for server in $SERVERS; do
-        echo "-- rep $rep: short: $server" >&2
-        short_point "$server" "$rep"
-    done
-    for server in $SERVERS; do
-        echo "-- rep $rep: idle: $server" >&2
-        idle_point "$server" "$rep"
-    done
-    for sender in tcp-reactor ncat loopback; do
-        echo "-- rep $rep: download: $sender" >&2
-        download_point "$sender" "$rep"
-    done
+    if wants download; then
+        for sender in tcp-reactor sendfile ncat loopback; do
+            echo "-- rep $rep: download: $sender" >&2
+            download_point "$sender" "$rep"
+        done
+    fi
 done
 RUN_END=$(date -u '+%H:%M UTC')
 
@@ -706,15 +720,21 @@ if dl:
     out("")
     rates = {}
     body = []
-    for s in ["tcp-reactor", "ncat", "loopback"]:
+    senders = ["tcp-reactor", "sendfile", "ncat", "loopback"]
+    for s in senders:
         rs = [r for r in dl if r["server"] == s]
-        if not rs:
+        if rs:
+            rates[s] = med([r["bytes"] / r["secs"] / 1e9 if r.get("secs") else None for r in rs])
+    for s in senders:
+        if s not in rates:
             continue
-        rates[s] = med([r["bytes"] / r["secs"] / 1e9 if r.get("secs") else None for r in rs])
-        name = {"tcp-reactor": "tcp-reactor files (\`GET big\`)", "ncat": "\`ncat --send-only\` < file",
+        name = {"tcp-reactor": "tcp-reactor files (\`GET big\`)",
+                "sendfile": "tcp-reactor files \`--sendfile\`",
+                "ncat": "\`ncat --send-only\` < file",
                 "loopback": "raw loopback (bench/ loopback-send, 1 MiB writes)"}[s]
-        body.append([name, fmt(rates[s], 2), ratio(rates.get("tcp-reactor"), rates[s])])
-    table("GB/s", ["sender", "GB/s", "tcp-reactor ÷ it"], body)
+        body.append([name, fmt(rates[s], 2), ratio(rates.get("tcp-reactor"), rates[s]),
+                     ratio(rates.get("sendfile"), rates[s])])
+    table("GB/s", ["sender", "GB/s", "tcp-reactor ÷ it", "--sendfile ÷ it"], body)
 
 open(out_path, "w").write("\n".join(lines))
 print("\n".join(lines))

@@ -50,7 +50,7 @@ use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
 use crate::buffer::{BufPool, ByteBuf, SharedQueue};
-use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind};
+use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
 use crate::sockopt;
 use crate::stats::CloseReason;
 
@@ -357,6 +357,7 @@ impl Connection {
             paused: false,
             wake_at: None,
         };
+        self.tell_segment();
         report.next = self.turn_inner(key, ctx, &mut report);
         report.phase_changed = self.phase != phase;
         let paused = Phase::Open { paused: true };
@@ -693,10 +694,19 @@ impl Connection {
     fn send_zero_copy(&mut self, key: usize, room: usize) -> usize {
         let mut total = 0;
         while total < room {
-            let Some((file, left)) = self.service.zero_copy() else {
+            let Some((file, left, segment)) = self.service.zero_copy() else {
                 break;
             };
-            let count = (room - total).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let count = files::whole_segments(
+                (room - total).min(usize::try_from(left).unwrap_or(usize::MAX)),
+                left,
+                segment,
+            );
+            if total > 0 && count < segment && (count as u64) < left {
+                // Only a runt would fit in this turn's budget: it waits for
+                // the next turn, which starts with whole segments.
+                break;
+            }
             match sockopt::sendfile(&self.socket, file, count) {
                 Ok(0) => {
                     warn!(
@@ -724,6 +734,17 @@ impl Connection {
             }
         }
         total
+    }
+
+    /// Tells a download under way the connection's TCP segment size, so its
+    /// chunks are whole segments: one `getsockopt` a turn (the size changes
+    /// as the client's window opens; a turn sends a few chunks). When it fails, chunks are
+    /// left as they come.
+    fn tell_segment(&mut self) {
+        if self.service.needs_segment() {
+            let mss = socket2::SockRef::from(&self.socket).tcp_mss().unwrap_or(1);
+            self.service.set_segment(mss as usize);
+        }
     }
 
     /// Bytes produced for the client and not yet taken by the kernel: the

@@ -156,11 +156,25 @@ impl Service {
 
     /// A file region to send straight to the socket (`--sendfile`): its
     /// descriptor and the bytes still owed; `None` when there is none, or
-    /// the service has other output to send first.
-    pub fn zero_copy(&self) -> Option<(std::os::fd::BorrowedFd<'_>, u64)> {
+    /// the service has other output to send first; and the TCP segment size
+    /// to cut it to ([`files::whole_segments`]).
+    pub fn zero_copy(&self) -> Option<(std::os::fd::BorrowedFd<'_>, u64, usize)> {
         match self {
             Service::Files(s) => s.zero_copy(),
             _ => None,
+        }
+    }
+
+    /// A download is under way that cuts its chunks to the connection's TCP
+    /// segment size ([`Service::set_segment`]).
+    pub fn needs_segment(&self) -> bool {
+        matches!(self, Service::Files(s) if s.needs_segment())
+    }
+
+    /// The connection's TCP segment size (MSS), for file chunks.
+    pub fn set_segment(&mut self, segment: usize) {
+        if let Service::Files(s) = self {
+            s.set_segment(segment);
         }
     }
 
