@@ -127,6 +127,8 @@ pub struct TcpInfo {
     pub notsent_bytes: Option<u32>,
     /// Bytes the peer has acknowledged so far.
     pub bytes_acked: Option<u64>,
+    /// Segments received that carried data, over the connection's life.
+    pub data_segs_in: Option<u32>,
     /// Microseconds spent sending, and of those, limited by the peer's
     /// receive window and by our send buffer.
     pub busy_time_us: Option<u64>,
@@ -202,6 +204,7 @@ fn decode_tcp_info(raw: &libc::tcp_info, filled: usize) -> TcpInfo {
         total_retrans: field!(tcpi_total_retrans),
         notsent_bytes: field!(tcpi_notsent_bytes),
         bytes_acked: field!(tcpi_bytes_acked),
+        data_segs_in: field!(tcpi_data_segs_in),
         busy_time_us: field!(tcpi_busy_time),
         rwnd_limited_us: field!(tcpi_rwnd_limited),
         sndbuf_limited_us: field!(tcpi_sndbuf_limited),
