@@ -4,7 +4,7 @@
 //! A turn reads from the socket into the receive buffer, lets the service turn
 //! input into output, and writes the send buffer to the socket, until nothing
 //! moves, the socket would block, or the turn's byte budget is spent. It never
-//! registers, deregisters or closes the socket, and it never reads the clock:
+//! registers or closes the socket, and it never reads the clock:
 //! it tells the reactor what to do next, and the reactor keeps the deadlines.
 //!
 //! Readiness is edge-triggered, so the connection remembers what the last
@@ -517,11 +517,18 @@ impl Connection {
     /// after it, and the kernel delivers it all even after the socket is
     /// closed, provided no unread input makes the close a reset; hence the
     /// wait in `Closing`.
+    ///
+    /// Once the client's FIN has been read, the connection closes in this
+    /// same turn, and the close sends our FIN after what is queued: so no
+    /// `shutdown` call then (one system call fewer for every short
+    /// connection, where the client closes first).
     fn shut_write(&mut self, key: usize, discard: bool) {
-        match self.socket.shutdown(Shutdown::Write) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-            Err(e) => return self.fail(key, "shutdown", &e),
+        if !self.eof {
+            match self.socket.shutdown(Shutdown::Write) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(e) => return self.fail(key, "shutdown", &e),
+            }
         }
         self.recv.clear();
         self.phase = Phase::Closing { discard };

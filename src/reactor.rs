@@ -6,8 +6,8 @@
 //! left over for a closed connection never reaches a new one that reuses its
 //! key; listener tokens count down from the top of the token space, and the
 //! signal pipe has the next one down, so none of them meet. This module is
-//! the only one that
-//! registers, deregisters and closes sockets. Connections are registered once
+//! the only one that registers and closes sockets (closing a socket takes it
+//! out of the epoll set). Connections are registered once
 //! for both readable and writable events (edge-triggered): what a connection
 //! does with an event depends on its own state, so pausing and resuming cost
 //! no system call.
@@ -1054,9 +1054,10 @@ impl Server {
             idle.remove(key);
         }
         self.release_admission(conn.kind, conn.peer);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
-            debug!("conn {key}: deregister failed: {e}");
-        }
+        // No `deregister`: closing the socket's only descriptor (accepted
+        // with SOCK_CLOEXEC, never duplicated) takes it out of the epoll set,
+        // which saves an epoll_ctl per connection. An event already drained
+        // for it is dropped by its token's generation.
         if reset && let Err(e) = sockopt::reset_on_close(&conn.socket) {
             debug!("conn {key}: cannot set SO_LINGER 0: {e}");
         }
