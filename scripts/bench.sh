@@ -11,7 +11,9 @@
 #   mixed    8 clients echoing 4 MiB messages and 50 echoing 64 B, at once:
 #            the small ones' p50/p99 and the bulk rate
 #   short    connect, one 64-byte round trip, close (`bench --short`, from
-#            several client processes): connections/s, CPU per connection
+#            several client processes): connections/s, CPU per connection;
+#            and once, each server's system calls per connection by name
+#            (strace -c, when installed)
 #   idle     RSS per idle connection, at 10,000
 #   download a sparse 1 GiB file from the files service (copied through
 #            the send buffer, and with --sendfile), against
@@ -67,6 +69,8 @@ OUT=${OUT:-bench/RESULTS.md}
 SHORT_PROCS=${SHORT_PROCS:-4}
 SHORT_LOOPS=${SHORT_LOOPS:-8}
 IDLE_CONNS=10000
+# Short connections whose system calls are counted by name (strace).
+SHORT_CALLS_CONNS=${SHORT_CALLS_CONNS:-2000}
 DOWNLOAD_BYTES=$((1 << 30))
 SERVERS="tcp-reactor tokio threads mio"
 # Seconds a server may take to say `listening on`, and a load generator to
@@ -169,19 +173,24 @@ SERVER_ADDR=
 
 # start_server NAME ARGS...: runs server NAME pinned to SERVER_CPU and sets
 # SERVER_PID and SERVER_ADDR from its `listening on ADDR` line.
-start_server() {
-    local name=$1 log=$TMP/server.log i
+# start_server_cmd NAME ARGS...: SERVER_CMD, the command line of server NAME.
+start_server_cmd() {
+    local name=$1
     shift
-    local cmd
     case $name in
-    tcp-reactor) cmd=("$TR" serve --max-conns 0 "$@") ;;
-    tokio) cmd=("$BB/echo-tokio" --listen 127.0.0.1:0) ;;
-    threads) cmd=("$BB/echo-threads" --listen 127.0.0.1:0) ;;
-    mio) cmd=("$BB/echo-mio" --listen 127.0.0.1:0) ;;
+    tcp-reactor) SERVER_CMD=("$TR" serve --max-conns 0 "$@") ;;
+    tokio) SERVER_CMD=("$BB/echo-tokio" --listen 127.0.0.1:0) ;;
+    threads) SERVER_CMD=("$BB/echo-threads" --listen 127.0.0.1:0) ;;
+    mio) SERVER_CMD=("$BB/echo-mio" --listen 127.0.0.1:0) ;;
     *) die "no server $name" ;;
     esac
+}
+
+start_server() {
+    local name=$1 log=$TMP/server.log i
+    start_server_cmd "$@"
     : >"$log"
-    taskset -c "$SERVER_CPU" "${cmd[@]}" </dev/null >/dev/null 2>"$log" &
+    taskset -c "$SERVER_CPU" "${SERVER_CMD[@]}" </dev/null >/dev/null 2>"$log" &
     SERVER_PID=$!
     STARTED+=("$SERVER_PID")
     if [ "$SYSCALLS" = perf-cgroup ]; then
@@ -374,6 +383,44 @@ short_point() {
     stop_server
 }
 
+# short_calls_point SERVER: the system calls of SHORT_CALLS_CONNS short
+# connections, by name, counted by `strace -f -c` (once, not timed: strace
+# slows the server). Shows where a connection's calls go: accept, read,
+# write, shutdown, epoll_ctl, close, epoll_wait.
+short_calls_point() {
+    local server=$1 tracer child i
+    command -v strace >/dev/null || return 0
+    start_server_cmd "$server" -l 127.0.0.1:0=echo
+    : >"$TMP/server.log"
+    taskset -c "$SERVER_CPU" strace -f -c -o "$TMP/strace.txt" "${SERVER_CMD[@]}" \
+        </dev/null >/dev/null 2>"$TMP/server.log" &
+    tracer=$!
+    STARTED+=("$tracer")
+    SERVER_ADDR=
+    for i in $(seq $((START_TIMEOUT * 20))); do
+        SERVER_ADDR=$(grep -o 'listening on 127\.0\.0\.1:[0-9]*' "$TMP/server.log" | head -1 | cut -d' ' -f3)
+        [ -n "$SERVER_ADDR" ] && break
+        sleep 0.05
+    done
+    if [ -n "$SERVER_ADDR" ]; then
+        load "$SERVER_ADDR" --short --conns 1 --rounds "$SHORT_CALLS_CONNS" --size 64 \
+            --secs "$GRACE" >"$TMP/short-calls.json"
+    fi
+    child=$(pgrep -P "$tracer" | head -1)
+    [ -n "$child" ] && kill "$child" 2>/dev/null
+    wait "$tracer" 2>/dev/null
+    python3 - "$TMP/strace.txt" "$server" "$SHORT_CALLS_CONNS" >>"$DATA" <<'PY'
+import json, sys
+path, server, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        calls[f[-1]] = int(f[3])
+print(json.dumps({"section": "short-calls", "server": server, "conns": conns, "calls": calls}))
+PY
+}
+
 # idle_point SERVER REP: VmRSS before and after IDLE_CONNS idle connections.
 idle_point() {
     local server=$1 rep=$2 base rss0 rss1 idle ok=true
@@ -504,6 +551,12 @@ for rep in $(seq "$REPS"); do
         done
     fi
 done
+if wants short; then
+    for server in $SERVERS; do
+        echo "-- short: system calls by name: $server" >&2
+        short_calls_point "$server"
+    done
+fi
 RUN_END=$(date -u '+%H:%M UTC')
 
 mkdir -p "$(dirname "$OUT")"
@@ -697,6 +750,28 @@ if short:
     t = vals[SERVERS[0]]
     table("tcp-reactor ÷ baseline", ["baseline", "connections/s", "CPU per connection", "system calls per connection"],
           [[b, ratio(t[0], vals[b][0]), ratio(t[1], vals[b][1]), ratio(t[2], vals[b][2])] for b in BASELINES])
+
+calls = {r["server"]: r for r in rows if r["section"] == "short-calls" and r["calls"]}
+if calls:
+    n = next(iter(calls.values()))["conns"]
+    names = [("accept4", "accept"), ("recvfrom", "read"), ("read", "read"), ("sendto", "write"),
+             ("write", "write"), ("shutdown", "shutdown"), ("epoll_ctl", "epoll_ctl"),
+             ("close", "close"), ("epoll_wait", "epoll_wait")]
+    cols = ["accept", "read", "write", "shutdown", "epoll_ctl", "close", "epoll_wait"]
+    body = []
+    for s in SERVERS:
+        if s not in calls:
+            continue
+        c = calls[s]["calls"]
+        per = {col: 0 for col in cols}
+        for name, col in names:
+            per[col] += c.get(name, 0)
+        total = sum(c.values())
+        body.append([s] + [fmt(per[col] / n, 2) for col in cols] + [fmt(total / n, 2)])
+    table(f"system calls per connection by name (strace -f -c over {n:,} connections, one loop; "
+          "accept counts the one that finds the queue empty; futex, clone and the like of the "
+          "threads server are in the total)",
+          ["server"] + cols + ["all"], body)
 
 # ---- idle
 idle = [r for r in rows if r["section"] == "idle"]
