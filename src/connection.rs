@@ -43,7 +43,8 @@
 //! timer (it is reported apart, in [`TurnReport::discarded`]).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, trace, warn};
@@ -92,11 +93,98 @@ pub struct TurnContext<'a> {
     pub budget: usize,
 }
 
-/// The two buffer pools, one per buffer size.
+/// The buffer pools: storage blocks of each size, and the boxes that hold a
+/// connection's buffers.
 #[derive(Debug)]
 pub struct Pools {
     pub recv: BufPool,
     pub send: BufPool,
+    /// Empty [`Buffers`] boxes given back by connections gone quiet, taken
+    /// again by the next connection with bytes to move: in steady state no
+    /// turn allocates one. Boxed here too: a box moves to a connection and
+    /// back whole, so taking one never allocates.
+    #[allow(clippy::vec_box)]
+    buffers: Vec<Box<Buffers>>,
+}
+
+/// At most this many empty [`Buffers`] boxes are kept for reuse (about
+/// 120 KiB); more are freed.
+const SPARE_BUFFERS: usize = 1024;
+
+impl Pools {
+    /// Pools for buffers of `recv` and `send` bytes.
+    pub fn new(recv: usize, send: usize) -> Pools {
+        Pools {
+            recv: BufPool::new(recv),
+            send: BufPool::new(send),
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Empty boxes kept for reuse.
+    pub fn idle_buffers(&self) -> usize {
+        self.buffers.len()
+    }
+
+    fn take_buffers(&mut self) -> Box<Buffers> {
+        self.buffers.pop().unwrap_or_else(|| {
+            Box::new(Buffers {
+                recv: ByteBuf::new(self.recv.block_size()),
+                send: ByteBuf::new(self.send.block_size()),
+                shared: SharedQueue::default(),
+            })
+        })
+    }
+
+    /// Gives back a connection's buffers: their storage to the block pools,
+    /// the box itself to the spares if it is empty.
+    fn give_buffers(&mut self, mut buffers: Box<Buffers>) -> Option<Box<Buffers>> {
+        buffers.recv.release(&mut self.recv);
+        buffers.send.release(&mut self.send);
+        if !buffers.is_empty() {
+            return Some(buffers);
+        }
+        if self.buffers.len() < SPARE_BUFFERS {
+            self.buffers.push(buffers);
+        }
+        None
+    }
+}
+
+/// A connection's buffers. They are boxed apart from the connection and held
+/// only while bytes are in them: a quiet connection is a small slab entry
+/// (its buffers' storage was already given back at every turn's end), which
+/// is what keeps 10,000 idle connections at about a hundred bytes each.
+#[derive(Debug)]
+pub struct Buffers {
+    /// Received bytes the service has not consumed; bounded by `--recv-buf`.
+    pub recv: ByteBuf,
+    /// Bytes produced and not yet taken by the kernel; bounded by
+    /// `--send-buf`.
+    pub send: ByteBuf,
+    /// Output shared with other connections (chat lines), sent after
+    /// `send`; `send` and this together stay within `--send-buf`.
+    pub shared: SharedQueue,
+}
+
+impl Buffers {
+    /// Bytes produced for the client and not yet taken by the kernel: the
+    /// send buffer plus the shared chunks queued behind it. Both count
+    /// against `--send-buf`.
+    pub fn owed(&self) -> usize {
+        self.send.len() + self.shared.len()
+    }
+
+    /// Below this many buffered bytes, a paused connection reads again. A gap
+    /// between pausing (full) and resuming stops the connection from
+    /// flapping between the two on every small write.
+    pub fn low_watermark(&self) -> usize {
+        (self.send.capacity() / 4).max(1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.recv.is_empty() && self.send.is_empty() && self.shared.is_empty()
+    }
 }
 
 /// Where a connection is in its life. Every phase but `Open` has a deadline,
@@ -165,21 +253,15 @@ pub struct TurnReport {
 #[derive(Debug)]
 pub struct Connection {
     pub socket: TcpStream,
-    pub peer: SocketAddr,
+    peer: Peer,
     pub kind: ServiceKind,
     /// Which accept this is: tags the connection's poll token, so an event
     /// left over for a closed connection never reaches a new one that reuses
     /// its slab key.
     pub generation: u32,
     service: Service,
-    /// Received bytes the service has not consumed; bounded by `--recv-buf`.
-    pub recv: ByteBuf,
-    /// Bytes produced and not yet taken by the kernel; bounded by
-    /// `--send-buf`.
-    pub send: ByteBuf,
-    /// Output shared with other connections (chat lines), sent after
-    /// `send`; `send` and this together stay within `--send-buf`.
-    pub shared: SharedQueue,
+    /// The buffers, held only while bytes are in them (see [`Buffers`]).
+    io: Option<Box<Buffers>>,
     phase: Phase,
     /// The socket may have bytes to read (last event said so, and no read has
     /// seen it empty since).
@@ -205,11 +287,11 @@ pub struct Connection {
     segment: u32,
     /// The last time the service asked to be woken at, as the reactor
     /// queued it (so one request is queued once, not once per turn).
-    pub wake_at: Option<Instant>,
+    wake_at: Option<Stamp>,
     /// The cause counted when this connection closes.
     pub close_reason: CloseReason,
-    pub opened: Instant,
-    pub last_active: Instant,
+    opened: Stamp,
+    last_active: Stamp,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -234,6 +316,46 @@ const BULK_WRITE: usize = 32 * 1024;
 /// [`Connection::segment`] last asked before it asks again.
 const SEGMENT_TURNS: u8 = 64;
 
+/// A client's address in 16 bytes (a `SocketAddr` takes 32): an IPv6 one,
+/// with its flow and scope fields, is boxed.
+#[derive(Debug)]
+enum Peer {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        match addr {
+            SocketAddr::V4(v4) => Peer::V4(v4),
+            SocketAddr::V6(v6) => Peer::V6(Box::new(v6)),
+        }
+    }
+}
+
+/// An instant in 8 bytes (an `Instant` takes 16): nanoseconds since the
+/// process's first stamp, plus one so that `Option<Stamp>` takes 8 bytes
+/// too. Exact to the nanosecond for 584 years. An instant before the first
+/// stamp (another thread's, a moment earlier) counts as the first stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(std::num::NonZeroU64);
+
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+impl Stamp {
+    fn of(at: Instant) -> Stamp {
+        let epoch = *EPOCH.get_or_init(|| at);
+        let nanos =
+            u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX - 1);
+        Stamp(std::num::NonZeroU64::MIN.saturating_add(nanos))
+    }
+
+    fn instant(self) -> Instant {
+        let epoch = *EPOCH.get().expect("a stamp was made, so the epoch is set");
+        epoch + std::time::Duration::from_nanos(self.0.get() - 1)
+    }
+}
+
 /// What one service call showed the turn.
 #[derive(Clone, Copy, Debug)]
 struct ServiceCall {
@@ -254,18 +376,15 @@ impl Connection {
         peer: SocketAddr,
         kind: ServiceKind,
         generation: u32,
-        buffers: (usize, usize),
         now: Instant,
     ) -> Connection {
         Connection {
             socket,
-            peer,
+            peer: Peer::from(peer),
             kind,
             generation,
             service: Service::new(kind),
-            recv: ByteBuf::new(buffers.0),
-            send: ByteBuf::new(buffers.1),
-            shared: SharedQueue::default(),
+            io: None,
             phase: Phase::Open { paused: false },
             readable: false,
             writable: false,
@@ -277,10 +396,18 @@ impl Connection {
             segment: 0,
             wake_at: None,
             close_reason: CloseReason::Peer,
-            opened: now,
-            last_active: now,
+            opened: Stamp::of(now),
+            last_active: Stamp::of(now),
             bytes_in: 0,
             bytes_out: 0,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        match &self.peer {
+            Peer::V4(addr) => SocketAddr::V4(*addr),
+            Peer::V6(addr) => SocketAddr::V6(**addr),
         }
     }
 
@@ -289,11 +416,25 @@ impl Connection {
         self.phase
     }
 
-    /// Below this many buffered bytes, a paused connection reads again. A gap
-    /// between pausing (full) and resuming stops the connection from
-    /// flapping between the two on every small write.
-    pub fn low_watermark(&self) -> usize {
-        (self.send.capacity() / 4).max(1)
+    /// When the connection was accepted.
+    pub fn opened(&self) -> Instant {
+        self.opened.instant()
+    }
+
+    /// When a turn last moved a byte (or the accept, before any).
+    pub fn last_active(&self) -> Instant {
+        self.last_active.instant()
+    }
+
+    /// The last time the service asked to be woken at, as the reactor
+    /// queued it (so one request is queued once, not once per turn).
+    pub fn wake_at(&self) -> Option<Instant> {
+        self.wake_at.map(Stamp::instant)
+    }
+
+    /// See [`Connection::wake_at`].
+    pub fn set_wake_at(&mut self, at: Option<Instant>) {
+        self.wake_at = at.map(Stamp::of);
     }
 
     /// The server ends the conversation, counted as `reason`: nothing more
@@ -319,7 +460,11 @@ impl Connection {
         match self.phase {
             Phase::Open { paused: true } => "paused",
             Phase::Open { paused: false }
-                if self.service.is_producing() && self.owed() >= self.low_watermark() =>
+                if self.service.is_producing()
+                    && self
+                        .io
+                        .as_ref()
+                        .is_some_and(|b| b.owed() >= b.low_watermark()) =>
             {
                 "paused"
             }
@@ -341,12 +486,12 @@ impl Connection {
     }
 
     /// Whether a read now could do anything useful.
-    fn wants_read(&self) -> bool {
+    fn wants_read(&self, b: &Buffers) -> bool {
         if !self.readable || self.eof || self.failure.is_some() {
             return false;
         }
         match self.phase {
-            Phase::Open { paused } => !paused && !self.recv.is_full(),
+            Phase::Open { paused } => !paused && !b.recv.is_full(),
             Phase::Finishing => false,
             Phase::Draining | Phase::Closing { discard: true } => true,
             // The client's FIN came: it ended its side too, so what is left
@@ -378,18 +523,18 @@ impl Connection {
             let segment = self.segment();
             self.service.set_segment(segment);
         }
-        report.next = self.turn_inner(key, ctx, &mut report);
+        let mut buffers = self.io.take().unwrap_or_else(|| ctx.pools.take_buffers());
+        report.next = self.turn_inner(key, ctx, &mut buffers, &mut report);
         report.phase_changed = self.phase != phase;
         let paused = Phase::Open { paused: true };
         report.paused = phase != paused && self.phase == paused;
         if report.bytes_in + report.bytes_out > 0 {
-            self.last_active = ctx.now;
+            self.last_active = Stamp::of(ctx.now);
         }
         self.bytes_in += report.bytes_in as u64;
         self.bytes_out += report.bytes_out as u64;
-        // An idle connection holds no buffer storage.
-        self.recv.release(&mut ctx.pools.recv);
-        self.send.release(&mut ctx.pools.send);
+        // An idle connection holds no buffers.
+        self.io = ctx.pools.give_buffers(buffers);
         report
     }
 
@@ -397,6 +542,7 @@ impl Connection {
         &mut self,
         key: usize,
         ctx: &mut TurnContext<'_>,
+        b: &mut Buffers,
         report: &mut TurnReport,
     ) -> Verdict {
         // The service asked to be called again next turn, not in this one.
@@ -404,14 +550,14 @@ impl Connection {
         // Nothing more came after a runt was held back: send it too.
         let mut flush_all = false;
         loop {
-            let before = self.progress_mark(report);
+            let before = self.progress_mark(b, report);
 
             // The service first: after a failed read it still gets the bytes
             // read before the failure.
             let mut stuck = false;
-            let due = self.wake_at.is_some_and(|t| t <= ctx.now);
-            if self.service_takes_input() && (self.service_has_work() || due) && !yielded {
-                let call = self.run_service(key, ctx, false);
+            let due = self.wake_at().is_some_and(|t| t <= ctx.now);
+            if self.service_takes_input() && (self.service_has_work(b) || due) && !yielded {
+                let call = self.run_service(key, ctx, b, false);
                 stuck = call.stuck;
                 yielded = call.yielded;
                 if call.wake_at.is_some() {
@@ -419,13 +565,16 @@ impl Connection {
                 }
             }
             if let Some(failure) = self.failure {
-                debug!("conn {key} {}: ending with a reset: {failure:?}", self.peer);
+                debug!(
+                    "conn {key} {}: ending with a reset: {failure:?}",
+                    self.peer()
+                );
                 return Verdict::Reset(CloseReason::Error);
             }
 
-            if self.writable && self.owed() > 0 {
-                let whole = !flush_all && self.more_coming();
-                match self.flush(key, whole) {
+            if self.writable && b.owed() > 0 {
+                let whole = !flush_all && self.more_coming(b);
+                match self.flush(key, b, whole) {
                     Ok(n) => report.bytes_out += n,
                     Err(e) => {
                         self.fail(key, "write", &e);
@@ -433,29 +582,29 @@ impl Connection {
                     }
                 }
             }
-            if self.writable && self.owed() == 0 {
+            if self.writable && b.owed() == 0 {
                 let room = ctx
                     .budget
                     .saturating_sub(report.bytes_in + report.bytes_out);
                 report.bytes_out += self.send_zero_copy(key, room);
             }
-            self.step_phase(key, stuck);
+            self.step_phase(key, b, stuck);
 
-            if self.wants_read() {
+            if self.wants_read(b) {
                 let budget = ctx.budget - report.bytes_in.min(ctx.budget);
-                let (n, ran_dry) = self.fill(key, &mut ctx.pools.recv, budget);
+                let (n, ran_dry) = self.fill(key, b, &mut ctx.pools.recv, budget);
                 if self.service_takes_input() {
                     report.bytes_in += n;
                     if ran_dry {
                         // The end of a burst is an input of its own: told at
                         // once, whatever the buffer holds, so it is never
                         // lost.
-                        let call = self.run_service(key, ctx, true);
+                        let call = self.run_service(key, ctx, b, true);
                         yielded |= call.yielded;
                     }
                 } else {
                     report.discarded += n;
-                    self.recv.clear();
+                    b.recv.clear();
                 }
             }
             if self.failure.is_some() {
@@ -467,8 +616,8 @@ impl Connection {
             if report.bytes_in + report.bytes_out + report.discarded >= ctx.budget {
                 return Verdict::Requeue;
             }
-            if self.progress_mark(report) == before {
-                if !flush_all && self.writable && self.owed() > 0 {
+            if self.progress_mark(b, report) == before {
+                if !flush_all && self.writable && b.owed() > 0 {
                     // What was held back for bytes that did not come.
                     flush_all = true;
                     continue;
@@ -486,29 +635,29 @@ impl Connection {
     /// service was just given input and a whole send buffer of room and
     /// took none of it (an unfinished message that can never be finished
     /// now that nothing more is read).
-    fn step_phase(&mut self, key: usize, stuck: bool) {
+    fn step_phase(&mut self, key: usize, b: &mut Buffers, stuck: bool) {
         match self.phase {
-            Phase::Open { paused: true } if self.owed() <= self.low_watermark() => {
+            Phase::Open { paused: true } if b.owed() <= b.low_watermark() => {
                 self.phase = Phase::Open { paused: false };
                 debug!(
                     "conn {key}: resume reading, send buffer {} bytes",
-                    self.send.len()
+                    b.send.len()
                 );
             }
             Phase::Finishing
-                if self.owed() == 0
+                if b.owed() == 0
                     && !self.service.is_producing()
-                    && (self.recv.is_empty() || stuck) =>
+                    && (b.recv.is_empty() || stuck) =>
             {
-                if !self.recv.is_empty() {
+                if !b.recv.is_empty() {
                     debug!(
                         "conn {key}: {} bytes of an unfinished message left at the server's close",
-                        self.recv.len()
+                        b.recv.len()
                     );
                 }
-                self.shut_write(key, false);
+                self.shut_write(key, b, false);
             }
-            Phase::Draining if self.owed() == 0 => self.shut_write(key, true),
+            Phase::Draining if b.owed() == 0 => self.shut_write(key, b, true),
             _ => {}
         }
     }
@@ -522,7 +671,7 @@ impl Connection {
     /// same turn, and the close sends our FIN after what is queued: so no
     /// `shutdown` call then (one system call fewer for every short
     /// connection, where the client closes first).
-    fn shut_write(&mut self, key: usize, discard: bool) {
+    fn shut_write(&mut self, key: usize, b: &mut Buffers, discard: bool) {
         if !self.eof {
             match self.socket.shutdown(Shutdown::Write) {
                 Ok(()) => {}
@@ -530,7 +679,7 @@ impl Connection {
                 Err(e) => return self.fail(key, "shutdown", &e),
             }
         }
-        self.recv.clear();
+        b.recv.clear();
         self.phase = Phase::Closing { discard };
     }
 
@@ -538,14 +687,15 @@ impl Connection {
     /// when a whole pass leaves it unchanged.
     fn progress_mark(
         &self,
+        b: &Buffers,
         report: &TurnReport,
     ) -> (usize, usize, usize, usize, usize, Phase, bool) {
         (
             report.bytes_in,
             report.discarded,
             report.bytes_out,
-            self.recv.len(),
-            self.owed(),
+            b.recv.len(),
+            b.owed(),
             self.phase,
             self.eof,
         )
@@ -553,10 +703,10 @@ impl Connection {
 
     /// Input to handle, an end of input to act on, or output to produce
     /// now that the send buffer has room for it.
-    fn service_has_work(&self) -> bool {
-        !self.recv.is_empty()
+    fn service_has_work(&self, b: &Buffers) -> bool {
+        !b.recv.is_empty()
             || self.eof
-            || (self.service.is_producing() && self.owed() < self.low_watermark())
+            || (self.service.is_producing() && b.owed() < b.low_watermark())
     }
 
     /// One call of the service (`burst_end`: the socket just ran dry).
@@ -564,16 +714,17 @@ impl Connection {
         &mut self,
         key: usize,
         ctx: &mut TurnContext<'_>,
+        b: &mut Buffers,
         burst_end: bool,
     ) -> ServiceCall {
-        let low_watermark = self.low_watermark();
-        let full_room = self.owed() == 0;
-        let (input_before, output_before) = (self.recv.len(), self.send.len());
+        let low_watermark = b.low_watermark();
+        let full_room = b.owed() == 0;
+        let (input_before, output_before) = (b.recv.len(), b.send.len());
         let mut io = Io::new(
-            &mut self.recv,
-            &mut self.send,
+            &mut b.recv,
+            &mut b.send,
             &mut ctx.pools.send,
-            self.peer,
+            self.peer(),
             ctx.now,
         );
         io.low_watermark = low_watermark;
@@ -591,8 +742,8 @@ impl Connection {
         let call = ServiceCall {
             stuck: full_room
                 && input_before > 0
-                && self.recv.len() == input_before
-                && self.send.len() == output_before,
+                && b.recv.len() == input_before
+                && b.send.len() == output_before,
             yielded: outcome.yielded,
             wake_at: outcome.wake_at,
         };
@@ -605,20 +756,17 @@ impl Connection {
                     self.phase = Phase::Open { paused: true };
                     debug!(
                         "conn {key}: pause reading, send buffer full ({} bytes)",
-                        self.send.len()
+                        b.send.len()
                     );
                 }
             }
             Next::CloseAfterFlush => {
                 if matches!(self.phase, Phase::Open { .. } | Phase::Finishing) {
-                    debug!(
-                        "conn {key}: service finished, flushing {} bytes",
-                        self.owed()
-                    );
+                    debug!("conn {key}: service finished, flushing {} bytes", b.owed());
                     // The client ended the conversation: whatever it sends
                     // from now on is read and dropped.
                     self.phase = Phase::Draining;
-                    self.recv.clear();
+                    b.recv.clear();
                 }
             }
             Next::Abort => {
@@ -632,12 +780,18 @@ impl Connection {
     /// fills, or `budget` bytes have come in. Returns the bytes read and
     /// whether the socket ran dry (the end of a burst). A failing read keeps
     /// what came before it and marks the connection failed.
-    fn fill(&mut self, key: usize, pool: &mut BufPool, budget: usize) -> (usize, bool) {
+    fn fill(
+        &mut self,
+        key: usize,
+        b: &mut Buffers,
+        pool: &mut BufPool,
+        budget: usize,
+    ) -> (usize, bool) {
         let mut total = 0;
-        while total < budget && !self.recv.is_full() {
+        while total < budget && !b.recv.is_full() {
             // Bulk input is read in whole segments too, so that an echo of it
             // writes whole segments (see `flush`).
-            let free = self.recv.free();
+            let free = b.recv.free();
             let segment = if total >= BULK_WRITE {
                 self.segment()
             } else {
@@ -653,7 +807,7 @@ impl Connection {
             } else {
                 free
             };
-            let spare = self.recv.spare(pool);
+            let spare = b.recv.spare(pool);
             let asked = want.min(spare.len());
             match (&self.socket).read(&mut spare[..asked]) {
                 Ok(0) => {
@@ -663,12 +817,12 @@ impl Connection {
                     return (total, false);
                 }
                 Ok(n) => {
-                    self.recv.commit(n);
+                    b.recv.commit(n);
                     total += n;
                     trace!(
                         "conn {key}: read {n} bytes, recv buffer {}/{}",
-                        self.recv.len(),
-                        self.recv.capacity()
+                        b.recv.len(),
+                        b.recv.capacity()
                     );
                     if n < asked && !self.peer_closing {
                         trace!("conn {key}: short read, socket drained");
@@ -681,8 +835,8 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(
                         "conn {key}: read would block, recv buffer {}/{}",
-                        self.recv.len(),
-                        self.recv.capacity()
+                        b.recv.len(),
+                        b.recv.capacity()
                     );
                     self.readable = false;
                     return (total, true);
@@ -711,13 +865,13 @@ impl Connection {
     /// its own, which Nagle's algorithm holds until the client's ACK: with
     /// 64 KiB buffers on loopback (65,483-byte segments), every write was a
     /// segment and a 53-byte runt, and a bulk echo ran at half the rate.
-    fn flush(&mut self, key: usize, whole_segments: bool) -> io::Result<usize> {
+    fn flush(&mut self, key: usize, b: &mut Buffers, whole_segments: bool) -> io::Result<usize> {
         let mut total = 0;
-        while self.owed() > 0 {
-            let written = if self.send.is_empty() || self.shared.is_mid_chunk() {
-                self.shared.write_to(&mut &self.socket)
+        while b.owed() > 0 {
+            let written = if b.send.is_empty() || b.shared.is_mid_chunk() {
+                b.shared.write_to(&mut &self.socket)
             } else {
-                let len = self.send.len();
+                let len = b.send.len();
                 let mut take = len;
                 if whole_segments && len >= BULK_WRITE {
                     let segment = self.segment();
@@ -725,9 +879,9 @@ impl Connection {
                         take = files::whole_segments(len, len as u64 + 1, segment);
                     }
                 }
-                let written = (&self.socket).write(&self.send.data()[..take]);
+                let written = (&self.socket).write(&b.send.data()[..take]);
                 if let Ok(n) = written {
-                    self.send.consume(n);
+                    b.send.consume(n);
                     if n == take && take < len {
                         total += n;
                         trace!("conn {key}: wrote {n} bytes, {} held back", len - take);
@@ -742,15 +896,15 @@ impl Connection {
                     total += n;
                     trace!(
                         "conn {key}: wrote {n} bytes, send buffer {}/{}",
-                        self.owed(),
-                        self.send.capacity()
+                        b.owed(),
+                        b.send.capacity()
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(
                         "conn {key}: write would block, send buffer {}/{}",
-                        self.owed(),
-                        self.send.capacity()
+                        b.owed(),
+                        b.send.capacity()
                     );
                     self.writable = false;
                     break;
@@ -786,7 +940,7 @@ impl Connection {
                 Ok(0) => {
                     warn!(
                         "conn {key} {}: the file ended {left} bytes short of its size; resetting",
-                        self.peer
+                        self.peer()
                     );
                     self.failure.get_or_insert(Failure::Aborted);
                     break;
@@ -829,15 +983,45 @@ impl Connection {
     /// More bytes are about to join the send buffer in this turn: the socket
     /// has input to read, or a download has more to produce. Then a runt
     /// after the whole segments waits for them (see [`Connection::flush`]).
-    fn more_coming(&self) -> bool {
-        self.wants_read() || self.service.is_producing()
+    fn more_coming(&self, b: &Buffers) -> bool {
+        self.wants_read(b) || self.service.is_producing()
     }
 
     /// Bytes produced for the client and not yet taken by the kernel: the
     /// send buffer plus the shared chunks queued behind it. Both count
     /// against `--send-buf`.
     pub fn owed(&self) -> usize {
-        self.send.len() + self.shared.len()
+        self.io.as_ref().map_or(0, |b| b.owed())
+    }
+
+    /// Bytes received and not yet consumed by the service.
+    pub fn received(&self) -> usize {
+        self.io.as_ref().map_or(0, |b| b.recv.len())
+    }
+
+    /// What the shared chunks queued for this connection cost (see
+    /// [`SharedQueue::cost`]).
+    pub fn shared_cost(&self) -> usize {
+        self.io.as_ref().map_or(0, |b| b.shared.cost())
+    }
+
+    /// Queues a shared chunk (chat) from byte `from` on; returns what the
+    /// shared queue costs now.
+    pub fn share(&mut self, pools: &mut Pools, chunk: Rc<[u8]>, from: usize) -> usize {
+        let b = self.io.get_or_insert_with(|| pools.take_buffers());
+        b.shared.push_from(chunk, from);
+        b.shared.cost()
+    }
+
+    /// Drops what the connection holds and gives its buffers back, as it
+    /// closes.
+    pub fn release(&mut self, pools: &mut Pools) {
+        if let Some(mut b) = self.io.take() {
+            b.recv.clear();
+            b.send.clear();
+            b.shared.clear();
+            pools.give_buffers(b);
+        }
     }
 
     /// Ends a chat receiver that cannot keep up: what is queued for it is
@@ -845,28 +1029,48 @@ impl Connection {
     /// cut at a line boundary; then `line` (the farewell) and the server's
     /// close. True if the phase changed.
     pub fn dismiss(&mut self, line: &[u8], pools: &mut Pools, reason: CloseReason) -> bool {
-        self.shared.keep_current_line();
-        self.send.clear();
-        self.send.append(&mut pools.send, line);
+        let b = self.io.get_or_insert_with(|| pools.take_buffers());
+        b.shared.keep_current_line();
+        b.send.clear();
+        b.send.append(&mut pools.send, line);
         self.finish(reason)
     }
 
     /// The one place socket errors become a failure: a reset or any other
     /// error ends this connection (with a reset), logged at debug.
     fn fail(&mut self, key: usize, what: &str, error: &io::Error) {
-        debug!("conn {key} {}: {what} failed: {error}", self.peer);
+        debug!("conn {key} {}: {what} failed: {error}", self.peer());
         self.failure.get_or_insert(Failure::Socket(error.kind()));
     }
 }
+
 #[cfg(test)]
 mod tests {
     /// Every open connection holds one of these in the table, idle or not,
-    /// so it is kept small: a service state that grows past its share goes
-    /// behind a box (see `Service`).
+    /// so it is kept small: the buffers are boxed and held only while bytes
+    /// are in them, instants take 8 bytes, an IPv6 peer is boxed, and a
+    /// service state that grows past its share goes behind a box (see
+    /// `Service`). The target is 128 bytes of memory per idle
+    /// connection; a test build's socket carries 8 bytes more than a
+    /// release build's (mio's selector check).
     #[test]
     fn a_connection_slot_stays_small() {
         let size = std::mem::size_of::<super::Connection>();
-        assert!(size <= 288, "Connection is {size} bytes");
-        assert!(std::mem::size_of::<crate::service::Service>() <= 32);
+        assert!(size <= 128, "Connection is {size} bytes");
+        assert!(std::mem::size_of::<crate::service::Service>() <= 24);
+        assert!(std::mem::size_of::<super::Buffers>() <= 128);
+    }
+
+    #[test]
+    fn a_stamp_gives_back_its_instant() {
+        // The epoch is set before `now` is taken, so `now` is not before it.
+        super::Stamp::of(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let stamp = super::Stamp::of(now);
+        assert_eq!(stamp.instant(), now);
+        let later = now + std::time::Duration::from_secs(86_400 * 365);
+        assert_eq!(super::Stamp::of(later).instant(), later);
+        assert!(super::Stamp::of(later) > stamp);
+        assert_eq!(std::mem::size_of::<Option<super::Stamp>>(), 8);
     }
 }

@@ -43,7 +43,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::buffer::BufPool;
 use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection, Phase, Pools, TurnContext, Verdict};
@@ -251,10 +250,7 @@ impl Server {
             poll,
             listeners,
             conns: Slab::new(),
-            pools: Pools {
-                recv: BufPool::new(config.recv_buf),
-                send: BufPool::new(config.send_buf),
-            },
+            pools: Pools::new(config.recv_buf, config.send_buf),
             ready: VecDeque::new(),
             accept_again: Vec::new(),
             phase_deadlines: DeadlineList::new(LINGER),
@@ -539,14 +535,7 @@ impl Server {
             return;
         }
         debug!("conn {key} {peer} ({kind}): opened");
-        entry.insert(Connection::new(
-            socket,
-            peer,
-            kind,
-            generation,
-            (self.config.recv_buf, self.config.send_buf),
-            now,
-        ));
+        entry.insert(Connection::new(socket, peer, kind, generation, now));
         if let Some(idle) = &mut self.idle {
             idle.touch(key, now);
         }
@@ -599,16 +588,16 @@ impl Server {
             self.counters.pauses += 1;
         }
         if let Some(at) = report.wake_at
-            && conn.wake_at != Some(at)
+            && conn.wake_at() != Some(at)
         {
-            conn.wake_at = Some(at);
+            conn.set_wake_at(Some(at));
             self.wakeups.push(Reverse((at, key, conn.generation)));
-        } else if report.wake_at.is_none() && conn.wake_at.is_some_and(|t| t <= now) {
+        } else if report.wake_at.is_none() && conn.wake_at().is_some_and(|t| t <= now) {
             // The wake-up was served (a due one always gets its call) and
             // none was asked again (the watch ended): stop calling.
-            conn.wake_at = None;
+            conn.set_wake_at(None);
         }
-        let (kind, queued_cost) = (conn.kind, conn.shared.cost());
+        let (kind, queued_cost) = (conn.kind, conn.shared_cost());
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
             // Judged now that the turn has tried to write to it.
@@ -714,9 +703,9 @@ impl Server {
             if Some(key) == from || !conn.phase().is_open() {
                 continue;
             }
-            conn.shared.push(Rc::clone(chunk));
-            if conn.shared.cost() > self.chat.limits().soft {
-                over.push((key, conn.shared.cost()));
+            let cost = conn.share(&mut self.pools, Rc::clone(chunk), 0);
+            if cost > self.chat.limits().soft {
+                over.push((key, cost));
             }
             if !conn.queued {
                 conn.queued = true;
@@ -737,7 +726,7 @@ impl Server {
         self.broadcast(None, &batch, now);
         for (key, from) in self.chat.admit_joined() {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.shared.push_from(Rc::clone(&batch), from);
+                conn.share(&mut self.pools, Rc::clone(&batch), from);
                 if !conn.queued {
                     conn.queued = true;
                     self.ready.push_back(key);
@@ -767,7 +756,7 @@ impl Server {
             return;
         };
         self.counters.slow_consumers += 1;
-        let peer = conn.peer;
+        let peer = conn.peer();
         warn!(
             "chat {peer}: too slow ({why}), {} bytes queued; disconnecting",
             conn.owed()
@@ -815,7 +804,7 @@ impl Server {
         let end = self.conns.capacity();
         while key < end && rows.len() < most && looked < 4 * ROWS_PER_STEP {
             if let Some(c) = self.conns.get(key) {
-                rows.push(client_row(key, c, now));
+                rows.push(client_row(key, c, &self.config, now));
             }
             key += 1;
             looked += 1;
@@ -869,7 +858,7 @@ impl Server {
     fn render_metrics(&self) -> String {
         let (mut sum, mut max) = (0u64, 0u64);
         for (_, c) in &self.conns {
-            let held = (c.recv.len() + c.owed()) as u64;
+            let held = (c.received() + c.owed()) as u64;
             sum += held;
             max = max.max(held);
         }
@@ -903,7 +892,7 @@ impl Server {
             } else {
                 warn!(
                     "conn {key} {}: no progress for {LINGER:?} while {}, {owed} bytes owed; resetting",
-                    conn.peer,
+                    conn.peer(),
                     conn.state_name()
                 );
             }
@@ -946,7 +935,7 @@ impl Server {
             return;
         };
         if conn.finish(reason) {
-            debug!("conn {key} {}: ending ({reason})", conn.peer);
+            debug!("conn {key} {}: ending ({reason})", conn.peer());
             self.track_phase(key, Phase::Finishing, true, false, now);
         }
         self.drive(key, now);
@@ -1053,7 +1042,7 @@ impl Server {
         if let Some(idle) = &mut self.idle {
             idle.remove(key);
         }
-        self.release_admission(conn.kind, conn.peer);
+        self.release_admission(conn.kind, conn.peer());
         // No `deregister`: closing the socket's only descriptor (accepted
         // with SOCK_CLOEXEC, never duplicated) takes it out of the epoll set,
         // which saves an epoll_ctl per connection. An event already drained
@@ -1061,39 +1050,35 @@ impl Server {
         if reset && let Err(e) = sockopt::reset_on_close(&conn.socket) {
             debug!("conn {key}: cannot set SO_LINGER 0: {e}");
         }
-        conn.recv.clear();
-        conn.recv.release(&mut self.pools.recv);
-        conn.send.clear();
-        conn.send.release(&mut self.pools.send);
-        conn.shared.clear();
+        conn.release(&mut self.pools);
         self.stats.closed(conn.kind, reason);
         debug!(
             "conn {key} {} ({}): {} ({reason}), {} bytes in, {} bytes out, open {:?}",
-            conn.peer,
+            conn.peer(),
             conn.kind,
             if reset { "reset" } else { "closed" },
             conn.bytes_in,
             conn.bytes_out,
-            conn.opened.elapsed()
+            conn.opened().elapsed()
         );
-        (conn.kind == ServiceKind::Chat).then_some(conn.peer)
+        (conn.kind == ServiceKind::Chat).then_some(conn.peer())
     }
 }
 
 /// Connection `key` as the `clients` command shows it, with the kernel's
 /// view of its socket (six system calls).
-fn client_row(id: usize, c: &Connection, now: Instant) -> ClientRow {
+fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) -> ClientRow {
     let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
     ClientRow {
         id,
-        peer: c.peer,
+        peer: c.peer(),
         service: c.kind.name(),
-        age: now.saturating_duration_since(c.opened),
-        idle: now.saturating_duration_since(c.last_active),
-        recv_used: c.recv.len(),
-        recv_capacity: c.recv.capacity(),
+        age: now.saturating_duration_since(c.opened()),
+        idle: now.saturating_duration_since(c.last_active()),
+        recv_used: c.received(),
+        recv_capacity: config.recv_buf,
         send_used: c.owed(),
-        send_capacity: c.send.capacity(),
+        send_capacity: config.send_buf,
         kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
         kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
         kernel_unsent: sockopt::send_queue_unsent(&c.socket).ok(),

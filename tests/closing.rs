@@ -35,7 +35,11 @@ fn fill_pattern_until_blocked(stream: &mut TcpStream, pattern: &Pattern) -> u64 
 }
 
 /// Waits until the server has paused reading `client` and stopped taking
-/// bytes from its kernel queue; returns the bytes it has read from it.
+/// bytes from its kernel queue; returns the bytes it has read from it so
+/// far. A paused connection can still resume before the signal lands (the
+/// client's kernel may take more of what the server sends, read or not, as
+/// it compacts its queue), so what the server read in all comes from its
+/// close line ([`closed_bytes_in`]).
 fn paused_bytes_in(server: &Server, client: SocketAddr, service: &str) -> u64 {
     let row = wait_for_row(server, client, service, |row| {
         row.is_some_and(|r| {
@@ -44,6 +48,24 @@ fn paused_bytes_in(server: &Server, client: SocketAddr, service: &str) -> u64 {
     })
     .expect("the connection is open");
     json_number(&row, "bytes_in").expect("bytes_in is a number")
+}
+
+/// The bytes the server read from `client` in all, from the line it logs
+/// at debug level (`-v`) when it closes the connection.
+fn closed_bytes_in(server: &Server, client: SocketAddr, service: &str) -> u64 {
+    let needle = format!(" {client} ({service}): closed (");
+    assert!(server.wait_for_log(&needle), "no close line for {client}");
+    let line = server
+        .log()
+        .into_iter()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no close line for {client}"));
+    let before = line.split(" bytes in, ").next().expect("split");
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"))
 }
 
 fn kill(signal: &str, pid: u32) {
@@ -69,14 +91,18 @@ fn regression_sigterm_drops_input_read_from_an_echo_client_paused_by_backpressur
         "64K",
         "--so-rcvbuf",
         "64K",
+        "-v",
     ]);
     let pattern = Pattern::new();
     let mut client = connect(server.addr("echo"));
     fill_pattern_until_blocked(&mut client, &pattern);
-    let taken = paused_bytes_in(&server, client.local_addr().unwrap(), "echo");
+    let peer = client.local_addr().unwrap();
+    let paused = paused_bytes_in(&server, peer, "echo");
     kill("TERM", server.pid());
     let (echoed, ended_by) = read_until_closed(&mut client);
     assert_eq!(ended_by, None, "a clean close");
+    let taken = closed_bytes_in(&server, peer, "echo");
+    assert!(taken >= paused, "read {taken} in all, {paused} when paused");
     assert_eq!(
         echoed.len() as u64,
         taken,
@@ -99,6 +125,7 @@ fn regression_sigterm_drops_complete_lines_read_from_a_paused_ack_client() {
         "64K",
         "--so-rcvbuf",
         "64K",
+        "-v",
     ]);
     let mut client = connect(server.addr("ack"));
     client
@@ -112,10 +139,13 @@ fn regression_sigterm_drops_complete_lines_read_from_a_paused_ack_client() {
             Err(e) => panic!("write: {e}"),
         }
     }
-    let taken = paused_bytes_in(&server, client.local_addr().unwrap(), "ack");
+    let peer = client.local_addr().unwrap();
+    let paused = paused_bytes_in(&server, peer, "ack");
     kill("TERM", server.pid());
     let (replies, ended_by) = read_until_closed(&mut client);
     assert_eq!(ended_by, None, "a clean close");
+    let taken = closed_bytes_in(&server, peer, "ack");
+    assert!(taken >= paused, "read {taken} in all, {paused} when paused");
     assert_eq!(
         replies.len() as u64 / 3,
         taken / 8,
