@@ -11,8 +11,13 @@
 //! consumes what it can, and a connection keeps between turns only what is
 //! left, in memory that follows the bytes (as Redis's reusable query buffer
 //! does), up to its capacity only while that much is really waiting. No I/O here: the reactor reads into [`ByteBuf::spare`] and
-//! writes from [`ByteBuf::data`]. [`SharedQueue`] holds output shared
-//! between connections.
+//! writes from [`ByteBuf::data`].
+//!
+//! Output shared between connections (a chat line goes to every member) is
+//! a [`Chunk`], held once in memory and queued on each receiver's
+//! [`SharedQueue`]. Chunks are filled through a [`ChunkWriter`] taken from a
+//! [`ChunkPool`], which hands a chunk out again once every receiver has
+//! sent it, so a chat in steady state allocates nothing per line.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -252,6 +257,149 @@ impl ByteBuf {
     }
 }
 
+/// Bytes shared, immutable, between the connections that send them alike:
+/// cloning one is a reference count, not a copy.
+///
+/// An `Rc<Vec<u8>>` rather than an `Rc<[u8]>`: a slice's length is fixed
+/// when it is made, so every line would be a fresh allocation, while a
+/// vector behind the `Rc` can be refilled once nobody else holds it (see
+/// [`ChunkPool`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chunk(Rc<Vec<u8>>);
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    /// Shares `bytes` as they are (one small allocation for the count; the
+    /// bytes are not copied).
+    fn from(bytes: Vec<u8>) -> Chunk {
+        Chunk(Rc::new(bytes))
+    }
+}
+
+impl From<&[u8]> for Chunk {
+    fn from(bytes: &[u8]) -> Chunk {
+        Chunk::from(bytes.to_vec())
+    }
+}
+
+/// A chunk being filled: nobody else holds it yet, so it can be written.
+///
+/// Invariant: the only reference to its `Rc` (it is made from a fresh one
+/// or from one the pool found unshared, and it is not `Clone`), so
+/// [`Rc::get_mut`] always succeeds on it.
+#[derive(Debug)]
+pub struct ChunkWriter(Rc<Vec<u8>>);
+
+impl ChunkWriter {
+    /// An empty chunk of its own (one allocation, and the bytes' as they
+    /// grow): what [`ChunkPool::take`] falls back to.
+    pub fn fresh() -> ChunkWriter {
+        ChunkWriter(Rc::new(Vec::new()))
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends `parts`, one after another, growing the chunk at most once.
+    pub fn append(&mut self, parts: &[&[u8]]) {
+        let bytes = Rc::get_mut(&mut self.0).expect("a chunk being written is not shared yet");
+        bytes.reserve(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            bytes.extend_from_slice(part);
+        }
+    }
+
+    /// The chunk as written, ready to be queued on its receivers.
+    pub fn share(self) -> Chunk {
+        Chunk(self.0)
+    }
+}
+
+/// Most chunks a [`ChunkPool`] keeps. A chat line is sent to every member
+/// within a turn or two, so a handful of chunks cover steady chatting; the
+/// rest of the 64 absorb a burst of lines while some receivers lag. Past
+/// that, chunks are allocated, and freed with their last receiver, as if
+/// there were no pool.
+pub const POOLED_CHUNKS: usize = 64;
+
+/// Most bytes of storage a chunk may have to be kept by a [`ChunkPool`]:
+/// twice chat's 4 KiB of lines per chunk, which a chunk of short lines stays
+/// within as its vector grows. A chunk grown past it for one long line is
+/// not kept, so one paste does not hold its peak memory here forever; so
+/// the pool parks at most `POOLED_CHUNKS * POOLED_CHUNK_BYTES` (512 KiB).
+pub const POOLED_CHUNK_BYTES: usize = 8 * 1024;
+
+/// Chunks recently shared, handed out again to be refilled once nobody
+/// else holds them (every receiver sent its part and let it go), so
+/// broadcasting allocates nothing once the pool is warm.
+///
+/// Receivers send their queues in order, so the oldest chunk is the first
+/// to come free: only it is looked at, which makes taking a chunk O(1). A
+/// chunk held by a receiver that lags behind the others is dropped from
+/// the pool once [`POOLED_CHUNKS`] newer ones are in (it is freed with its
+/// last receiver), so a stuck receiver cannot stop the pool from working.
+///
+/// Invariants: at most [`POOLED_CHUNKS`] chunks, oldest first, each with at
+/// most [`POOLED_CHUNK_BYTES`] of storage. A chunk in the pool may still be
+/// queued on receivers; it is only ever written after [`Rc::get_mut`] shows
+/// that the pool holds the only reference.
+#[derive(Debug, Default)]
+pub struct ChunkPool {
+    recent: VecDeque<Rc<Vec<u8>>>,
+}
+
+impl ChunkPool {
+    /// An empty chunk to fill: the oldest pooled one if nobody else holds
+    /// it any more, else a fresh one.
+    pub fn take(&mut self) -> ChunkWriter {
+        if let Some(mut oldest) = self.recent.pop_front() {
+            if let Some(bytes) = Rc::get_mut(&mut oldest) {
+                bytes.clear();
+                return ChunkWriter(oldest);
+            }
+            // Still being sent: it stays the oldest.
+            self.recent.push_front(oldest);
+        }
+        ChunkWriter::fresh()
+    }
+
+    /// Keeps `chunk`, just queued on its receivers, to be refilled once they
+    /// have all sent it; unless its storage grew too large to keep.
+    pub fn recycle(&mut self, chunk: Chunk) {
+        if chunk.0.capacity() > POOLED_CHUNK_BYTES {
+            return;
+        }
+        if self.recent.len() == POOLED_CHUNKS {
+            // The oldest was not free when last looked at: let it go with
+            // its last receiver.
+            self.recent.pop_front();
+        }
+        self.recent.push_back(chunk.0);
+    }
+
+    /// Chunks kept now (some may still be queued on receivers).
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+}
+
 /// A queue of shared, immutable chunks: output that several connections send
 /// alike (a chat line goes to every member), held once in memory and counted
 /// against each receiver's limit.
@@ -269,7 +417,7 @@ pub struct SharedQueue {
 /// boundary).
 #[derive(Debug)]
 struct Piece {
-    chunk: Rc<[u8]>,
+    chunk: Chunk,
     start: usize,
     sent: usize,
     end: usize,
@@ -302,13 +450,13 @@ impl SharedQueue {
     }
 
     /// Queues `chunk` (which stays shared with whoever else holds it).
-    pub fn push(&mut self, chunk: Rc<[u8]>) {
+    pub fn push(&mut self, chunk: Chunk) {
         self.push_from(chunk, 0);
     }
 
     /// Queues the part of `chunk` from byte `from` on (which must be at a
     /// line boundary, or the chunk's end).
-    pub fn push_from(&mut self, chunk: Rc<[u8]>, from: usize) {
+    pub fn push_from(&mut self, chunk: Chunk, from: usize) {
         let end = chunk.len();
         if from < end {
             self.len += end - from;
@@ -512,8 +660,8 @@ mod tests {
     #[test]
     fn a_dismissed_receiver_keeps_only_the_rest_of_its_current_line() {
         let mut q = SharedQueue::default();
-        q.push(Rc::from(&b"one\ntwo\n"[..]));
-        q.push(Rc::from(&b"three\n"[..]));
+        q.push(Chunk::from(&b"one\ntwo\n"[..]));
+        q.push(Chunk::from(&b"three\n"[..]));
         q.consume(1);
         assert!(q.is_mid_chunk());
         q.keep_current_line();
@@ -523,7 +671,7 @@ mod tests {
         }
         assert_eq!(out, b"ne\n");
         // At a chunk boundary nothing is begun, so nothing is kept.
-        q.push(Rc::from(&b"four\n"[..]));
+        q.push(Chunk::from(&b"four\n"[..]));
         assert!(!q.is_mid_chunk());
         q.keep_current_line();
         assert!(q.is_empty());
@@ -531,21 +679,93 @@ mod tests {
 
     #[test]
     fn shared_chunks_are_consumed_across_chunk_boundaries() {
-        let a: Rc<[u8]> = Rc::from(&b"hello "[..]);
-        let b: Rc<[u8]> = Rc::from(&b"world"[..]);
+        let a = Chunk::from(&b"hello "[..]);
+        let b = Chunk::from(&b"world"[..]);
         let mut q = SharedQueue::default();
         q.push(a.clone());
-        q.push(Rc::from(&b""[..]));
+        q.push(Chunk::default());
         q.push(b);
         assert_eq!(q.len(), 11);
-        assert_eq!(Rc::strong_count(&a), 2, "queued, not copied");
+        assert_eq!(Rc::strong_count(&a.0), 2, "queued, not copied");
         q.consume(8);
-        assert_eq!(Rc::strong_count(&a), 1, "a sent chunk is let go");
+        assert_eq!(Rc::strong_count(&a.0), 1, "a sent chunk is let go");
         let mut out = Vec::new();
         assert_eq!(q.write_to(&mut out).unwrap(), 3);
         assert_eq!(out, b"rld");
         assert!(q.is_empty());
         assert_eq!(q.write_to(&mut out).unwrap(), 0);
+    }
+
+    /// A chunk written through the pool, queued on `queues`, recycled.
+    fn broadcast(pool: &mut ChunkPool, bytes: &[u8], queues: &mut [SharedQueue]) -> *const Vec<u8> {
+        let mut writer = pool.take();
+        assert!(writer.is_empty(), "a chunk is handed out empty");
+        writer.append(&[bytes]);
+        let chunk = writer.share();
+        for q in queues.iter_mut() {
+            q.push(chunk.clone());
+        }
+        let at = Rc::as_ptr(&chunk.0);
+        pool.recycle(chunk);
+        at
+    }
+
+    fn drain(q: &mut SharedQueue) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            q.write_to(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_pooled_chunk_is_refilled_only_once_every_receiver_sent_it() {
+        let mut pool = ChunkPool::default();
+        let mut queues = [SharedQueue::default(), SharedQueue::default()];
+        let first = broadcast(&mut pool, b"one\n", &mut queues);
+        // Both receivers still hold it: the next line gets a chunk of its own.
+        let second = broadcast(&mut pool, b"two\n", &mut queues);
+        assert_ne!(first, second);
+        assert_eq!(drain(&mut queues[0]), b"one\ntwo\n");
+        let third = broadcast(&mut pool, b"three\n", &mut queues);
+        assert_ne!(third, first, "one receiver has not sent it yet");
+        assert_eq!(drain(&mut queues[1]), b"one\ntwo\nthree\n");
+        assert_eq!(drain(&mut queues[0]), b"three\n");
+        // All sent: the oldest is refilled, and the bytes it held are gone.
+        assert_eq!(broadcast(&mut pool, b"four\n", &mut queues), first);
+        assert_eq!(broadcast(&mut pool, b"five\n", &mut []), second);
+        assert_eq!(pool.len(), 3);
+        assert_eq!(drain(&mut queues[0]), b"four\n");
+        assert_eq!(drain(&mut queues[1]), b"four\n");
+    }
+
+    #[test]
+    fn the_pool_is_bounded_and_a_lagging_receiver_does_not_stop_it() {
+        let mut pool = ChunkPool::default();
+        let mut lagging = [SharedQueue::default()];
+        let held = broadcast(&mut pool, b"unread\n", &mut lagging);
+        // The oldest is held: every line is a fresh chunk, kept up to the
+        // bound, then the held one is let go from the pool.
+        for _ in 0..POOLED_CHUNKS {
+            broadcast(&mut pool, b"x\n", &mut []);
+        }
+        assert_eq!(pool.len(), POOLED_CHUNKS);
+        // The free ones are refilled now, in turn; the held one never.
+        for _ in 0..3 * POOLED_CHUNKS {
+            assert_ne!(broadcast(&mut pool, b"y\n", &mut []), held);
+        }
+        assert_eq!(pool.len(), POOLED_CHUNKS);
+        assert_eq!(drain(&mut lagging[0]), b"unread\n", "still whole");
+    }
+
+    #[test]
+    fn a_chunk_grown_past_the_bound_is_not_kept() {
+        let mut pool = ChunkPool::default();
+        let long = vec![b'x'; POOLED_CHUNK_BYTES + 1];
+        broadcast(&mut pool, &long, &mut []);
+        assert!(pool.is_empty());
+        broadcast(&mut pool, &long[..POOLED_CHUNK_BYTES], &mut []);
+        assert_eq!(pool.len(), 1);
     }
 
     #[test]
@@ -815,7 +1035,7 @@ mod tests {
                     match op {
                         QueueOp::Push(lengths) => {
                             let (bytes, _) = chunk(&lengths, &mut next);
-                            queue.push(Rc::from(&bytes[..]));
+                            queue.push(Chunk::from(&bytes[..]));
                             if !bytes.is_empty() {
                                 model.pieces.push_back((bytes, false));
                             }
@@ -823,7 +1043,7 @@ mod tests {
                         QueueOp::PushFrom(lengths, from) => {
                             let (bytes, starts) = chunk(&lengths, &mut next);
                             let from = starts[from.min(starts.len() - 1)];
-                            queue.push_from(Rc::from(&bytes[..]), from);
+                            queue.push_from(Chunk::from(&bytes[..]), from);
                             if from < bytes.len() {
                                 model.pieces.push_back((bytes[from..].to_vec(), false));
                             }

@@ -25,9 +25,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::buffer::Chunk;
 use crate::timer::DeadlineList;
 
 /// How long a member over the soft limit may go without the server writing
@@ -160,8 +160,9 @@ impl ChatRoom {
     /// The batch of join and leave lines to queue to the current members,
     /// if any. Then call [`ChatRoom::admit_joined`] to queue to each new
     /// member the part of the batch after its own join.
-    pub fn take_announcements(&mut self) -> Option<Rc<[u8]>> {
-        (!self.announcements.is_empty()).then(|| Rc::from(std::mem::take(&mut self.announcements)))
+    pub fn take_announcements(&mut self) -> Option<Chunk> {
+        (!self.announcements.is_empty())
+            .then(|| Chunk::from(std::mem::take(&mut self.announcements)))
     }
 
     /// Those whose join went out with the last batch become members; each

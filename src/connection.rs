@@ -44,13 +44,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
-use crate::buffer::{BufPool, ByteBuf, SharedQueue};
+use crate::buffer::{BufPool, ByteBuf, Chunk, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
 use crate::sockopt;
 use crate::stats::CloseReason;
@@ -1007,7 +1006,7 @@ impl Connection {
 
     /// Queues a shared chunk (chat) from byte `from` on; returns what the
     /// shared queue costs now.
-    pub fn share(&mut self, pools: &mut Pools, chunk: Rc<[u8]>, from: usize) -> usize {
+    pub fn share(&mut self, pools: &mut Pools, chunk: Chunk, from: usize) -> usize {
         let b = self.io.get_or_insert_with(|| pools.take_buffers());
         b.shared.push_from(chunk, from);
         b.shared.cost()

@@ -35,7 +35,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -43,6 +42,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::buffer::Chunk;
 use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection, Phase, Pools, TurnContext, Verdict};
@@ -693,7 +693,7 @@ impl Server {
     /// receiver, with whatever else arrives in the round). Members are not
     /// judged here, before the server has tried to write to them; one that
     /// goes over the soft limit congests the room at once.
-    fn broadcast(&mut self, from: Option<usize>, chunk: &Rc<[u8]>, now: Instant) {
+    fn broadcast(&mut self, from: Option<usize>, chunk: &Chunk, now: Instant) {
         // Allocated only when some member went over the soft limit.
         let mut over = Vec::new();
         for &key in &self.chat.members {
@@ -703,7 +703,7 @@ impl Server {
             if Some(key) == from || !conn.phase().is_open() {
                 continue;
             }
-            let cost = conn.share(&mut self.pools, Rc::clone(chunk), 0);
+            let cost = conn.share(&mut self.pools, chunk.clone(), 0);
             if cost > self.chat.limits().soft {
                 over.push((key, cost));
             }
@@ -726,7 +726,7 @@ impl Server {
         self.broadcast(None, &batch, now);
         for (key, from) in self.chat.admit_joined() {
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.share(&mut self.pools, Rc::clone(&batch), from);
+                conn.share(&mut self.pools, batch.clone(), from);
                 if !conn.queued {
                     conn.queued = true;
                     self.ready.push_back(key);

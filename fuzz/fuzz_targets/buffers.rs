@@ -6,10 +6,9 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
-use tcp_reactor::buffer::{BufPool, ByteBuf, SharedQueue};
+use tcp_reactor::buffer::{BufPool, ByteBuf, Chunk, SharedQueue};
 use tcp_reactor_fuzz::Input;
 
 /// A writer that takes at most `limit` bytes, as a kernel send queue does.
@@ -124,7 +123,7 @@ fn shared_queue(input: &mut Input<'_>) {
         match input.byte() % 6 {
             0 | 1 => {
                 let n = usize::from(input.byte() % 40);
-                let chunk: Rc<[u8]> = Rc::from(input.take(n));
+                let chunk = Chunk::from(input.take(n));
                 // `from` at a line boundary: 0, just past a newline, or the end.
                 let bounds: Vec<usize> = std::iter::once(0)
                     .chain(

@@ -14,10 +14,9 @@
 //! members, and kernel queues (a drain is the client reading).
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Instant;
 
-use tcp_reactor::buffer::{BufPool, ByteBuf};
+use tcp_reactor::buffer::{BufPool, ByteBuf, Chunk};
 use tcp_reactor::service::admin::{Cursor, Query};
 use tcp_reactor::service::{Effect, Io, Next, Outcome, Service, ServiceConfig, ServiceKind};
 use tcp_reactor::text::Encoding;
@@ -151,7 +150,7 @@ pub struct Driver {
     /// Bytes the client has read, in order.
     pub output: Vec<u8>,
     /// Every chunk broadcast.
-    pub broadcasts: Vec<Rc<[u8]>>,
+    pub broadcasts: Vec<Chunk>,
     /// Every service call, for the target's check (cleared by the target).
     pub calls: Vec<Call>,
 }
@@ -332,7 +331,7 @@ impl Driver {
         let after_len = self.recv.len();
         self.check_capacity();
         match &outcome.effect {
-            Some(Effect::Broadcast(chunk)) => self.broadcasts.push(Rc::clone(chunk)),
+            Some(Effect::Broadcast(chunk)) => self.broadcasts.push(chunk.clone()),
             Some(Effect::Query(query)) => {
                 assert!(
                     self.pending_query.is_none(),

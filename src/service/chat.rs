@@ -20,11 +20,10 @@
 //! judging receivers are the reactor's business (it knows the members). No
 //! I/O here.
 
-use std::rc::Rc;
-
 use log::debug;
 
 use super::{Effect, Io, Outcome};
+use crate::buffer::Chunk;
 
 /// Most bytes of lines in one shared chunk: small enough that receivers are
 /// judged, and pasters paced, in fine steps; large enough that a paste is not
@@ -118,7 +117,7 @@ impl Chat {
             Outcome::proceed(false)
         };
         if !message.is_empty() {
-            outcome.with_effect(Effect::Broadcast(Rc::from(message)))
+            outcome.with_effect(Effect::Broadcast(Chunk::from(message)))
         } else if waiting {
             outcome.with_effect(Effect::WaitForRoom)
         } else {
@@ -135,14 +134,14 @@ fn push_line(out: &mut Vec<u8>, prefix: &str, line: &[u8]) {
 }
 
 /// The announcement of a join.
-pub fn joined(peer: std::net::SocketAddr) -> Rc<[u8]> {
-    Rc::from(format!("* {peer} joined\n").into_bytes())
+pub fn joined(peer: std::net::SocketAddr) -> Chunk {
+    Chunk::from(format!("* {peer} joined\n").into_bytes())
 }
 
 /// The announcement of a leave; `too_slow` when the server disconnected it.
-pub fn left(peer: std::net::SocketAddr, too_slow: bool) -> Rc<[u8]> {
+pub fn left(peer: std::net::SocketAddr, too_slow: bool) -> Chunk {
     let why = if too_slow { " (too slow)" } else { "" };
-    Rc::from(format!("* {peer} left{why}\n").into_bytes())
+    Chunk::from(format!("* {peer} left{why}\n").into_bytes())
 }
 
 #[cfg(test)]
@@ -257,7 +256,7 @@ mod tests {
         let outcome = service.process(&mut io);
         assert_eq!(
             outcome.effect,
-            Some(Effect::Broadcast(Rc::from(&b"[127.0.0.1:9] one\n"[..])))
+            Some(Effect::Broadcast(Chunk::from(&b"[127.0.0.1:9] one\n"[..])))
         );
         assert_eq!(io.broadcast_room, 0);
         assert_eq!(io.input.data(), b"two\n");

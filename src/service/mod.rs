@@ -16,11 +16,10 @@ pub mod files;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::buffer::{BufPool, ByteBuf};
+use crate::buffer::{BufPool, ByteBuf, Chunk};
 use crate::text::Encoding;
 
 /// The services a listener can run.
@@ -305,7 +304,7 @@ pub enum Effect {
     /// Admin: gather server-wide figures and [`Service::deliver`] the answer.
     Query(admin::Query),
     /// Chat: queue this chunk, shared, on every other chat connection.
-    Broadcast(Rc<[u8]>),
+    Broadcast(Chunk),
     /// Chat: complete lines wait for broadcast room; drive this connection
     /// again once the receivers have caught up.
     WaitForRoom,
@@ -597,7 +596,7 @@ pub(crate) mod testing {
         /// Every byte written to the client, in order.
         pub output: Vec<u8>,
         /// Every chunk broadcast, in order.
-        pub broadcasts: Vec<Rc<[u8]>>,
+        pub broadcasts: Vec<Chunk>,
         /// Every query asked of the reactor, in order.
         pub queries: Vec<admin::Query>,
         pub calls: Vec<Call>,
