@@ -49,7 +49,7 @@ use std::time::Instant;
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
-use crate::buffer::{BufPool, ByteBuf, Chunk, SharedQueue};
+use crate::buffer::{BufPool, ByteBuf, Chunk, ChunkPool, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
 use crate::sockopt;
 use crate::stats::CloseReason;
@@ -92,12 +92,13 @@ pub struct TurnContext<'a> {
     pub budget: usize,
 }
 
-/// The buffer pools: storage blocks of each size, and the boxes that hold a
-/// connection's buffers.
+/// The buffer pools: storage blocks of each size, the boxes that hold a
+/// connection's buffers, and the chunks chat lines are broadcast in.
 #[derive(Debug)]
 pub struct Pools {
     pub recv: BufPool,
     pub send: BufPool,
+    pub chunks: ChunkPool,
     /// Empty [`Buffers`] boxes given back by connections gone quiet, taken
     /// again by the next connection with bytes to move: in steady state no
     /// turn allocates one. Boxed here too: a box moves to a connection and
@@ -116,6 +117,7 @@ impl Pools {
         Pools {
             recv: BufPool::new(recv),
             send: BufPool::new(send),
+            chunks: ChunkPool::default(),
             buffers: Vec::new(),
         }
     }
@@ -729,6 +731,7 @@ impl Connection {
         io.low_watermark = low_watermark;
         io.eof = self.eof;
         io.broadcast_room = ctx.broadcast_room;
+        io.chunks = Some(&mut ctx.pools.chunks);
         let outcome = if burst_end {
             self.service.burst_end(&mut io, ctx.config)
         } else {

@@ -660,6 +660,8 @@ impl Server {
                 // sender join before its lines.
                 self.flush_announcements(now);
                 self.broadcast(Some(key), &chunk, now);
+                // Refilled for a later line once every receiver sent it.
+                self.pools.chunks.recycle(chunk);
             }
             Effect::WaitForRoom => {
                 self.chat.wait(key);

@@ -7,9 +7,12 @@
 //! the longest line the server will hold.
 //!
 //! Complete lines become shared chunks of whole lines (at most
-//! [`CHUNK_BYTES`], or one longer line), handed to the reactor as
-//! [`Effect::Broadcast`]; the reactor queues that one allocation on every
-//! receiver, so a line to 500 clients is not copied 500 times.
+//! [`CHUNK_BYTES`], or one longer line), written straight into a chunk from
+//! [`Io::chunks`] and handed to the reactor as [`Effect::Broadcast`]; the
+//! reactor queues that one chunk on every receiver, so a line to 500 clients
+//! is not copied 500 times, and gives it back to the pool, which refills it
+//! once every receiver has sent it, so steady chatting allocates nothing
+//! per line.
 //!
 //! Flow control: each call may broadcast at most `io.broadcast_room` bytes,
 //! which the reactor sets to nothing while some receiver is behind (over its
@@ -23,7 +26,7 @@
 use log::debug;
 
 use super::{Effect, Io, Outcome};
-use crate::buffer::Chunk;
+use crate::buffer::{Chunk, ChunkWriter};
 
 /// Most bytes of lines in one shared chunk: small enough that receivers are
 /// judged, and pasters paced, in fine steps; large enough that a paste is not
@@ -64,13 +67,15 @@ impl Chat {
                 Outcome::proceed(false)
             };
         }
-        let mut message = Vec::new();
+        // Taken only when a line is complete: a partial line costs nothing
+        // per read.
+        let mut chunk: Option<ChunkWriter> = None;
         let mut consumed = 0;
         let mut waiting = false;
         {
             let data = io.input.data();
             let mut prefix = None;
-            while message.len() < CHUNK_BYTES {
+            while chunk.as_ref().map_or(0, ChunkWriter::len) < CHUNK_BYTES {
                 let rest = &data[consumed..];
                 let from = self.scanned.min(rest.len());
                 let line = match memchr::memchr(b'\n', &rest[from..]) {
@@ -89,13 +94,13 @@ impl Chat {
                 // Built only when a line is complete: a partial line costs
                 // nothing per read.
                 let prefix = prefix.get_or_insert_with(|| format!("[{}] ", io.peer));
-                let before = message.len();
-                push_line(
-                    &mut message,
-                    prefix,
-                    line.strip_suffix(b"\n").unwrap_or(line),
-                );
-                io.broadcast_room = io.broadcast_room.saturating_sub(message.len() - before);
+                let chunk = chunk.get_or_insert_with(|| match io.chunks.as_deref_mut() {
+                    Some(pool) => pool.take(),
+                    None => ChunkWriter::fresh(),
+                });
+                let before = chunk.len();
+                push_line(chunk, prefix, line.strip_suffix(b"\n").unwrap_or(line));
+                io.broadcast_room = io.broadcast_room.saturating_sub(chunk.len() - before);
                 consumed += line.len();
                 self.scanned = 0;
             }
@@ -116,8 +121,8 @@ impl Chat {
         } else {
             Outcome::proceed(false)
         };
-        if !message.is_empty() {
-            outcome.with_effect(Effect::Broadcast(Chunk::from(message)))
+        if let Some(chunk) = chunk {
+            outcome.with_effect(Effect::Broadcast(chunk.share()))
         } else if waiting {
             outcome.with_effect(Effect::WaitForRoom)
         } else {
@@ -126,11 +131,10 @@ impl Chat {
     }
 }
 
-fn push_line(out: &mut Vec<u8>, prefix: &str, line: &[u8]) {
+/// Appends `line` (its `\r` dropped) to `chunk` as the room sees it.
+fn push_line(chunk: &mut ChunkWriter, prefix: &str, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    out.extend_from_slice(prefix.as_bytes());
-    out.extend_from_slice(line);
-    out.push(b'\n');
+    chunk.append(&[prefix.as_bytes(), line, b"\n"]);
 }
 
 /// The announcement of a join.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::buffer::{BufPool, ByteBuf, Chunk};
+use crate::buffer::{BufPool, ByteBuf, Chunk, ChunkPool};
 use crate::text::Encoding;
 
 /// The services a listener can run.
@@ -223,6 +223,9 @@ pub struct Io<'a> {
     /// Bytes the service may still broadcast in this call (chat); the service
     /// lowers it by what it broadcasts. Unlimited unless the caller says.
     pub broadcast_room: usize,
+    /// Where chunks to broadcast come from (chat): recycled ones, so a
+    /// line costs no allocation. Without it, each chunk is allocated.
+    pub chunks: Option<&'a mut ChunkPool>,
     /// Produce bulk output (file chunks) only while the send buffer holds
     /// fewer bytes than this, so a large file costs no more memory than the
     /// buffer and the reactor is not asked to write in slivers.
@@ -247,6 +250,7 @@ impl<'a> Io<'a> {
             peer,
             now,
             broadcast_room: usize::MAX,
+            chunks: None,
             low_watermark: usize::MAX,
         }
     }
@@ -595,8 +599,11 @@ pub(crate) mod testing {
     pub struct Conversation {
         /// Every byte written to the client, in order.
         pub output: Vec<u8>,
-        /// Every chunk broadcast, in order.
-        pub broadcasts: Vec<Chunk>,
+        /// Every chunk broadcast, in order: copies, taken as the reactor
+        /// queues it, since the chunk itself goes back to the pool at once
+        /// and is refilled by a later call (which must not change what
+        /// this one broadcast).
+        pub broadcasts: Vec<Vec<u8>>,
         /// Every query asked of the reactor, in order.
         pub queries: Vec<admin::Query>,
         pub calls: Vec<Call>,
@@ -638,6 +645,7 @@ pub(crate) mod testing {
         send: ByteBuf,
         recv_pool: BufPool,
         send_pool: BufPool,
+        chunks: ChunkPool,
         phase: SimPhase,
         readable: bool,
         writable: bool,
@@ -763,6 +771,7 @@ pub(crate) mod testing {
             io.low_watermark = low_watermark;
             io.eof = self.eof;
             io.broadcast_room = *room;
+            io.chunks = Some(&mut self.chunks);
             let outcome = if burst_end {
                 self.service.burst_end(&mut io, self.config)
             } else {
@@ -885,6 +894,7 @@ pub(crate) mod testing {
             send: ByteBuf::new(send_cap),
             recv_pool: BufPool::new(recv_cap),
             send_pool: BufPool::new(send_cap),
+            chunks: ChunkPool::default(),
             phase: SimPhase::Open { paused: false },
             readable: false,
             writable: true,
@@ -900,7 +910,10 @@ pub(crate) mod testing {
         let mut apply = |sim: &mut Sim<'_>, effects: Vec<Effect>| {
             for effect in effects {
                 match effect {
-                    Effect::Broadcast(chunk) => sim.run.broadcasts.push(chunk),
+                    Effect::Broadcast(chunk) => {
+                        sim.run.broadcasts.push(chunk.to_vec());
+                        sim.chunks.recycle(chunk);
+                    }
                     Effect::WaitForRoom => {}
                     Effect::Query(query) => {
                         sim.run.queries.push(query);
