@@ -41,17 +41,27 @@ pub struct Chat {
     scanned: usize,
     /// A line was too long: the bytes of [`LINE_TOO_LONG`] written so far.
     /// The send buffer may be smaller than the refusal, so it goes out as
-    /// room allows, and the close comes once all of it is out.
-    refused: Option<usize>,
+    /// room allows, and the close comes once all of it is out. A `u8` (the
+    /// refusal is shorter than 256 bytes) so that, with `prefix`, the state
+    /// still fits the connection slot's 32 bytes for a service.
+    refused: Option<u8>,
+    /// `[PEER] `, what each of this client's lines starts with: formatted
+    /// once, at its first complete line, not per call; `None` until then,
+    /// so a member that only listens costs nothing for it.
+    prefix: Option<Box<str>>,
 }
 
 /// What a chat client that sent too long a line is told before it is closed.
 pub const LINE_TOO_LONG: &[u8] = b"ERR line too long\n";
 
+// `Chat::refused` counts its bytes in a `u8`.
+const _: () = assert!(LINE_TOO_LONG.len() <= u8::MAX as usize);
+
 impl Chat {
     /// The refusal of a line too long is not all in the send buffer yet.
     pub fn is_producing(&self) -> bool {
-        self.refused.is_some_and(|sent| sent < LINE_TOO_LONG.len())
+        self.refused
+            .is_some_and(|sent| usize::from(sent) < LINE_TOO_LONG.len())
     }
 
     /// Turns complete lines of the input into one broadcast chunk, as far as
@@ -60,8 +70,10 @@ impl Chat {
         if let Some(sent) = &mut self.refused {
             // Nothing after the refused line is read.
             io.input.clear();
-            *sent += io.write(&LINE_TOO_LONG[*sent..]);
-            return if *sent == LINE_TOO_LONG.len() {
+            let written = io.write(&LINE_TOO_LONG[usize::from(*sent)..]);
+            // At most the rest of the refusal, whose length fits in a u8.
+            *sent += written as u8;
+            return if usize::from(*sent) == LINE_TOO_LONG.len() {
                 Outcome::close_after_flush()
             } else {
                 Outcome::proceed(false)
@@ -74,7 +86,6 @@ impl Chat {
         let mut waiting = false;
         {
             let data = io.input.data();
-            let mut prefix = None;
             while chunk.as_ref().map_or(0, ChunkWriter::len) < CHUNK_BYTES {
                 let rest = &data[consumed..];
                 let from = self.scanned.min(rest.len());
@@ -93,7 +104,9 @@ impl Chat {
                 }
                 // Built only when a line is complete: a partial line costs
                 // nothing per read.
-                let prefix = prefix.get_or_insert_with(|| format!("[{}] ", io.peer));
+                let prefix = self
+                    .prefix
+                    .get_or_insert_with(|| format!("[{}] ", io.peer).into_boxed_str());
                 let chunk = chunk.get_or_insert_with(|| match io.chunks.as_deref_mut() {
                     Some(pool) => pool.take(),
                     None => ChunkWriter::fresh(),
@@ -301,6 +314,42 @@ mod tests {
             .flat_map(|i| format!("[127.0.0.1:9] {i}\n").into_bytes())
             .collect();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn with_a_pool_the_next_line_refills_the_chunk_every_receiver_let_go() {
+        let mut pool = BufPool::new(64);
+        let mut out_pool = BufPool::new(64);
+        let mut chunks = crate::buffer::ChunkPool::default();
+        let mut input = ByteBuf::new(64);
+        let mut output = ByteBuf::new(64);
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let now = std::time::Instant::now();
+        let mut service = Chat::default();
+        let mut say = |line: &[u8], chunks: &mut crate::buffer::ChunkPool| {
+            input.append(&mut pool, line);
+            let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+            io.chunks = Some(chunks);
+            match service.process(&mut io).effect {
+                Some(Effect::Broadcast(chunk)) => chunk,
+                other => panic!("{other:?}"),
+            }
+        };
+        let first = say(b"one\n", &mut chunks);
+        let held = first.clone();
+        chunks.recycle(first);
+        // A receiver still holds the first chunk: the next is another.
+        let second = say(b"two\n", &mut chunks);
+        assert_eq!(&*second, b"[127.0.0.1:9] two\n");
+        assert_ne!(second.as_ptr(), held.as_ptr());
+        assert_eq!(&*held, b"[127.0.0.1:9] one\n", "untouched while held");
+        let at = held.as_ptr();
+        drop(held);
+        chunks.recycle(second);
+        // Let go: the oldest is written again, in place.
+        let third = say(b"six\n", &mut chunks);
+        assert_eq!(&*third, b"[127.0.0.1:9] six\n");
+        assert_eq!(third.as_ptr(), at);
     }
 
     #[test]
