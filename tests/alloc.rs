@@ -1,13 +1,17 @@
 //! No allocation per message in steady state: the server runs in this
 //! process, under a counting global allocator, while a client does
-//! thousands of round trips on echo and ack. The client's own side allocates
-//! nothing per round trip (fixed buffers), so what is counted is the
-//! server's.
+//! thousands of round trips on echo and ack, and a chat member says
+//! thousands of lines to two others. The clients' own side allocates
+//! nothing per message (fixed buffers), so what is counted is the server's.
+//!
+//! The counter is the whole process's, so the tests take turns
+//! ([`one_at_a_time`]): one test's set-up must not land in another's count.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tcp_reactor::chat_room::ChatLimits;
@@ -43,6 +47,17 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static COUNTING: Counting = Counting;
+
+/// Held for the whole of a test: the allocation counter is shared by every
+/// thread of the process.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    // A test that failed holding it poisons it; the next may still run.
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long any read of a test may wait.
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Starts a server on port 0 for `services`, on a thread of its own (it
 /// runs until the test process ends); returns the bound addresses.
@@ -90,11 +105,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
 /// `request`, each answered by `reply_len` bytes, after a warm-up of as
 /// many.
 fn allocations_over(addr: SocketAddr, request: &[u8], reply_len: usize, rounds: usize) -> u64 {
-    let mut client = TcpStream::connect(addr).expect("connect");
-    client.set_nodelay(true).expect("nodelay");
-    client
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut client = connect(addr);
     let mut reply = vec![0u8; reply_len];
     let mut exchange = |client: &mut TcpStream| {
         client.write_all(request).expect("send");
@@ -110,8 +121,23 @@ fn allocations_over(addr: SocketAddr, request: &[u8], reply_len: usize, rounds: 
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
+/// A client of `addr` whose reads give up after [`WAIT`].
+fn connect(addr: SocketAddr) -> TcpStream {
+    let client = TcpStream::connect(addr).expect("connect");
+    client.set_nodelay(true).expect("nodelay");
+    client.set_read_timeout(Some(WAIT)).expect("timeout");
+    client
+}
+
+/// Reads exactly `expected` from `reader`, into `buf` (its length).
+fn read_line_of(reader: &mut TcpStream, buf: &mut [u8], expected: &[u8]) {
+    reader.read_exact(buf).expect("the line within the wait");
+    assert_eq!(buf, expected);
+}
+
 #[test]
 fn echo_and_ack_allocate_nothing_per_message_in_steady_state() {
+    let _turn = one_at_a_time();
     const ROUNDS: usize = 5000;
     let addrs = serve(&[ServiceKind::Echo, ServiceKind::Ack]);
     let addr = |kind| {
@@ -130,4 +156,46 @@ fn echo_and_ack_allocate_nothing_per_message_in_steady_state() {
         "echo: {echo} allocations for {ROUNDS} round trips"
     );
     assert!(ack < 20, "ack: {ack} allocations for {ROUNDS} round trips");
+}
+
+#[test]
+fn chat_allocates_nothing_per_broadcast_in_steady_state() {
+    let _turn = one_at_a_time();
+    const LINES: usize = 3000;
+    let addr = serve(&[ServiceKind::Chat])[0].0;
+    let mut readers = [connect(addr), connect(addr)];
+    let mut sender = connect(addr);
+    // Each member sees the joins after its own (accepted in connect order).
+    let joined = |c: &TcpStream| format!("* {} joined\n", c.local_addr().expect("bound"));
+    let first_sees = joined(&readers[1]) + &joined(&sender);
+    let second_sees = joined(&sender);
+    for (reader, text) in readers.iter_mut().zip([&first_sees, &second_sees]) {
+        let mut buf = vec![0u8; text.len()];
+        read_line_of(reader, &mut buf, text.as_bytes());
+    }
+    let said: &[u8] = b"a line of chat, the same every time\n";
+    let line = format!(
+        "[{}] {}",
+        sender.local_addr().expect("bound"),
+        std::str::from_utf8(said).expect("literal text")
+    );
+    let mut buf = vec![0u8; line.len()];
+    let mut say = |sender: &mut TcpStream, readers: &mut [TcpStream]| {
+        sender.write_all(said).expect("send");
+        for reader in readers {
+            read_line_of(reader, &mut buf, line.as_bytes());
+        }
+    };
+    for _ in 0..LINES {
+        say(&mut sender, &mut readers);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..LINES {
+        say(&mut sender, &mut readers);
+    }
+    let chat = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(
+        chat < 20,
+        "chat: {chat} allocations for {LINES} lines to two readers"
+    );
 }
