@@ -26,7 +26,8 @@
 //!
 //! Pure (no I/O, time passed in):
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
-//!   connections hold none.
+//!   connections hold none; shared chunks of chat lines, recycled once
+//!   every receiver has sent them.
 //! - [`timer`]: deadline lists with O(1) touch and expiry.
 //! - [`limits`]: admission caps, in total and per client IP.
 //! - [`chat_room`]: chat membership and flow control (soft and hard limits).
