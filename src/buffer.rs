@@ -298,8 +298,8 @@ impl From<&[u8]> for Chunk {
 pub struct ChunkWriter(Rc<Vec<u8>>);
 
 impl ChunkWriter {
-    /// An empty chunk of its own (one allocation, and the bytes' as they
-    /// grow): what [`ChunkPool::take`] falls back to.
+    /// An empty chunk of its own, allocated (and its bytes as they grow):
+    /// what [`ChunkPool::take`] falls back to.
     pub fn fresh() -> ChunkWriter {
         ChunkWriter(Rc::new(Vec::new()))
     }
@@ -322,11 +322,26 @@ impl ChunkWriter {
         }
     }
 
-    /// The chunk as written, ready to be queued on its receivers.
-    pub fn share(self) -> Chunk {
+    /// The chunk as written, ready to be queued on its receivers; a refilled
+    /// chunk first gives back storage past [`SHARED_CHUNK_SLACK`].
+    pub fn share(mut self) -> Chunk {
+        let bytes = Rc::get_mut(&mut self.0).expect("a chunk being written is not shared yet");
+        if bytes.capacity() > (2 * bytes.len()).max(SHARED_CHUNK_SLACK) {
+            bytes.shrink_to(bytes.len().max(SHARED_CHUNK_SLACK));
+        }
         Chunk(self.0)
     }
 }
+
+/// A shared chunk keeps at most twice its bytes of storage, or this much.
+/// Receivers' limits count a chunk's bytes, not its storage, so a chunk
+/// refilled with one short line after it carried a paste must not take
+/// 8 KiB into the queue of every member that lags, charged for 50 bytes. A
+/// chunk grown for what it holds stays within twice that (a vector
+/// doubles), so only such a refill pays the shrink; the floor is above a
+/// typical chat line, so lines of varying length do not shrink and regrow
+/// a chunk over and over.
+pub const SHARED_CHUNK_SLACK: usize = 256;
 
 /// Most chunks a [`ChunkPool`] keeps. A chat line is sent to every member
 /// within a turn or two, so a handful of chunks cover steady chatting; the
@@ -766,6 +781,29 @@ mod tests {
         assert!(pool.is_empty());
         broadcast(&mut pool, &long[..POOLED_CHUNK_BYTES], &mut []);
         assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn a_chunk_refilled_with_less_gives_back_its_storage_before_it_is_shared() {
+        let mut pool = ChunkPool::default();
+        let paste = vec![b'p'; 4000];
+        broadcast(&mut pool, &paste, &mut []);
+        let mut writer = pool.take();
+        assert!(writer.0.capacity() >= 4000, "the paste's chunk, refilled");
+        writer.append(&[b"a short line\n"]);
+        let chunk = writer.share();
+        assert_eq!(&*chunk, b"a short line\n");
+        assert!(
+            chunk.0.capacity() <= SHARED_CHUNK_SLACK,
+            "{}",
+            chunk.0.capacity()
+        );
+        // Within the slack nothing is given back, so lines of varying
+        // length do not shrink and regrow it.
+        pool.recycle(chunk);
+        let mut writer = pool.take();
+        writer.append(&[b"x\n"]);
+        assert_eq!(writer.share().0.capacity(), SHARED_CHUNK_SLACK);
     }
 
     #[test]

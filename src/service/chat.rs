@@ -79,8 +79,6 @@ impl Chat {
                 Outcome::proceed(false)
             };
         }
-        // Taken only when a line is complete: a partial line costs nothing
-        // per read.
         let mut chunk: Option<ChunkWriter> = None;
         let mut consumed = 0;
         let mut waiting = false;
@@ -102,8 +100,8 @@ impl Chat {
                     waiting = true;
                     break;
                 }
-                // Built only when a line is complete: a partial line costs
-                // nothing per read.
+                // Both only once a line is complete: a partial line costs
+                // nothing per read, and takes no chunk from the pool.
                 let prefix = self
                     .prefix
                     .get_or_insert_with(|| format!("[{}] ", io.peer).into_boxed_str());
