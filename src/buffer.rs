@@ -322,6 +322,18 @@ impl ChunkWriter {
         }
     }
 
+    /// Appends `[PEER] `, `line` and a newline, reserving room for them at
+    /// once (the longest address, an IPv6 one with a scope, is 55 bytes).
+    pub fn append_line(&mut self, peer: std::net::SocketAddr, line: &[u8]) {
+        use std::io::Write;
+        let bytes = Rc::get_mut(&mut self.0).expect("a chunk being written is not shared yet");
+        bytes.reserve(60 + line.len());
+        // Writing to a Vec cannot fail.
+        let _ = write!(bytes, "[{peer}] ");
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+
     /// The chunk as written, ready to be queued on its receivers; a refilled
     /// chunk first gives back storage past [`SHARED_CHUNK_SLACK`].
     pub fn share(mut self) -> Chunk {

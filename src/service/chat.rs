@@ -42,13 +42,8 @@ pub struct Chat {
     /// A line was too long: the bytes of [`LINE_TOO_LONG`] written so far.
     /// The send buffer may be smaller than the refusal, so it goes out as
     /// room allows, and the close comes once all of it is out. A `u8` (the
-    /// refusal is shorter than 256 bytes) so that, with `prefix`, the state
-    /// still fits the connection slot's 32 bytes for a service.
+    /// refusal is shorter than 256 bytes) keeps the connection slot small.
     refused: Option<u8>,
-    /// `[PEER] `, what each of this client's lines starts with: formatted
-    /// once, at its first complete line, not per call; `None` until then,
-    /// so a member that only listens costs nothing for it.
-    prefix: Option<Box<str>>,
 }
 
 /// What a chat client that sent too long a line is told before it is closed.
@@ -102,15 +97,12 @@ impl Chat {
                 }
                 // Both only once a line is complete: a partial line costs
                 // nothing per read, and takes no chunk from the pool.
-                let prefix = self
-                    .prefix
-                    .get_or_insert_with(|| format!("[{}] ", io.peer).into_boxed_str());
                 let chunk = chunk.get_or_insert_with(|| match io.chunks.as_deref_mut() {
                     Some(pool) => pool.take(),
                     None => ChunkWriter::fresh(),
                 });
                 let before = chunk.len();
-                push_line(chunk, prefix, line.strip_suffix(b"\n").unwrap_or(line));
+                push_line(chunk, io.peer, line.strip_suffix(b"\n").unwrap_or(line));
                 io.broadcast_room = io.broadcast_room.saturating_sub(chunk.len() - before);
                 consumed += line.len();
                 self.scanned = 0;
@@ -142,10 +134,13 @@ impl Chat {
     }
 }
 
-/// Appends `line` (its `\r` dropped) to `chunk` as the room sees it.
-fn push_line(chunk: &mut ChunkWriter, prefix: &str, line: &[u8]) {
+/// Appends `line` (its `\r` dropped) to `chunk` as the room sees it, after
+/// the `[PEER] ` prefix. The prefix is formatted straight into the chunk,
+/// whose storage a refilled chunk already has: no allocation, and no
+/// per-connection copy of it to keep.
+fn push_line(chunk: &mut ChunkWriter, peer: std::net::SocketAddr, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    chunk.append(&[prefix.as_bytes(), line, b"\n"]);
+    chunk.append_line(peer, line);
 }
 
 /// The announcement of a join.
