@@ -364,8 +364,9 @@ impl Driver {
     }
 }
 
-/// What the driver's reactor answers to an admin query: a stats line, or a
-/// `clients` table in three parts, so multi-part answers are exercised.
+/// What the driver's reactor answers to an admin query: a stats line, a
+/// metrics end, or a `clients` table or `watch` snapshot in three parts, so
+/// multi-part answers are exercised.
 fn canned_answer(query: Query) -> (Vec<u8>, Option<Query>) {
     match query {
         Query::Stats { .. } => (b"STATS 1 2 3\n".to_vec(), None),
@@ -379,6 +380,17 @@ fn canned_answer(query: Query) -> (Vec<u8>, Option<Query>) {
                 },
             });
             (format!("ROW {}\n", cursor.rows).into_bytes(), next)
+        }
+        Query::Metrics => (b"# EOF\n".to_vec(), None),
+        Query::Watch { cursor } => {
+            let next = (cursor.rows < 2).then_some(Query::Watch {
+                cursor: Cursor {
+                    next_key: cursor.next_key + 1,
+                    rows: cursor.rows + 1,
+                    started: true,
+                },
+            });
+            (format!("{{\"part\":{}}}", cursor.rows).into_bytes(), next)
         }
     }
 }
