@@ -15,7 +15,9 @@
 //! Fairness: a connection whose turn used up its byte budget with work left
 //! goes on the ready queue, which is served after the next poll (polled with a
 //! zero timeout while the queue is not empty). No new edge would come for it,
-//! so without the queue it would stall.
+//! so without the queue it would stall. A pass serves the queue only until
+//! its turns have moved [`PASS_SLICE`] bytes, then polls again: fresh events
+//! (a small request) go before the rest of the bulk work.
 //!
 //! Time: deadlines (idle, the deadline of every phase after `Open`, accept
 //! back-off, shutdown) are kept in O(1) structures and the poll timeout is
@@ -116,6 +118,15 @@ pub const ROWS_PER_STEP: usize = 128;
 /// longer stall for everyone else.
 pub const ROWS_PER_TURN: usize = 256;
 
+/// Bytes the queued (carried-over) connections may move in one pass before
+/// the loop polls again: the poll's fresh events, a small request among
+/// them, are served before the rest of the queue. About 100 µs of copying
+/// here; the extra poll costs about a microsecond. Measured with 8 bulk and
+/// 50 small echo clients: the small ones' p50 went from 0.68-0.74 ms (no
+/// slice) to 0.27-0.32 ms (512 KiB: 0.27-0.58), the bulk from 1.12-1.15 to
+/// 1.06-1.08 GB/s.
+pub const PASS_SLICE: usize = 256 * 1024;
+
 /// Events fetched per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -192,6 +203,8 @@ pub struct Server {
     /// Each connection's byte budget in this turn of the loop
     /// ([`connection::turn_budget`] of how many are ready).
     turn_budget: usize,
+    /// Bytes the turns of the queued connections moved in this pass.
+    pass_bytes: usize,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
     /// Accepting is paused until then (out of descriptors or memory).
@@ -263,6 +276,7 @@ impl Server {
             wakeups: BinaryHeap::new(),
             counters: LoopCounters::default(),
             turn_budget: connection::TURN_BUDGET,
+            pass_bytes: 0,
             effects: Vec::new(),
             accept_paused_until: None,
             last_accept_warning: None,
@@ -379,8 +393,16 @@ impl Server {
                 self.accept(index, now);
             }
             // Only the connections queued before this pass: one that is
-            // queued again waits for the next poll, behind the others.
+            // queued again waits for the next poll, behind the others. And
+            // only until they have moved PASS_SLICE bytes: the rest wait, at
+            // the head of the queue, for one more poll, so a small request
+            // that arrived meanwhile waits behind a slice of the bulk work,
+            // not behind all of it.
+            self.pass_bytes = 0;
             for _ in 0..self.ready.len() {
+                if self.pass_bytes >= PASS_SLICE {
+                    break;
+                }
                 let Some(key) = self.ready.pop_front() else {
                     break;
                 };
@@ -571,6 +593,7 @@ impl Server {
             budget: self.turn_budget,
         };
         let report = conn.turn(key, &mut ctx);
+        self.pass_bytes += report.bytes_in + report.bytes_out + report.discarded;
         let counters = self.stats.service(conn.kind);
         counters.bytes_in += report.bytes_in as u64;
         counters.bytes_out += report.bytes_out as u64;
