@@ -72,6 +72,28 @@ impl BufPool {
             self.free.push(block);
         }
     }
+
+    /// Evens out the idle blocks of two pools of one block size. An echo
+    /// that trades its receive and send buffers (see
+    /// [`crate::service::Io::transfer`]) takes a block from one pool and
+    /// gives it back to the other; without this one pool would run dry and
+    /// allocate for every message while the other filled up.
+    pub fn balance(&mut self, other: &mut BufPool) {
+        if self.block != other.block {
+            return;
+        }
+        let (fuller, emptier) = if self.free.len() > other.free.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        while fuller.free.len() > emptier.free.len() + 1 {
+            let Some(block) = fuller.free.pop() else {
+                break;
+            };
+            emptier.free.push(block);
+        }
+    }
 }
 
 /// A bounded FIFO of bytes, contiguous so that parsers and `write` see one

@@ -142,6 +142,7 @@ impl Pools {
     fn give_buffers(&mut self, mut buffers: Box<Buffers>) -> Option<Box<Buffers>> {
         buffers.recv.release(&mut self.recv);
         buffers.send.release(&mut self.send);
+        self.recv.balance(&mut self.send);
         if !buffers.is_empty() {
             return Some(buffers);
         }

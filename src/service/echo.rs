@@ -30,8 +30,48 @@ impl Echo {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::super::ServiceKind;
     use super::super::testing::{config, random_split, run};
+
+    #[test]
+    fn a_transfer_into_an_empty_buffer_trades_places_with_no_copy() {
+        use crate::buffer::{BufPool, ByteBuf};
+        use crate::service::Io;
+        let peer = "127.0.0.1:9".parse().expect("literal address");
+        let (mut recv_pool, mut send_pool) = (BufPool::new(64), BufPool::new(64));
+        let (mut input, mut output) = (ByteBuf::new(64), ByteBuf::new(64));
+        input.append(&mut recv_pool, b"first");
+        let before = input.data().as_ptr();
+        let mut io = Io::new(
+            &mut input,
+            &mut output,
+            &mut send_pool,
+            peer,
+            Instant::now(),
+        );
+        assert_eq!(io.transfer(), 5);
+        assert!(input.is_empty());
+        assert_eq!(output.data(), b"first");
+        assert_eq!(
+            output.data().as_ptr(),
+            before,
+            "the same storage, not a copy"
+        );
+        // Behind bytes still owed, input is appended as far as room allows.
+        input.append(&mut recv_pool, &[b'x'; 64]);
+        let mut io = Io::new(
+            &mut input,
+            &mut output,
+            &mut send_pool,
+            peer,
+            Instant::now(),
+        );
+        assert_eq!(io.transfer(), 59);
+        assert_eq!(input.len(), 5);
+        assert_eq!(output.len(), 64);
+    }
 
     #[test]
     fn echoes_every_byte_whatever_the_split() {
