@@ -87,7 +87,8 @@ impl BufPool {
         } else {
             (other, self)
         };
-        while fuller.free.len() > emptier.free.len() + 1 {
+        // Until the emptier one has at least as many.
+        while fuller.free.len() > emptier.free.len() {
             let Some(block) = fuller.free.pop() else {
                 break;
             };

@@ -159,6 +159,43 @@ fn echo_and_ack_allocate_nothing_per_message_in_steady_state() {
 }
 
 #[test]
+fn echo_to_many_connections_at_once_allocates_nothing_per_message() {
+    // Many connections served in one pass, as under load: a round writes a
+    // message on every connection, then reads every echo. The echo trades
+    // its receive and send buffers, moving a storage block from the receive
+    // pool to the send pool on every message; until the two pools were
+    // evened out, the receive pool ran dry and a 64 KiB block was allocated
+    // (and zeroed) for every message: 20,000 for 20,000 here.
+    let _turn = one_at_a_time();
+    const CONNS: usize = 100;
+    const ROUNDS: usize = 200;
+    let addr = serve(&[ServiceKind::Echo])[0].0;
+    let mut conns: Vec<TcpStream> = (0..CONNS).map(|_| connect(addr)).collect();
+    let mut reply = [0u8; 64];
+    let mut round = |conns: &mut [TcpStream]| {
+        for c in conns.iter_mut() {
+            c.write_all(&[7u8; 64]).expect("send");
+        }
+        for c in conns.iter_mut() {
+            c.read_exact(&mut reply).expect("the echo");
+        }
+    };
+    for _ in 0..ROUNDS {
+        round(&mut conns);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..ROUNDS {
+        round(&mut conns);
+    }
+    let counted = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert!(
+        counted < 20,
+        "{counted} allocations for {} messages on {CONNS} connections",
+        CONNS * ROUNDS
+    );
+}
+
+#[test]
 fn chat_allocates_nothing_per_broadcast_in_steady_state() {
     let _turn = one_at_a_time();
     const LINES: usize = 3000;
