@@ -132,9 +132,11 @@ printf '    %-30s %15s %15s %15s\n' "" "--so-sndbuf 4K" "4K, quick ACKs" "defaul
     "bytes the client read" "$SMALL_BYTES" "$QUICK_BYTES" "$DEFAULT_BYTES" \
     "download time" "$SMALL_MS ms" "$QUICK_MS ms" "$DEFAULT_MS ms"
 explain <<'EOF'
-With a small kernel buffer the server keeps running into a full queue: more
-writes, many of which would block, and after each it must wait for an ACK to
-free room. A Linux receiver may delay its ACK by up to 40 ms, hoping to
+With a small kernel buffer the server keeps running into a full queue: most
+of its writes would block, and after each it must wait for an ACK to free
+room. (About as many writes succeed either way: the server writes whole
+TCP segments, and the kernel takes one even into a small queue once the
+queue has drained.) A Linux receiver may delay its ACK by up to 40 ms, hoping to
 combine it with more; with room for only about one packet, the sender
 pays that delay again and again (first column). With immediate ACKs (second
 column) the same small buffer costs little; with the default buffer the
@@ -147,7 +149,6 @@ if [ "$DEMO_TEST" = 1 ]; then
     echo
     check "4K: the kernel reports SO_SNDBUF 8192 (twice the 4K asked for)" 8192 "$SMALL_SNDBUF"
     check_num "4K: smaller than the default's SO_SNDBUF" "$SMALL_SNDBUF" -lt "$DEFAULT_SNDBUF"
-    check_num "4K: more write() calls than the default" "$SMALL_WRITES" -gt "$DEFAULT_WRITES"
     check_num "4K: more writes that would block than the default" "$SMALL_BLOCKS" -gt "$DEFAULT_BLOCKS"
     check "4K: the whole file arrives" "$SIZE" "$SMALL_BYTES"
     check "4K, quick ACKs: the whole file arrives" "$SIZE" "$QUICK_BYTES"

@@ -281,8 +281,11 @@ pub struct Connection {
     failure: Option<Failure>,
     /// Sitting in the reactor's ready queue.
     pub queued: bool,
-    /// Bulk turns left before [`Connection::segment`] asks the kernel again.
+    /// Uses left before [`Connection::segment`] asks the kernel again.
     segment_turns: u8,
+    /// How many uses the last answer was trusted for: doubled while the
+    /// answer stays the same, back to 1 when it changes.
+    segment_every: u8,
     /// The TCP segment size (MSS) last asked, 0 before the first bulk
     /// transfer: reads and writes of bulk data are cut to whole segments
     /// (see [`Connection::flush`]).
@@ -314,7 +317,7 @@ enum Failure {
 /// cost no `getsockopt`.
 const BULK_WRITE: usize = 32 * 1024;
 
-/// How many bulk reads and writes use the segment size
+/// The most bulk reads and writes that use the segment size
 /// [`Connection::segment`] last asked before it asks again.
 const SEGMENT_TURNS: u8 = 64;
 
@@ -395,6 +398,7 @@ impl Connection {
             failure: None,
             queued: false,
             segment_turns: 0,
+            segment_every: 0,
             segment: 0,
             wake_at: None,
             close_reason: CloseReason::Peer,
@@ -969,14 +973,22 @@ impl Connection {
     }
 
     /// The connection's TCP segment size (MSS), asked only by a bulk
-    /// transfer (small messages cost no system call), and then once every
-    /// [`SEGMENT_TURNS`] calls: it changes under way (on loopback it starts
-    /// at 47,616 bytes and grows to 65,483 as the client's window opens in
-    /// the first few turns), but seldom. 0 when the kernel will not say.
+    /// transfer (small messages cost no system call). It changes under way:
+    /// on loopback it starts at 47,616 bytes and grows to 65,483 as the
+    /// client's window opens in the first few turns, then seldom changes.
+    /// So an answer is trusted for 1, 2, 4, ... up to [`SEGMENT_TURNS`]
+    /// uses while it stays the same, and for 1 again once it changes. 0 when
+    /// the kernel will not say.
     fn segment(&mut self) -> usize {
         if self.segment_turns == 0 {
-            self.segment_turns = if self.segment == 0 { 1 } else { SEGMENT_TURNS };
+            let before = self.segment;
             self.segment = socket2::SockRef::from(&self.socket).tcp_mss().unwrap_or(0);
+            self.segment_every = if self.segment != before {
+                1
+            } else {
+                self.segment_every.saturating_mul(2).clamp(1, SEGMENT_TURNS)
+            };
+            self.segment_turns = self.segment_every;
         } else {
             self.segment_turns -= 1;
         }
