@@ -111,12 +111,18 @@ fn allocations_over(addr: SocketAddr, request: &[u8], reply_len: usize, rounds: 
         client.write_all(request).expect("send");
         client.read_exact(&mut reply).expect("the reply");
     };
+    counted_after_warm_up(rounds, || exchange(&mut client))
+}
+
+/// Runs `step` `rounds` times to warm up, then `rounds` times more, and
+/// returns the allocations counted over the second half.
+fn counted_after_warm_up(rounds: usize, mut step: impl FnMut()) -> u64 {
     for _ in 0..rounds {
-        exchange(&mut client);
+        step();
     }
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..rounds {
-        exchange(&mut client);
+        step();
     }
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
@@ -180,14 +186,7 @@ fn echo_to_many_connections_at_once_allocates_nothing_per_message() {
             c.read_exact(&mut reply).expect("the echo");
         }
     };
-    for _ in 0..ROUNDS {
-        round(&mut conns);
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..ROUNDS {
-        round(&mut conns);
-    }
-    let counted = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let counted = counted_after_warm_up(ROUNDS, || round(&mut conns));
     assert!(
         counted < 20,
         "{counted} allocations for {} messages on {CONNS} connections",
@@ -223,14 +222,7 @@ fn chat_allocates_nothing_per_broadcast_in_steady_state() {
             read_line_of(reader, &mut buf, line.as_bytes());
         }
     };
-    for _ in 0..LINES {
-        say(&mut sender, &mut readers);
-    }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..LINES {
-        say(&mut sender, &mut readers);
-    }
-    let chat = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let chat = counted_after_warm_up(LINES, || say(&mut sender, &mut readers));
     assert!(
         chat < 20,
         "chat: {chat} allocations for {LINES} lines to two readers"

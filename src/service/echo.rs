@@ -42,16 +42,12 @@ mod tests {
         let peer = "127.0.0.1:9".parse().expect("literal address");
         let (mut recv_pool, mut send_pool) = (BufPool::new(64), BufPool::new(64));
         let (mut input, mut output) = (ByteBuf::new(64), ByteBuf::new(64));
+        let mut transfer = |input: &mut ByteBuf, output: &mut ByteBuf| {
+            Io::new(input, output, &mut send_pool, peer, Instant::now()).transfer()
+        };
         input.append(&mut recv_pool, b"first");
         let before = input.data().as_ptr();
-        let mut io = Io::new(
-            &mut input,
-            &mut output,
-            &mut send_pool,
-            peer,
-            Instant::now(),
-        );
-        assert_eq!(io.transfer(), 5);
+        assert_eq!(transfer(&mut input, &mut output), 5);
         assert!(input.is_empty());
         assert_eq!(output.data(), b"first");
         assert_eq!(
@@ -61,14 +57,7 @@ mod tests {
         );
         // Behind bytes still owed, input is appended as far as room allows.
         input.append(&mut recv_pool, &[b'x'; 64]);
-        let mut io = Io::new(
-            &mut input,
-            &mut output,
-            &mut send_pool,
-            peer,
-            Instant::now(),
-        );
-        assert_eq!(io.transfer(), 59);
+        assert_eq!(transfer(&mut input, &mut output), 59);
         assert_eq!(input.len(), 5);
         assert_eq!(output.len(), 64);
     }
