@@ -122,11 +122,6 @@ impl Pools {
         }
     }
 
-    /// Empty boxes kept for reuse.
-    pub fn idle_buffers(&self) -> usize {
-        self.buffers.len()
-    }
-
     fn take_buffers(&mut self) -> Box<Buffers> {
         self.buffers.pop().unwrap_or_else(|| {
             Box::new(Buffers {
