@@ -33,7 +33,9 @@
 # script) to LOAD_CPU, with taskset. Server CPU is read from
 # /proc/PID/stat (utime, stime) over the load phase only: the window opens
 # once the server holds every connection, and closes when the load
-# generator exits. System calls are counted with `perf stat -e
+# generator exits; for the echo matrix, when it reports, before it closes
+# its connections (`bench --hold`), so closing 10,000 connections is not
+# counted against the messages. System calls are counted with `perf stat -e
 # raw_syscalls:sys_enter -p PID` over the same window when perf works here
 # (its tracepoint costs the server a little CPU, the same for every
 # server); otherwise from /proc/PID/io's syscr + syscw (reads and writes
@@ -319,9 +321,19 @@ echo_point() {
     local server=$1 conns=$2 size=$3 rep=$4 base out
     start_server "$server" -l 127.0.0.1:0=echo
     base=$(open_fds "$SERVER_PID")
-    load "$SERVER_ADDR" --conns "$conns" --size "$size" --secs "$SECS" >"$TMP/bench.json" &
+    # --hold: the load generator prints its report, then keeps its
+    # connections open until its stdin (a fifo held here) ends, so the
+    # window closes before the server sees them close: closing 10,000
+    # connections is not a cost of a message either.
+    rm -f "$TMP/hold.in"
+    mkfifo "$TMP/hold.in"
+    : >"$TMP/bench.json"
+    timeout $((GRACE + ${SECS%.*} + 10)) "$TR" bench "$SERVER_ADDR" \
+        --conns "$conns" --size "$size" --secs "$SECS" --json --hold \
+        <"$TMP/hold.in" >"$TMP/bench.json" 2>"$TMP/load.err" &
     local bench=$!
     STARTED+=("$bench")
+    exec 8>"$TMP/hold.in"
     # The window opens once the server holds every connection (for the
     # thread-per-connection server: once each has its thread): accepting
     # 10,000 is a cost of its own, not of a message.
@@ -332,8 +344,21 @@ echo_point() {
         echo "warning: $server never held $conns connections" >&2
     }
     window_open
-    wait "$bench"
+    # Until the report is out (or the load generator has exited).
+    local i
+    for i in $(seq $(((GRACE + ${SECS%.*} + 10) * 100))); do
+        [ -s "$TMP/bench.json" ] && break
+        kill -0 "$bench" 2>/dev/null || break
+        sleep 0.01
+    done
     window_close
+    exec 8>&-
+    wait "$bench"
+    rm -f "$TMP/hold.in"
+    if ! [ -s "$TMP/bench.json" ]; then
+        python3 -c 'import json,sys; print(json.dumps({"errors": 1, "failures": [sys.argv[1]]}))' \
+            "$(head -c 300 "$TMP/load.err")" >"$TMP/bench.json"
+    fi
     out="$WINDOW_JSON,\"held\":$held"
     record "{\"section\":\"echo\",\"server\":\"$server\",\"conns\":$conns,\"size\":$size,\"rep\":$rep,$out,\"bench\":$(cat "$TMP/bench.json")}"
     stop_server
@@ -623,7 +648,8 @@ else:
     out("- system calls: /proc/PID/io syscr + syscw over the load phase (reads and writes only; "
         "epoll_wait is not counted, perf did not work here)")
 out("- server CPU: /proc/PID/stat utime + stime over the load phase (from the moment the server holds "
-    "every connection until the load generator exits), in clock ticks of "
+    "every connection until the load generator exits; for the echo matrix, until it reports, before it "
+    "closes its connections: \`bench --hold\`), in clock ticks of "
     f"{1e3 / int('$CLK_TCK'):.0f} ms")
 out("- ratios are tcp-reactor / baseline: above 1 is more for tcp-reactor (better for rates, worse for "
     "latencies, CPU, system calls and memory)")

@@ -146,6 +146,12 @@ struct BenchArgs {
     /// Print the report as one JSON line (every figure; latencies in µs).
     #[arg(long)]
     json: bool,
+
+    /// After the report, keep the echo connections open until standard
+    /// input ends: a script measuring the server can stop counting before
+    /// they close (scripts/bench.sh does), so closing is not counted as load.
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(Args, Debug)]
@@ -514,13 +520,20 @@ fn bench(args: BenchArgs) -> ExitCode {
         rounds: args.rounds,
         short: args.short,
     };
-    match bench::run(config) {
-        Ok(report) => {
+    match bench::run_holding(config) {
+        Ok((report, held)) => {
             if args.json {
                 println!("{}", report.to_json());
             } else {
                 println!("{report}");
             }
+            if args.hold {
+                // Report first, close after: a script measuring the server
+                // stops once the report is out, then closes stdin.
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            }
+            drop(held);
             if report.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -429,6 +429,52 @@ fn bench_checks_every_echo_and_stops_after_its_rounds() {
 }
 
 #[test]
+fn bench_hold_keeps_its_connections_open_until_stdin_ends() {
+    // scripts/bench.sh stops counting the server's CPU and system calls when
+    // the report is out; with --hold the connections close only after that.
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=admin"]);
+    let addr = server.addr("echo").to_string();
+    let mut child = std::process::Command::new(support::binary())
+        .args([
+            "bench", &addr, "--conns", "3", "--size", "16", "--rounds", "2",
+        ])
+        .args(["--secs", "20", "--json", "--hold"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run bench");
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let report = rx
+        .recv_timeout(support::WAIT)
+        .expect("the report, before stdin ends");
+    assert!(report.contains("\"round_trips\":6"), "{report}");
+    let echo_clients = || {
+        support::admin(&server, "clients")
+            .lines()
+            .filter(|l| l.contains(" echo "))
+            .count()
+    };
+    assert_eq!(echo_clients(), 3, "held open after the report");
+    drop(child.stdin.take());
+    assert!(support::wait_bounded(&mut child).success());
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while echo_clients() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open after bench exited"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn bench_short_makes_one_connection_per_round_trip() {
     let server = Server::start(&["-l", "127.0.0.1:0=echo", "-l", "127.0.0.1:0=admin"]);
     let addr = server.addr("echo").to_string();

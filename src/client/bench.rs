@@ -287,8 +287,19 @@ struct Conn {
 /// Runs the benchmark; errors only if the poller itself fails (or, for a
 /// long-connection run, if a connect call fails at once).
 pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
+    run_holding(config).map(|(report, _held)| report)
+}
+
+/// The connections of a finished echo run, still open: a measuring script
+/// can read the report while the server has not yet seen them close, so
+/// the closing is not counted as load. Dropping it closes them.
+pub struct Held(#[allow(dead_code)] Vec<Conn>);
+
+/// [`run`], but the echo connections are handed back open instead of
+/// closed (a `short` run holds none: its connections close as it goes).
+pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
     if config.short {
-        return run_short(config);
+        return run_short(config).map(|report| (report, Held(Vec::new())));
     }
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
@@ -393,7 +404,7 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
         }
     }
     let elapsed = begin.elapsed();
-    Ok(BenchReport {
+    let report = BenchReport {
         round_trips: latencies.len(),
         config,
         connect_time,
@@ -401,7 +412,8 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
         latencies,
         connects: Latencies::new(),
         failures,
-    })
+    };
+    Ok((report, Held(conns)))
 }
 
 /// One loop of a `short` run: the connection of its current round, if any.
