@@ -23,6 +23,21 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+/// `n` bytes cut down to whole TCP segments of `segment` bytes, when they
+/// hold at least one (else `n` as it is; also when `segment` is unknown, 0).
+///
+/// Why: with Nagle's algorithm on, a write a few bytes past a whole number
+/// of segments leaves a runt segment that waits for the client's ACK before
+/// it goes. On loopback the segment is 65,483 bytes, so a 64 KiB write is
+/// one full segment and a 53-byte runt: measured, that halved the rate of a
+/// 1 GiB download and of a bulk echo against writes cut to 65,483 bytes.
+pub fn whole_segments(n: usize, segment: usize) -> usize {
+    if segment == 0 || n < segment {
+        return n;
+    }
+    n - n % segment
+}
+
 /// A free list of equally sized storage blocks.
 ///
 /// Keeping a few blocks avoids an allocation (and the zeroing of a fresh
@@ -337,6 +352,7 @@ impl ChunkWriter {
     }
 
     /// Appends `parts`, one after another, growing the chunk at most once.
+    #[cfg(test)]
     pub fn append(&mut self, parts: &[&[u8]]) {
         let bytes = Rc::get_mut(&mut self.0).expect("a chunk being written is not shared yet");
         bytes.reserve(parts.iter().map(|p| p.len()).sum());

@@ -49,7 +49,7 @@ use std::time::Instant;
 use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
-use crate::buffer::{BufPool, ByteBuf, Chunk, ChunkPool, SharedQueue};
+use crate::buffer::{self, BufPool, ByteBuf, Chunk, ChunkPool, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
 use crate::sockopt;
 use crate::stats::CloseReason;
@@ -378,6 +378,7 @@ impl Connection {
         generation: u32,
         now: Instant,
     ) -> Connection {
+        let now = Stamp::of(now);
         Connection {
             socket,
             peer: Peer::from(peer),
@@ -397,8 +398,8 @@ impl Connection {
             segment: 0,
             wake_at: None,
             close_reason: CloseReason::Peer,
-            opened: Stamp::of(now),
-            last_active: Stamp::of(now),
+            opened: now,
+            last_active: now,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -805,7 +806,7 @@ impl Connection {
                 return (total, false);
             }
             let want = if free >= BULK_WRITE {
-                files::whole_segments(free, free as u64 + 1, segment)
+                buffer::whole_segments(free, segment)
             } else {
                 free
             };
@@ -878,7 +879,7 @@ impl Connection {
                 if whole_segments && len >= BULK_WRITE {
                     let segment = self.segment();
                     if segment > 0 {
-                        take = files::whole_segments(len, len as u64 + 1, segment);
+                        take = buffer::whole_segments(len, segment);
                     }
                 }
                 let written = (&self.socket).write(&b.send.data()[..take]);
@@ -928,7 +929,7 @@ impl Connection {
             let Some((file, left, segment)) = self.service.zero_copy() else {
                 break;
             };
-            let count = files::whole_segments(
+            let count = files::file_chunk(
                 (room - total).min(usize::try_from(left).unwrap_or(usize::MAX)),
                 left,
                 segment,

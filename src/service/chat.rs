@@ -26,7 +26,7 @@
 use log::debug;
 
 use super::{Effect, Io, Outcome};
-use crate::buffer::{Chunk, ChunkWriter};
+use crate::buffer::ChunkWriter;
 
 /// Most bytes of lines in one shared chunk: small enough that receivers are
 /// judged, and pasters paced, in fine steps; large enough that a paste is not
@@ -143,21 +143,10 @@ fn push_line(chunk: &mut ChunkWriter, peer: std::net::SocketAddr, line: &[u8]) {
     chunk.append_line(peer, line);
 }
 
-/// The announcement of a join.
-pub fn joined(peer: std::net::SocketAddr) -> Chunk {
-    Chunk::from(format!("* {peer} joined\n").into_bytes())
-}
-
-/// The announcement of a leave; `too_slow` when the server disconnected it.
-pub fn left(peer: std::net::SocketAddr, too_slow: bool) -> Chunk {
-    let why = if too_slow { " (too slow)" } else { "" };
-    Chunk::from(format!("* {peer} left{why}\n").into_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{BufPool, ByteBuf};
+    use crate::buffer::{BufPool, ByteBuf, Chunk};
     use crate::service::Next;
     use crate::service::testing::random_split;
 
@@ -343,13 +332,6 @@ mod tests {
         let third = say(b"six\n", &mut chunks);
         assert_eq!(&*third, b"[127.0.0.1:9] six\n");
         assert_eq!(third.as_ptr(), at);
-    }
-
-    #[test]
-    fn announcements() {
-        let peer = "127.0.0.1:5".parse().unwrap();
-        assert_eq!(&*joined(peer), b"* 127.0.0.1:5 joined\n");
-        assert_eq!(&*left(peer, true), b"* 127.0.0.1:5 left (too slow)\n");
     }
 
     mod properties {

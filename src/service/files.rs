@@ -631,26 +631,21 @@ struct Stream {
     zero_copy: bool,
     /// The connection's TCP segment size (MSS) as the connection last told
     /// it ([`Files::set_segment`]); 0 until then. Chunks are cut to whole
-    /// segments (see [`whole_segments`]). It changes under way: on loopback
+    /// segments (see [`file_chunk`]). It changes under way: on loopback
     /// it starts at 47,616 bytes and grows to 65,483 as the client's window
     /// opens, so the connection asks again before each batch of chunks.
     segment: usize,
 }
 
-/// How much of `want` bytes to read or send in one go, with `left` still
-/// owed and TCP segments of `segment` bytes: whole segments when `want`
-/// holds at least one and is not the end of the file.
-///
-/// Why: with Nagle's algorithm on, a write a few bytes past a whole number
-/// of segments leaves a runt segment that waits for the client's ACK before
-/// it goes. On loopback the segment is 65,483 bytes, so a 64 KiB chunk is
-/// one full segment and a 53-byte runt: measured, that halved the rate of a
-/// 1 GiB download against chunks cut to 65,483 bytes.
-pub fn whole_segments(want: usize, left: u64, segment: usize) -> usize {
-    if segment == 0 || want < segment || left <= want as u64 {
+/// How much of `want` bytes of a download to read or send in one go, with
+/// `left` still owed: whole TCP segments of `segment` bytes
+/// ([`crate::buffer::whole_segments`]), but for the end of the file, which
+/// goes as it is.
+pub fn file_chunk(want: usize, left: u64, segment: usize) -> usize {
+    if left <= want as u64 {
         return want;
     }
-    want - want % segment
+    crate::buffer::whole_segments(want, segment)
 }
 
 impl Files {
@@ -670,7 +665,7 @@ impl Files {
         self.stream.as_ref().is_some_and(|s| s.left > 0)
     }
 
-    /// The connection's TCP segment size, for [`whole_segments`].
+    /// The connection's TCP segment size, for [`file_chunk`].
     pub fn set_segment(&mut self, segment: usize) {
         if let Some(stream) = &mut self.stream {
             stream.segment = segment.max(1);
@@ -812,7 +807,7 @@ impl Files {
         }
         while stream.left > 0 && io.output_len() < io.low_watermark {
             let room = io.output_spare();
-            let want = whole_segments(
+            let want = file_chunk(
                 room.len()
                     .min(usize::try_from(stream.left).unwrap_or(usize::MAX)),
                 stream.left,
@@ -1212,16 +1207,16 @@ mod tests {
     }
 
     #[test]
-    fn whole_segments_cuts_runts_except_at_the_end() {
+    fn file_chunks_are_whole_segments_but_for_the_end() {
         // 64 KiB on loopback: one 65,483-byte segment and a 53-byte runt.
-        assert_eq!(whole_segments(65_536, 1 << 30, 65_483), 65_483);
-        assert_eq!(whole_segments(262_144, 1 << 30, 65_483), 4 * 65_483);
+        assert_eq!(file_chunk(65_536, 1 << 30, 65_483), 65_483);
+        assert_eq!(file_chunk(262_144, 1 << 30, 65_483), 4 * 65_483);
         // The end of the file goes as it is.
-        assert_eq!(whole_segments(65_536, 65_536, 65_483), 65_536);
-        assert_eq!(whole_segments(100, 100, 65_483), 100);
+        assert_eq!(file_chunk(65_536, 65_536, 65_483), 65_536);
+        assert_eq!(file_chunk(100, 100, 65_483), 100);
         // Less room than a segment, or no segment size known: as it is.
-        assert_eq!(whole_segments(16_384, 1 << 30, 65_483), 16_384);
-        assert_eq!(whole_segments(65_536, 1 << 30, 0), 65_536);
+        assert_eq!(file_chunk(16_384, 1 << 30, 65_483), 16_384);
+        assert_eq!(file_chunk(65_536, 1 << 30, 0), 65_536);
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl Service {
     /// A file region to send straight to the socket (`--sendfile`): its
     /// descriptor and the bytes still owed; `None` when there is none, or
     /// the service has other output to send first; and the TCP segment size
-    /// to cut it to ([`files::whole_segments`]).
+    /// to cut it to ([`files::file_chunk`]).
     pub fn zero_copy(&self) -> Option<(std::os::fd::BorrowedFd<'_>, u64, usize)> {
         match self {
             Service::Files(s) => s.zero_copy(),
