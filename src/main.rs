@@ -143,6 +143,15 @@ struct BenchArgs {
     #[arg(long)]
     short: bool,
 
+    /// Paced load: this many round trips per second over all connections,
+    /// on a fixed schedule (each connection sends every --conns / --rate
+    /// seconds), instead of each sending again the moment its echo is back.
+    /// Every server then gets the same load, so its latency and the other
+    /// clients' share of the machine can be compared. Latency is counted
+    /// from a message's first write. Not with --short.
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate, conflicts_with = "short")]
+    rate: Option<f64>,
+
     /// Print the report as one JSON line (every figure; latencies in µs).
     #[arg(long)]
     json: bool,
@@ -511,6 +520,15 @@ fn parse_secs(text: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.001..=100_000_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a rate of round trips per second (0.001 to 100000000)"
+        )),
+    }
+}
+
 fn bench(args: BenchArgs) -> ExitCode {
     let config = BenchConfig {
         addr: args.addr,
@@ -519,6 +537,7 @@ fn bench(args: BenchArgs) -> ExitCode {
         duration: Duration::from_secs_f64(args.secs),
         rounds: args.rounds,
         short: args.short,
+        rate: args.rate,
     };
     match bench::run_holding(config) {
         Ok((report, held)) => {

@@ -37,6 +37,7 @@ fn run(addr: SocketAddr, conns: usize, rounds: u64) -> BenchReport {
         duration: Duration::from_secs(120),
         rounds: Some(rounds),
         short: false,
+        rate: None,
     })
     .expect("the poller works");
     assert!(report.failures.is_empty(), "{report}");

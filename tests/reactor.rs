@@ -575,6 +575,30 @@ fn bench_json_reports_every_figure_on_one_line() {
     );
 }
 
+/// `--rate` keeps a fixed schedule: 4 connections at 20 round trips/s in
+/// all send every 200 ms, so 3 rounds each cannot end before the third
+/// round's sends, 400 ms in (unpaced they take a few milliseconds); and
+/// latency is counted from each send, not from the end of the wait.
+#[test]
+fn bench_rate_paces_its_round_trips() {
+    let server = Server::start(&["-l", "127.0.0.1:0=echo"]);
+    let echo = server.addr("echo").to_string();
+    let (ok, json) = bench_json(&[
+        "bench", &echo, "--conns", "4", "--size", "64", "--rounds", "3", "--rate", "20", "--secs",
+        "20",
+    ]);
+    assert!(ok, "{json}");
+    assert_eq!(json["rate"], 20.0, "{json}");
+    assert_eq!(json["round_trips"], 12, "{json}");
+    let secs = json["secs"].as_f64().expect("secs");
+    assert!(secs >= 0.4, "3 rounds 200 ms apart took {secs} s: {json}");
+    let p50 = json["latency_us"]["p50"].as_u64().expect("p50");
+    assert!(p50 < 100_000, "latency counts the wait: {json}");
+
+    let out = run_binary(&["bench", &echo, "--short", "--rate", "10"], b"");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn regression_3000_one_byte_partial_requests_hold_a_whole_receive_buffer_each() {
     const CLIENTS: u64 = 3000;

@@ -17,6 +17,8 @@
 //! measures. Latencies go into a fixed-size histogram ([`Latencies`]), so
 //! its memory is the same for a one-second run and a one-day run.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -38,6 +40,19 @@ pub struct BenchConfig {
     pub rounds: Option<u64>,
     /// Each round is a connection of its own: connect, one round trip, close.
     pub short: bool,
+    /// Round trips per second over all connections, on a fixed schedule
+    /// (each connection sends every `conns / rate` seconds, the
+    /// connections staggered evenly), instead of each sending again as soon
+    /// as its echo is back. Not with `short`.
+    pub rate: Option<f64>,
+}
+
+impl BenchConfig {
+    /// The time between one connection's sends when paced.
+    fn interval(&self) -> Option<Duration> {
+        self.rate
+            .map(|rate| Duration::from_secs_f64(self.conns as f64 / rate))
+    }
 }
 
 /// What was measured.
@@ -86,6 +101,7 @@ impl BenchReport {
             "mode": if c.short { "short" } else { "echo" },
             "conns": c.conns,
             "size": c.size,
+            "rate": c.rate,
             "connect_ms": ms(self.connect_time),
             "secs": self.elapsed.as_secs_f64(),
             "round_trips": self.round_trips,
@@ -109,11 +125,15 @@ impl fmt::Display for BenchReport {
         if c.short {
             return self.fmt_short(f);
         }
-        writeln!(
+        write!(
             f,
             "bench {}: {} connections, {}-byte messages",
             c.addr, c.conns, c.size
         )?;
+        match c.rate {
+            Some(rate) => writeln!(f, ", paced at {rate:.0} round trips/s")?,
+            None => writeln!(f)?,
+        }
         writeln!(
             f,
             "connected {} in {:.1} ms",
@@ -279,7 +299,13 @@ struct Conn {
     /// Bytes of the current message written / echoed back so far.
     sent: usize,
     echoed: usize,
+    /// When the current message's first byte was written (or, unpaced,
+    /// when the previous echo was complete: the same moment).
     started: Instant,
+    /// Paced: when the next message is due; it is not sent before.
+    due: Option<Instant>,
+    /// Paced: `due` is in the run's queue of waiting connections.
+    queued: bool,
     rounds: u64,
     done: bool,
 }
@@ -323,6 +349,8 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
                     sent: 0,
                     echoed: 0,
                     started: start,
+                    due: None,
+                    queued: false,
                     rounds: 0,
                     done: false,
                 });
@@ -370,35 +398,59 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
     // Load phase.
     let begin = Instant::now();
     let deadline = begin + config.duration;
+    let interval = config.interval();
     let mut latencies = Latencies::new();
     let mut active = 0;
+    // Paced connections waiting for their next send, soonest first.
+    let mut waiting: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut load = Load {
         message: &message,
         scratch: &mut scratch,
         config: &config,
+        interval,
         deadline,
         latencies: &mut latencies,
         failures: &mut failures,
     };
+    let count = conns.len() as u32;
     for (i, conn) in conns.iter_mut().enumerate() {
         if conn.connected && !conn.done {
             conn.started = Instant::now();
+            // Paced: the connections' first sends spread over one interval.
+            conn.due = interval.map(|every| begin + every * i as u32 / count);
             // A fast server can finish every round before the first poll.
-            if !load.step(i, conn) {
+            if !load.step(i, conn, &mut waiting) {
                 active += 1;
             }
         }
     }
     while active > 0 {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
             break;
         }
-        poll.poll(&mut events, Some(left))?;
+        let timeout = match waiting.peek() {
+            Some(Reverse((due, _))) => left.min(due.saturating_duration_since(now)),
+            None => left,
+        };
+        poll.poll(&mut events, Some(timeout))?;
         for event in events.iter() {
             let i = event.token().0;
             let conn = &mut conns[i];
-            if !conn.done && conn.connected && load.step(i, conn) {
+            if !conn.done && conn.connected && load.step(i, conn, &mut waiting) {
+                active -= 1;
+            }
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((due, i))) = waiting.peek() {
+            if due > now {
+                break;
+            }
+            waiting.pop();
+            let conn = &mut conns[i];
+            conn.queued = false;
+            if !conn.done && load.step(i, conn, &mut waiting) {
                 active -= 1;
             }
         }
@@ -496,6 +548,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
                     &message,
                     &mut scratch,
                     &one_round,
+                    None,
                     deadline,
                     &mut latencies,
                 );
@@ -562,6 +615,8 @@ fn connect_short(poll: &Poll, i: usize, addr: SocketAddr) -> io::Result<Conn> {
         sent: 0,
         echoed: 0,
         started: Instant::now(),
+        due: None,
+        queued: false,
         rounds: 0,
         done: false,
     })
@@ -572,6 +627,7 @@ struct Load<'a> {
     message: &'a [u8],
     scratch: &'a mut [u8],
     config: &'a BenchConfig,
+    interval: Option<Duration>,
     deadline: Instant,
     latencies: &'a mut Latencies,
     failures: &'a mut Vec<String>,
@@ -579,33 +635,59 @@ struct Load<'a> {
 
 impl Load<'_> {
     /// Moves connection `i` on; true once it is done (finished or failed).
-    fn step(&mut self, i: usize, conn: &mut Conn) -> bool {
+    /// A paced connection whose next send is not yet due goes into
+    /// `waiting` (once).
+    fn step(
+        &mut self,
+        i: usize,
+        conn: &mut Conn,
+        waiting: &mut BinaryHeap<Reverse<(Instant, usize)>>,
+    ) -> bool {
         let moved = pump(
             conn,
             self.message,
             self.scratch,
             self.config,
+            self.interval,
             self.deadline,
             self.latencies,
         );
-        if let Err(e) = moved {
-            self.failures.push(format!("connection {i}: {e}"));
-            conn.done = true;
+        match moved {
+            Ok(Some(due)) if !conn.queued => {
+                conn.queued = true;
+                waiting.push(Reverse((due, i)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.failures.push(format!("connection {i}: {e}"));
+                conn.done = true;
+            }
         }
         conn.done
     }
 }
 
-/// Moves one connection's closed loop as far as the socket allows.
+/// Moves one connection's closed loop as far as the socket allows; with
+/// `interval` (paced), `Ok(Some(due))` when the next message is not due yet.
 fn pump(
     conn: &mut Conn,
     message: &[u8],
     scratch: &mut [u8],
     config: &BenchConfig,
+    interval: Option<Duration>,
     deadline: Instant,
     latencies: &mut Latencies,
-) -> Result<(), String> {
+) -> Result<Option<Instant>, String> {
     loop {
+        if conn.sent == 0
+            && let Some(due) = conn.due
+        {
+            let now = Instant::now();
+            if now < due {
+                return Ok(Some(due));
+            }
+            conn.started = now;
+        }
         if conn.sent < message.len() {
             match conn.socket.write(&message[conn.sent..]) {
                 Ok(n) => conn.sent += n,
@@ -616,7 +698,7 @@ fn pump(
         }
         let want = (conn.sent - conn.echoed).min(scratch.len());
         if want == 0 {
-            return Ok(());
+            return Ok(None);
         }
         match conn.socket.read(&mut scratch[..want]) {
             Ok(0) => return Err("server closed the connection".to_string()),
@@ -626,7 +708,7 @@ fn pump(
                 }
                 conn.echoed += n;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("read: {e}")),
         }
@@ -637,9 +719,14 @@ fn pump(
             conn.sent = 0;
             conn.echoed = 0;
             conn.started = now;
+            // Paced: the next send is due one interval after this one was,
+            // on a fixed schedule, so a late echo does not slow the rate.
+            if let (Some(due), Some(every)) = (conn.due, interval) {
+                conn.due = Some(due + every);
+            }
             if now >= deadline || config.rounds.is_some_and(|r| conn.rounds >= r) {
                 conn.done = true;
-                return Ok(());
+                return Ok(None);
             }
         }
     }
