@@ -9,7 +9,12 @@
 #            msgs/s, p50/p99, server CPU per message, system calls per
 #            message, the server's user/system split
 #   mixed    8 clients echoing 4 MiB messages and 50 echoing 64 B, at once:
-#            the small ones' p50/p99 and the bulk rate
+#            the small ones' p50/p99 and the bulk rate; twice: the small
+#            clients in a closed loop (each sends again when its echo is
+#            back), and paced (`bench --rate MIXED_RATE`, the same load for
+#            every server, so the bulk rates compare the servers rather than
+#            how the shared client core was split); with the share of the
+#            server's CPU the hypervisor took (steal, from /proc/stat)
 #   short    connect, one 64-byte round trip, close (`bench --short`, from
 #            several client processes): connections/s, CPU per connection;
 #            and once, each server's system calls per connection by name
@@ -27,7 +32,9 @@
 #         QUICK=1 scripts/bench.sh     fewer points, 1 repetition, 1 s each
 # Environment: REPS (repetitions), SECS (seconds per echo point), SECTIONS
 # (default "echo mixed short idle download"),
-# SERVER_CPU / LOAD_CPU (default 0 and 1), OUT (default bench/RESULTS.md).
+# SERVER_CPU / LOAD_CPU (default 0 and 1), OUT (default bench/RESULTS.md),
+# MIXED_RATE (the paced small clients' round trips per second in all,
+# default 5000).
 #
 # The server runs pinned to SERVER_CPU, every load generator (and this
 # script) to LOAD_CPU, with taskset. Server CPU is read from
@@ -70,6 +77,7 @@ OUT=${OUT:-bench/RESULTS.md}
 # load generator keeps every server busy, on one core.
 SHORT_PROCS=${SHORT_PROCS:-4}
 SHORT_LOOPS=${SHORT_LOOPS:-8}
+MIXED_RATE=${MIXED_RATE:-5000}
 IDLE_CONNS=10000
 # Short connections whose system calls are counted by name (strace).
 SHORT_CALLS_CONNS=${SHORT_CALLS_CONNS:-2000}
@@ -260,8 +268,15 @@ WINDOW_TICKS=
 PERF_PID=
 IO_START=
 
+# steal_ticks: clock ticks the hypervisor took from SERVER_CPU so far
+# (the steal column of /proc/stat; 0 on bare metal).
+steal_ticks() {
+    awk -v cpu="cpu$SERVER_CPU" '$1 == cpu { print $9 + 0 }' /proc/stat
+}
+
 window_open() {
     WINDOW_TICKS=$(cpu_ticks "$SERVER_PID")
+    WINDOW_STEAL=$(steal_ticks)
     WINDOW_START=$(date +%s.%N)
     if [ "$SYSCALLS" != io ]; then
         local target=(-p "$SERVER_PID")
@@ -280,8 +295,9 @@ window_open() {
 # command substitution: only this shell can wait for perf.)
 WINDOW_JSON=
 window_close() {
-    local ticks now syscalls=null t
+    local ticks now syscalls=null t steal
     ticks=$(cpu_ticks "$SERVER_PID")
+    steal=$(($(steal_ticks) - WINDOW_STEAL))
     now=$(date +%s.%N)
     if [ "$SYSCALLS" != io ]; then
         kill -INT "$PERF_PID" 2>/dev/null
@@ -293,9 +309,9 @@ window_close() {
             "/proc/$SERVER_PID/io")
     fi
     read -ra t <<<"$WINDOW_TICKS $ticks"
-    WINDOW_JSON=$(printf '"user_ticks":%d,"sys_ticks":%d,"clk_tck":%d,"window_secs":%s,"syscalls":%s' \
+    WINDOW_JSON=$(printf '"user_ticks":%d,"sys_ticks":%d,"clk_tck":%d,"window_secs":%s,"syscalls":%s,"steal_ticks":%d' \
         $((t[2] - t[0])) $((t[3] - t[1])) "$CLK_TCK" \
-        "$(python3 -c "print(round($now - $WINDOW_START, 6))")" "$syscalls")
+        "$(python3 -c "print(round($now - $WINDOW_START, 6))")" "$syscalls" "$steal")
 }
 
 # load ARGS...: one `tcp-reactor bench` on LOAD_CPU, JSON on stdout; a
@@ -364,22 +380,44 @@ echo_point() {
     stop_server
 }
 
-# mixed_point SERVER REP: 8 bulk clients (4 MiB) and 50 small (64 B) at once.
+# mixed_point SERVER REP [RATE]: 8 bulk clients (4 MiB) and 50 small (64 B)
+# at once; with RATE, the small ones paced at RATE round trips/s in all.
 mixed_point() {
-    local server=$1 rep=$2 out
+    local server=$1 rep=$2 rate=${3:-} out pace=()
+    [ -n "$rate" ] && pace=(--rate "$rate")
     start_server "$server" -l 127.0.0.1:0=echo
     window_open
     load "$SERVER_ADDR" --conns 8 --size 4M --secs "$SECS" >"$TMP/bulk.json" &
     local bulk=$!
-    load "$SERVER_ADDR" --conns 50 --size 64 --secs "$SECS" >"$TMP/small.json" &
+    load "$SERVER_ADDR" --conns 50 --size 64 --secs "$SECS" "${pace[@]}" >"$TMP/small.json" &
     local small=$!
     STARTED+=("$bulk" "$small")
     wait "$bulk"
     wait "$small"
     window_close
     out=$WINDOW_JSON
-    record "{\"section\":\"mixed\",\"server\":\"$server\",\"rep\":$rep,$out,\"bulk\":$(cat "$TMP/bulk.json"),\"small\":$(cat "$TMP/small.json")}"
+    record "{\"section\":\"mixed\",\"server\":\"$server\",\"rep\":$rep,\"paced\":${rate:-null},$out,\"bulk\":$(cat "$TMP/bulk.json"),\"small\":$(cat "$TMP/small.json")}"
     stop_server
+}
+
+# stall_probe: a lone process spinning on SERVER_CPU for 3 s, reading the
+# clock: every gap over 0.5 ms is time the CPU was taken from it (by the
+# hypervisor, or an interrupt), which no server on that CPU can avoid
+# either. Recorded once, as context for the latency tails.
+stall_probe() {
+    local gaps
+    gaps=$(taskset -c "$SERVER_CPU" python3 -c '
+import json, time
+end = time.perf_counter() + 3.0
+last = time.perf_counter()
+gaps = []
+while last < end:
+    t = time.perf_counter()
+    if t - last > 0.0005:
+        gaps.append(round((t - last) * 1e3, 3))
+    last = t
+print(json.dumps(gaps))')
+    record "{\"section\":\"stalls\",\"secs\":3,\"gaps_ms\":${gaps:-[]}}"
 }
 
 # short_point SERVER REP: SHORT_PROCS client processes of short connections.
@@ -562,7 +600,16 @@ for rep in $(seq "$REPS"); do
             done
         done
     fi
-    for section in mixed short idle; do
+    if wants mixed; then
+        [ "$rep" = 1 ] && stall_probe
+        for server in $SERVERS; do
+            echo "-- rep $rep: mixed, closed loop: $server" >&2
+            mixed_point "$server" "$rep"
+            echo "-- rep $rep: mixed, paced at $MIXED_RATE/s: $server" >&2
+            mixed_point "$server" "$rep" "$MIXED_RATE"
+        done
+    fi
+    for section in short idle; do
         wants "$section" || continue
         for server in $SERVERS; do
             echo "-- rep $rep: $section: $server" >&2
@@ -725,12 +772,18 @@ if echo:
 
 # ---- mixed
 mixed = [r for r in rows if r["section"] == "mixed"]
-if mixed:
-    out("## Mixed load: 8 clients echoing 4 MiB + 50 clients echoing 64 B, at once")
-    out("")
+stalls = next((r for r in rows if r["section"] == "stalls"), None)
+
+
+def steal_pct(r):
+    w = r.get("window_secs")
+    return 100.0 * r["steal_ticks"] / (w * r["clk_tck"]) if w and "steal_ticks" in r else None
+
+
+def mixed_tables(rows_here):
     body = []
     for s in SERVERS:
-        rs = [r for r in mixed if r["server"] == s]
+        rs = [r for r in rows_here if r["server"] == s]
         p50 = med([(r["small"].get("latency_us") or {}).get("p50") for r in rs])
         p99 = med([(r["small"].get("latency_us") or {}).get("p99") for r in rs])
         small = med([r["small"].get("msgs_per_sec") for r in rs])
@@ -739,9 +792,9 @@ if mixed:
         bad = sum(errors(r, "bulk", "small") for r in rs)
         body.append([s, fmt(p50 / 1e3 if p50 is not None else None, 3),
                      fmt(p99 / 1e3 if p99 is not None else None, 3),
-                     fmt(small, 0), fmt(bulk, 2), str(bad)])
+                     fmt(small, 0), fmt(bulk, 2), fmt(med([steal_pct(r) for r in rs]), 1), str(bad)])
     table("medians", ["server", "small p50, ms", "small p99, ms", "small msgs/s",
-                      "bulk GB/s (each way)", "errors"], body)
+                      "bulk GB/s (each way)", f"CPU $SERVER_CPU stolen, %", "errors"], body)
     base = body[0]
 
     def num(x):
@@ -751,6 +804,31 @@ if mixed:
             return None
     table("tcp-reactor ÷ baseline", ["baseline", "small p50", "small p99", "small msgs/s", "bulk GB/s"],
           [[b[0]] + [ratio(num(base[i]), num(b[i])) for i in range(1, 5)] for b in body[1:]])
+
+
+if mixed:
+    out("## Mixed load: 8 clients echoing 4 MiB + 50 clients echoing 64 B, at once")
+    out("")
+    out("Closed loop: each small client sends again as soon as its echo is back. Both load generators "
+        f"share CPU $LOAD_CPU, so a server that answers the small clients sooner gets more of their "
+        "messages, and their generator takes that much of the core from the bulk one.")
+    out("")
+    mixed_tables([r for r in mixed if r.get("paced") is None])
+    paced = [r for r in mixed if r.get("paced") is not None]
+    if paced:
+        out(f"Paced: the 50 small clients send {paced[0]['paced']:,} messages/s in all on a fixed "
+            "schedule (\`bench --rate\`), the same load for every server; latency counted from each "
+            "message's first write.")
+        out("")
+        mixed_tables(paced)
+    if stalls is not None:
+        gaps = stalls["gaps_ms"]
+        over = lambda ms: sum(1 for g in gaps if g > ms)
+        out(f"The machine's own stalls: a lone process spinning on CPU $SERVER_CPU for {stalls['secs']} s "
+            f"lost it {len(gaps)} times for over 0.5 ms ({over(1)} over 1 ms, {over(2)} over 2 ms; "
+            f"{sum(gaps):.0f} ms in all, the longest {max(gaps, default=0):.1f} ms). A message that "
+            "arrives during such a gap waits it out, whatever the server.")
+        out("")
 
 # ---- short
 short = [r for r in rows if r["section"] == "short"]
