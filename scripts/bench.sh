@@ -13,8 +13,9 @@
 #            clients in a closed loop (each sends again when its echo is
 #            back), and paced (`bench --rate MIXED_RATE`, the same load for
 #            every server, so the bulk rates compare the servers rather than
-#            how the shared client core was split); with the share of the
-#            server's CPU the hypervisor took (steal, from /proc/stat)
+#            how the shared client core was split), and the paced small
+#            clients alone (no bulk: the machine's own tail); with the share
+#            of the server's CPU the hypervisor took (steal, /proc/stat)
 #   short    connect, one 64-byte round trip, close (`bench --short`, from
 #            several client processes): connections/s, CPU per connection;
 #            and once, each server's system calls per connection by name
@@ -380,23 +381,29 @@ echo_point() {
     stop_server
 }
 
-# mixed_point SERVER REP [RATE]: 8 bulk clients (4 MiB) and 50 small (64 B)
-# at once; with RATE, the small ones paced at RATE round trips/s in all.
+# mixed_point SERVER REP [RATE [BULK]]: BULK (default 8) bulk clients (4 MiB)
+# and 50 small (64 B) at once; with RATE, the small ones paced at RATE round
+# trips/s in all. BULK 0 is the control: the small load alone.
 mixed_point() {
-    local server=$1 rep=$2 rate=${3:-} out pace=()
+    local server=$1 rep=$2 rate=${3:-} conns=${4:-8} out pace=() bulk=
     [ -n "$rate" ] && pace=(--rate "$rate")
     start_server "$server" -l 127.0.0.1:0=echo
     window_open
-    load "$SERVER_ADDR" --conns 8 --size 4M --secs "$SECS" >"$TMP/bulk.json" &
-    local bulk=$!
+    if [ "$conns" -gt 0 ]; then
+        load "$SERVER_ADDR" --conns "$conns" --size 4M --secs "$SECS" >"$TMP/bulk.json" &
+        bulk=$!
+        STARTED+=("$bulk")
+    else
+        echo '{"bytes":0,"secs":null,"errors":0}' >"$TMP/bulk.json"
+    fi
     load "$SERVER_ADDR" --conns 50 --size 64 --secs "$SECS" "${pace[@]}" >"$TMP/small.json" &
     local small=$!
-    STARTED+=("$bulk" "$small")
-    wait "$bulk"
+    STARTED+=("$small")
+    [ -n "$bulk" ] && wait "$bulk"
     wait "$small"
     window_close
     out=$WINDOW_JSON
-    record "{\"section\":\"mixed\",\"server\":\"$server\",\"rep\":$rep,\"paced\":${rate:-null},$out,\"bulk\":$(cat "$TMP/bulk.json"),\"small\":$(cat "$TMP/small.json")}"
+    record "{\"section\":\"mixed\",\"server\":\"$server\",\"rep\":$rep,\"paced\":${rate:-null},\"bulk_conns\":$conns,$out,\"bulk\":$(cat "$TMP/bulk.json"),\"small\":$(cat "$TMP/small.json")}"
     stop_server
 }
 
@@ -607,6 +614,8 @@ for rep in $(seq "$REPS"); do
             mixed_point "$server" "$rep"
             echo "-- rep $rep: mixed, paced at $MIXED_RATE/s: $server" >&2
             mixed_point "$server" "$rep" "$MIXED_RATE"
+            echo "-- rep $rep: the paced small clients alone: $server" >&2
+            mixed_point "$server" "$rep" "$MIXED_RATE" 0
         done
     fi
     for section in short idle; do
@@ -814,20 +823,28 @@ if mixed:
         "messages, and their generator takes that much of the core from the bulk one.")
     out("")
     mixed_tables([r for r in mixed if r.get("paced") is None])
-    paced = [r for r in mixed if r.get("paced") is not None]
+    paced = [r for r in mixed if r.get("paced") is not None and r.get("bulk_conns", 8) > 0]
+    alone = [r for r in mixed if r.get("paced") is not None and r.get("bulk_conns", 8) == 0]
     if paced:
         out(f"Paced: the 50 small clients send {paced[0]['paced']:,} messages/s in all on a fixed "
             "schedule (\`bench --rate\`), the same load for every server; latency counted from each "
             "message's first write.")
         out("")
         mixed_tables(paced)
+    if alone:
+        out("The control: the same paced small clients with no bulk load at all. Their tail here is the "
+            "machine's, not the mixed load's.")
+        out("")
+        mixed_tables(alone)
     if stalls is not None:
         gaps = stalls["gaps_ms"]
         over = lambda ms: sum(1 for g in gaps if g > ms)
         out(f"The machine's own stalls: a lone process spinning on CPU $SERVER_CPU for {stalls['secs']} s "
             f"lost it {len(gaps)} times for over 0.5 ms ({over(1)} over 1 ms, {over(2)} over 2 ms; "
             f"{sum(gaps):.0f} ms in all, the longest {max(gaps, default=0):.1f} ms). A message that "
-            "arrives during such a gap waits it out, whatever the server.")
+            "arrives during such a gap waits it out, whatever the server: once the stolen share of "
+            f"CPU $SERVER_CPU passes 1 % in pieces of milliseconds, more than 1 % of the messages arrive "
+            "during one, and the p99 is the length of those pieces.")
         out("")
 
 # ---- short
