@@ -539,6 +539,14 @@ sink() {
 # download_point SENDER REP
 download_point() {
     local sender=$1 rep=$2 out port pid i
+    # The first read of a hole fills the page cache with zero pages (it
+    # took a 1 GiB download 5x as long as the next): read the file first,
+    # before every sender, so that none pays that for the others. Once is
+    # not enough: a machine may reclaim page cache nobody touched for a
+    # while (this VM runs DAMON's `pageout` on physical memory: pages
+    # unused for about a minute go), and the sections between two
+    # repetitions' downloads take longer than that.
+    cat "$TMP/root/big" >/dev/null
     case $sender in
     tcp-reactor)
         start_server tcp-reactor -l 127.0.0.1:0=files --root "$TMP/root"
@@ -586,10 +594,6 @@ download_point() {
 
 mkdir -p "$TMP/root"
 truncate -s "$DOWNLOAD_BYTES" "$TMP/root/big"
-# The first read of a hole fills the page cache with zero pages (it took a
-# second 1 GiB download 5x as long as the next): read it once, so that no
-# sender pays that for the others.
-cat "$TMP/root/big" >/dev/null
 : >"$DATA"
 RUN_START=$(date -u '+%Y-%m-%d %H:%M UTC')
 echo "== $COMMAND: started $RUN_START, system calls by $SYSCALLS" >&2
