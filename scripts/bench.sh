@@ -703,7 +703,8 @@ if SYSCALLS.startswith("perf"):
     how = ("-a -G CGROUP (a cgroup holding the server: every thread counted)" if SYSCALLS == "perf-cgroup"
            else "-p PID (the threads there when perf attached)")
     out(f"- system calls: \`perf stat -e raw_syscalls:sys_enter {how}\` over the load phase "
-        "(every system call, epoll_wait included; the tracepoint's own cost is in the CPU figures, for every server alike)")
+        "(every system call, epoll_wait included; the tracepoint's own cost is in the CPU figures, for every server alike; "
+        "a count below one per round trip, which cannot be, is perf losing events and is shown as –)")
 else:
     out("- system calls: /proc/PID/io syscr + syscw over the load phase (reads and writes only; "
         "epoll_wait is not counted, perf did not work here)")
@@ -744,7 +745,12 @@ def echo_metric(r, m):
     if m == "cpu":
         return cpu_us(r) / n if n else None
     if m == "sys":
-        return r["syscalls"] / n if n and r.get("syscalls") is not None else None
+        # Fewer calls than round trips cannot be (each message needs at
+        # least its read): perf lost the count, as it did once for the
+        # threads server's 10,000 threads.
+        if not n or r.get("syscalls") is None or r["syscalls"] < n:
+            return None
+        return r["syscalls"] / n
     if m == "user":
         t = r["user_ticks"] + r["sys_ticks"]
         return 100.0 * r["user_ticks"] / t if t else None
