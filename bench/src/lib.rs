@@ -38,6 +38,18 @@ pub fn flag<T: std::str::FromStr>(name: &str, default: Option<T>) -> T {
     }
 }
 
+/// The address given as the first argument; without a valid one, `usage`
+/// on stderr and exit code 2.
+pub fn addr_arg(usage: &str) -> SocketAddr {
+    match std::env::args().nth(1).map(|a| a.parse::<SocketAddr>()) {
+        Some(Ok(addr)) => addr,
+        _ => {
+            eprintln!("usage: {usage}");
+            exit(2)
+        }
+    }
+}
+
 /// The `--listen` address (default `127.0.0.1:0`).
 pub fn listen_addr() -> SocketAddr {
     flag("listen", Some(SocketAddr::from(([127, 0, 0, 1], 0))))

@@ -329,39 +329,15 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
     }
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let message: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
-    let mut scratch = vec![0u8; config.size.clamp(1, 64 * 1024)];
+    let (message, mut scratch) = message_and_scratch(config.size);
     let mut failures = Vec::new();
     let mut conns: Vec<Conn> = Vec::with_capacity(config.conns);
 
     let start = Instant::now();
     for i in 0..config.conns {
-        match TcpStream::connect(config.addr) {
-            Ok(mut socket) => {
-                poll.registry().register(
-                    &mut socket,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                conns.push(Conn {
-                    socket,
-                    connected: false,
-                    sent: 0,
-                    echoed: 0,
-                    started: start,
-                    due: None,
-                    queued: false,
-                    rounds: 0,
-                    done: false,
-                });
-            }
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("connect to {}: {e}", config.addr),
-                ));
-            }
-        }
+        let conn = open(&poll, i, config.addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", config.addr)))?;
+        conns.push(conn);
     }
 
     // Connect phase: wait for every connection's first writable event.
@@ -483,8 +459,7 @@ struct ShortLoop {
 fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let message: Vec<u8> = (0..config.size).map(|i| (i % 251) as u8).collect();
-    let mut scratch = vec![0u8; config.size.clamp(1, 64 * 1024)];
+    let (message, mut scratch) = message_and_scratch(config.size);
     let mut failures = Vec::new();
     let mut latencies = Latencies::new();
     let mut connects = Latencies::new();
@@ -505,7 +480,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
         .collect();
     let mut active = 0;
     for (i, l) in loops.iter_mut().enumerate() {
-        match connect_short(&poll, i, config.addr) {
+        match open(&poll, i, config.addr) {
             Ok(conn) => {
                 l.conn = Some(conn);
                 l.connecting_since = Instant::now();
@@ -577,7 +552,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
                 active -= 1;
                 continue;
             }
-            match connect_short(&poll, i, config.addr) {
+            match open(&poll, i, config.addr) {
                 Ok(conn) => {
                     l.conn = Some(conn);
                     l.connecting_since = Instant::now();
@@ -601,8 +576,16 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
     })
 }
 
-/// Starts a non-blocking connect for loop `i` of a `short` run.
-fn connect_short(poll: &Poll, i: usize, addr: SocketAddr) -> io::Result<Conn> {
+/// The message every round sends (`size` bytes counting up modulo 251, so
+/// bytes echoed out of place seldom match), and a buffer to read echoes
+/// into.
+fn message_and_scratch(size: usize) -> (Vec<u8>, Vec<u8>) {
+    let message = (0..size).map(|i| (i % 251) as u8).collect();
+    (message, vec![0u8; size.clamp(1, 64 * 1024)])
+}
+
+/// Starts a non-blocking connect for connection (or `short` loop) `i`.
+fn open(poll: &Poll, i: usize, addr: SocketAddr) -> io::Result<Conn> {
     let mut socket = TcpStream::connect(addr)?;
     poll.registry().register(
         &mut socket,

@@ -5,20 +5,14 @@
 //! whichever comes first, and exits (closing them all).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::exit;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 fn main() {
-    let Some(addr) = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
-        eprintln!("usage: idle-conns ADDR --conns N --secs T");
-        exit(2)
-    };
+    let addr = tcp_reactor_baselines::addr_arg("idle-conns ADDR --conns N --secs T");
     let conns: usize = tcp_reactor_baselines::flag("conns", Some(10_000));
     let secs: u64 = tcp_reactor_baselines::flag("secs", Some(60));
     let mut open = Vec::with_capacity(conns);

@@ -6,18 +6,12 @@
 //! sender. Gives up after T seconds (default 60) without a byte.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let Some(addr) = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse::<SocketAddr>().ok())
-    else {
-        eprintln!("usage: sink ADDR [--request TEXT] [--secs T]");
-        exit(2)
-    };
+    let addr = tcp_reactor_baselines::addr_arg("sink ADDR [--request TEXT] [--secs T]");
     let request: String = tcp_reactor_baselines::flag("request", Some(String::new()));
     let secs: u64 = tcp_reactor_baselines::flag("secs", Some(60));
     let start = Instant::now();
