@@ -23,6 +23,8 @@
 //! - [`client`]: the programs on the other end: `bench`, an echo load
 //!   generator; `record`, admin snapshots to CSV.
 //! - [`plot`]: a `record` CSV drawn as an SVG picture (file in, file out).
+//! - [`process`]: the process's own memory, descriptors and CPU time, read
+//!   from `/proc` for `metrics`.
 //!
 //! Pure (no I/O, time passed in):
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
@@ -34,7 +36,8 @@
 //! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.
-//! - [`metrics`]: the counters in the Prometheus (OpenMetrics) text format.
+//! - [`metrics`]: the counters in the Prometheus text formats (0.0.4 and
+//!   OpenMetrics).
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
@@ -46,6 +49,7 @@ pub mod limits;
 pub mod logsink;
 pub mod metrics;
 pub mod plot;
+pub mod process;
 pub mod reactor;
 pub mod service;
 pub mod sockopt;

@@ -887,18 +887,22 @@ impl Server {
             sum += held;
             max = max.max(held);
         }
-        metrics::render(&metrics::Snapshot {
-            services: self.running_services(),
-            user_buffer_bytes: sum,
-            user_buffer_max_bytes: max,
-            pool_blocks_recv: self.pools.recv.idle_blocks() as u64,
-            pool_blocks_send: self.pools.send.idle_blocks() as u64,
-            backpressure_pauses: self.counters.pauses,
-            slow_consumer_disconnects: self.counters.slow_consumers,
-            log_lines_dropped: crate::logsink::dropped(),
-            poll_iterations: self.counters.iterations,
-            poll_events: self.counters.events,
-        })
+        metrics::render(
+            &metrics::Snapshot {
+                services: self.running_services(),
+                user_buffer_bytes: sum,
+                user_buffer_max_bytes: max,
+                pool_blocks_recv: self.pools.recv.idle_blocks() as u64,
+                pool_blocks_send: self.pools.send.idle_blocks() as u64,
+                backpressure_pauses: self.counters.pauses,
+                slow_consumer_disconnects: self.counters.slow_consumers,
+                log_lines_dropped: crate::logsink::dropped(),
+                poll_iterations: self.counters.iterations,
+                poll_events: self.counters.events,
+                process: crate::process::ProcessFigures::read(),
+            },
+            metrics::Format::OpenMetrics,
+        )
     }
 
     /// Acts on every deadline that has passed.

@@ -315,6 +315,26 @@ pub fn write_fd(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of
+/// the CPU times and start time in `/proc/self/stat`; `None` if unknown.
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf takes a plain integer and reads no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0)
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`); `None` when
+/// unlimited or unknown.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: one valid, writable rlimit struct.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,7 +138,11 @@ impl Admin {
         self.sent = 0;
         self.next = next;
         self.pending = if self.http == Some(Http::Answering) {
-            http_response("200 OK", crate::metrics::CONTENT_TYPE, &answer)
+            http_response(
+                "200 OK",
+                crate::metrics::Format::OpenMetrics.content_type(),
+                &answer,
+            )
         } else {
             answer
         };
