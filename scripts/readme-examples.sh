@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 #
-# Runs README.md as written: starts the server exactly as the quick start
-# says (its `cargo run --release -- serve ...` line, with the binary under
-# test in place of `cargo run`), in a scratch directory holding the files the
-# examples name, then runs every ```console example and compares what each
+# Runs README.md as written: starts the server as the quick start says (its
+# `cargo run --release -- serve ...` line, with the binary under test in
+# place of `cargo run`, from the repository root, so it serves the shipped
+# examples/root), then runs every ```console example and compares what each
 # command prints with what the README shows.
 #
 # Run from anywhere:   scripts/readme-examples.sh
@@ -23,11 +23,16 @@
 #         only the first output line (a table's header) is compared,
 #         trailing blanks ignored; the other lines change every run
 #
-# The README's ports are fixed (its Services table), so when one of them is
-# already taken on this machine every example is skipped, saying why, and the
-# script exits 0. Otherwise it prints PASS/FAIL per command (a diff for each
-# failure), `N passed, N failed, N skipped`, and exits 1 if any failed.
-# The server and the scratch directory are removed on every exit (lib.sh).
+# The README's ports are fixed (its Services table), and a server started
+# by hand from the quick start may hold them while this runs. So the quick
+# start's server is run from the repository root with its own arguments plus
+# one `-l 127.0.0.1:0=SERVICE` per row of the table, on free ports, and every
+# `127.0.0.1:PORT` / `127.0.0.1 PORT` of the README's ports in an example (its
+# command and its output) is rewritten to the port really bound. Nothing is
+# ever skipped for a taken port. It prints PASS/FAIL per command (a diff for
+# each failure), `N passed, N failed, N skipped`, and exits 1 if any failed.
+# The server and the scratch directory (where the examples run, so a file
+# one writes lands there) are removed on every exit (lib.sh).
 
 set -uo pipefail
 
@@ -143,57 +148,41 @@ done <"$README"
 [ "$in_block" = 0 ] || die "README.md: a console block is not closed"
 [ "${#EX_CMD[@]}" -gt 0 ] || die "README.md: no \`\`\`console examples found"
 
-# --- The README's ports must be free ---------------------------------------
+# --- The server, on free ports ------------------------------------------------
 
-taken=()
-while read -r service port; do
-    in_use=$(ss -Htln "sport = :$port")
-    [ -n "$in_use" ] && taken+=("port $port ($service): $in_use")
-done <<<"$services"
-if [ "${#taken[@]}" -gt 0 ]; then
-    echo "SKIP every README example: the quick start's server needs the README's fixed ports,"
-    echo "and on this machine some are already taken (CI machines have them free):"
-    printf '    %s\n' "${taken[@]}"
-    echo "0 passed, 0 failed, ${#EX_CMD[@]} skipped"
-    exit 0
-fi
-
-# --- The scratch directory and the server ----------------------------------
-
-# Exactly the files the examples name: `GET notes.txt` shows `OK 12` and
-# `hello notes`; `LIST` shows notes.txt and sub/data.bin, nothing else.
+# The examples run in a scratch directory; the server runs where the quick
+# start runs it, at the repository root, so `--root examples/root` is the
+# tree the README ships.
 SCRATCH=$TMP/scratch
-mkdir -p "$SCRATCH/sub" || die "cannot create $SCRATCH"
-printf 'hello notes\n' >"$SCRATCH/notes.txt"
-printf '\000\001\002\003' >"$SCRATCH/sub/data.bin"
+mkdir -p "$SCRATCH" || die "cannot create $SCRATCH"
 
 # An example that runs `tcp-reactor` gets the binary under test.
 { mkdir -p "$TMP/bin" && ln -s "$BIN" "$TMP/bin/tcp-reactor"; } || die "cannot link $BIN"
 export PATH="$TMP/bin:$PATH"
 
-echo "# quick start: tcp-reactor ${SERVE_ARGS[*]}   (in a scratch directory: notes.txt, sub/data.bin)"
+listen_args=()
+while read -r service port; do
+    listen_args+=(-l "127.0.0.1:0=$service")
+done <<<"$services"
+echo "# quick start: tcp-reactor ${SERVE_ARGS[*]}   (from the repository root, README ports moved to free ones)"
+cd "$REPO" || die "cannot cd to $REPO"
+start_server "${SERVE_ARGS[@]:1}" "${listen_args[@]}"
 cd "$SCRATCH" || die "cannot cd to $SCRATCH"
-# No -l: wait for the first listener, then give the rest a moment. A README
-# address the server does not open is reported, and its examples then fail.
-start_server_expecting 1 "${SERVE_ARGS[@]:1}"
-missing=()
-for ((i = 0; ; i++)); do
-    missing=()
-    while read -r service port; do
-        grep -qF "listening on 127.0.0.1:$port ($service)" "$SERVER_LOG" ||
-            missing+=("127.0.0.1:$port ($service)")
-    done <<<"$services"
-    [ "${#missing[@]}" -eq 0 ] || [ "$i" -ge "$LISTEN_GRACE_TICKS" ] && break
-    sleep 0.05
+
+# README port -> the port bound for its service, as sed expressions that
+# touch only loopback addresses with that exact port.
+rewrite=()
+while read -r service port; do
+    bound=$(port_of "$service")
+    echo "#   $service: README port $port -> $bound"
+    rewrite+=(-e "s/127\.0\.0\.1:$port\b/127.0.0.1:$bound/g"
+        -e "s/127\.0\.0\.1 $port\b/127.0.0.1 $bound/g")
+done <<<"$services"
+for i in "${!EX_CMD[@]}"; do
+    EX_CMD[i]=$(printf '%s' "${EX_CMD[$i]}" | sed "${rewrite[@]}")
+    EX_OUT[i]=$(printf '%s' "${EX_OUT[$i]}" | sed "${rewrite[@]}"; printf x)
+    EX_OUT[i]=${EX_OUT[$i]%x}
 done
-if grep 'listening on ' "$SERVER_LOG" | grep -qvE 'listening on (127\.[0-9.]+|\[::1\]):[0-9]+ '; then
-    grep 'listening on ' "$SERVER_LOG" >&2
-    die "the quick start's server listens outside loopback; not running the examples"
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "warning: the server does not listen on the README's ${missing[*]}; it logged:"
-    grep 'listening on ' "$SERVER_LOG" | sed 's/^/    /'
-fi
 
 # --- The examples ------------------------------------------------------------
 
