@@ -172,8 +172,10 @@ Keys (live view):
   t        sort by round-trip time, longest first
   f        show one service at a time, then all again
   space    pause (snapshots that arrive meanwhile are not applied)
-  up/down  select a connection; Enter opens its detail pane, with a
+  up/down  select a connection (j/k too); the selection follows it when
+           the rows re-sort; Enter opens its detail pane, with a
            sparkline of each layer over the last minute; Esc closes it
+  PgUp/PgDn  a page up or down; Home/End (g/G) the first or last row
   q        quit (Ctrl-C too); the terminal is restored
 
 Each connection's bar shows where its bytes are, in the order a byte

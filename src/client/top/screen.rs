@@ -34,9 +34,10 @@ use crate::client::ClientError;
 /// that a 50 ms interval still shows every snapshot.
 pub const TICK: Duration = Duration::from_millis(25);
 
-/// The key's command, if it has one. Ctrl-C quits too: raw mode turns it
-/// into a key rather than a signal.
-pub fn command_for(key: KeyEvent) -> Option<Command> {
+/// The key's command, if it has one; `page` is how many rows the table
+/// showed last, what PageUp and PageDown move by. Ctrl-C quits too: raw
+/// mode turns it into a key rather than a signal.
+pub fn command_for(key: KeyEvent, page: usize) -> Option<Command> {
     if key.kind == KeyEventKind::Release {
         return None;
     }
@@ -52,6 +53,10 @@ pub fn command_for(key: KeyEvent) -> Option<Command> {
         KeyCode::Char(' ') => Command::TogglePause,
         KeyCode::Up | KeyCode::Char('k') => Command::Up,
         KeyCode::Down | KeyCode::Char('j') => Command::Down,
+        KeyCode::PageUp => Command::PageUp(page),
+        KeyCode::PageDown => Command::PageDown(page),
+        KeyCode::Home | KeyCode::Char('g') => Command::Home,
+        KeyCode::End | KeyCode::Char('G') => Command::End,
         KeyCode::Enter => Command::Open,
         KeyCode::Esc => Command::Close,
         KeyCode::Char('q') => Command::Quit,
@@ -108,9 +113,20 @@ const HIGHLIGHT: &str = "> ";
 const DETAIL_HEIGHT: u16 = 1 + 2 * 5 + 2;
 const LABEL_WIDTH: u16 = 34;
 
+/// What the screen keeps between two frames: where the table is scrolled
+/// to, and how many rows it showed (a page, for PageUp and PageDown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// The first row shown. Kept, so the table scrolls only when the
+    /// selection leaves what is shown, as a pager does.
+    pub offset: usize,
+    /// Rows the table had room for, its column names aside.
+    pub page: usize,
+}
+
 /// Draws the whole view; `status` is a line for the footer (an error, or
 /// the server having closed).
-pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>) {
+pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>, view: &mut View) {
     let header: Vec<Line<'_>> = text::header_lines(top, addr)
         .into_iter()
         .map(Line::from)
@@ -125,7 +141,7 @@ pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>) 
     ])
     .areas(frame.area());
     frame.render_widget(Paragraph::new(header), head);
-    draw_table(frame, top, table);
+    draw_table(frame, top, table, view);
     if top.detail {
         draw_detail(frame, top, pane);
     }
@@ -143,7 +159,7 @@ pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>) 
     frame.render_widget(Paragraph::new(footer), foot);
 }
 
-fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
+fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect, view: &mut View) {
     let rows = top.rows();
     let fixed: u16 = WIDTHS.iter().sum::<u16>() + WIDTHS.len() as u16 + HIGHLIGHT.len() as u16;
     // Four parts, three separators and the brackets.
@@ -174,8 +190,13 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
         .highlight_symbol(HIGHLIGHT);
-    let mut state = TableState::default().with_selected(top.selected_index(&rows));
+    let mut state = TableState::default()
+        .with_offset(view.offset)
+        .with_selected(top.selected_index(&rows));
     frame.render_stateful_widget(table, area, &mut state);
+    view.offset = state.offset();
+    // The column names take a line.
+    view.page = usize::from(area.height.saturating_sub(1));
 }
 
 fn draw_detail(frame: &mut Frame<'_>, top: &Top, area: Rect) {
@@ -306,6 +327,7 @@ pub fn run(feed: Feed, addr: &str) -> Result<(), ClientError> {
     let (guard, mut terminal) =
         enter().map_err(|e| ClientError::new(format!("cannot set up the terminal: {e}")))?;
     let mut failure: Option<ClientError> = None;
+    let mut view = View::default();
     let mut dirty = true;
     let result = loop {
         if failure.is_none() {
@@ -327,7 +349,7 @@ pub fn run(feed: Feed, addr: &str) -> Result<(), ClientError> {
         }
         if dirty {
             let status = failure.as_ref().map(|e| format!("error: {e}"));
-            if let Err(e) = terminal.draw(|f| draw(f, &top, addr, status.as_deref())) {
+            if let Err(e) = terminal.draw(|f| draw(f, &top, addr, status.as_deref(), &mut view)) {
                 break Err(ClientError::new(format!("cannot draw: {e}")));
             }
             dirty = false;
@@ -340,7 +362,7 @@ pub fn run(feed: Feed, addr: &str) -> Result<(), ClientError> {
             }
         }) {
             Ok(Some(Event::Key(key))) => {
-                if let Some(command) = command_for(key) {
+                if let Some(command) = command_for(key, view.page) {
                     dirty = true;
                     if !top.command(command) {
                         break failure.map_or(Ok(()), Err);
@@ -366,7 +388,7 @@ mod tests {
     fn screen(top: &Top, status: Option<&str>) -> String {
         let mut terminal = Terminal::new(TestBackend::new(160, 40)).unwrap();
         terminal
-            .draw(|f| draw(f, top, "127.0.0.1:7999", status))
+            .draw(|f| draw(f, top, "127.0.0.1:7999", status, &mut View::default()))
             .unwrap();
         let buffer = terminal.backend().buffer();
         let mut out = String::new();
@@ -470,17 +492,32 @@ mod tests {
     fn keys_map_to_commands() {
         let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
         assert_eq!(
-            command_for(key(KeyCode::Char('o'))),
+            command_for(key(KeyCode::Char('o')), 10),
             Some(Command::Sort(Sort::Owed))
         );
         assert_eq!(
-            command_for(key(KeyCode::Char('t'))),
+            command_for(key(KeyCode::Char('t')), 10),
             Some(Command::Sort(Sort::Rtt))
         );
-        assert_eq!(command_for(key(KeyCode::Enter)), Some(Command::Open));
-        assert_eq!(command_for(key(KeyCode::Esc)), Some(Command::Close));
-        assert_eq!(command_for(key(KeyCode::Char('x'))), None);
+        assert_eq!(command_for(key(KeyCode::Enter), 10), Some(Command::Open));
+        assert_eq!(command_for(key(KeyCode::Esc), 10), Some(Command::Close));
+        assert_eq!(command_for(key(KeyCode::Char('x')), 10), None);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(command_for(ctrl_c), Some(Command::Quit));
+        assert_eq!(command_for(ctrl_c, 10), Some(Command::Quit));
+    }
+
+    #[test]
+    fn paging_keys_map_to_a_page_of_the_table() {
+        let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+        assert_eq!(
+            command_for(key(KeyCode::PageDown), 7),
+            Some(Command::PageDown(7))
+        );
+        assert_eq!(
+            command_for(key(KeyCode::PageUp), 7),
+            Some(Command::PageUp(7))
+        );
+        assert_eq!(command_for(key(KeyCode::Home), 7), Some(Command::Home));
+        assert_eq!(command_for(key(KeyCode::End), 7), Some(Command::End));
     }
 }
