@@ -531,15 +531,16 @@ impl Top {
         rows
     }
 
-    /// The services of the current snapshot, in name order, that the
-    /// filter cycles through.
+    /// The services with a connection in the current snapshot, in name
+    /// order, that the filter cycles through. A service the server runs
+    /// with nobody connected is left out: filtering by it would show an
+    /// empty table.
     pub fn services(&self) -> Vec<String> {
         let Some(s) = &self.current else {
             return Vec::new();
         };
-        let mut names: BTreeSet<String> = s.stats.services.keys().cloned().collect();
-        names.extend(s.clients.iter().map(|r| r.service.clone()));
-        names.into_iter().collect()
+        let names: BTreeSet<&str> = s.clients.iter().map(|r| r.service.as_str()).collect();
+        names.into_iter().map(str::to_string).collect()
     }
 
     /// The index, among [`Top::rows`], of the selected row; `None` when
@@ -596,7 +597,9 @@ impl Top {
                 let services = self.services();
                 self.filter = match &self.filter {
                     None => services.first().cloned(),
-                    Some(now) => services.iter().skip_while(|s| *s != now).nth(1).cloned(),
+                    // The next in name order, even when the current one
+                    // has no connection left and so is not in the list.
+                    Some(now) => services.iter().find(|s| *s > now).cloned(),
                 };
             }
             Command::TogglePause => self.paused = !self.paused,
@@ -1039,5 +1042,37 @@ pub(crate) mod tests {
         // A page of zero rows (a screen too small for any) still moves.
         top.command(Command::PageUp(0));
         assert_eq!(at(&top), 28);
+    }
+    #[test]
+    fn regression_f_showed_services_without_connections() {
+        let rows = [
+            row_json(0, 4000, "admin", 1, ""),
+            row_json(1, 4001, "echo", 1, ""),
+        ];
+        // The server also runs chat and files, with nobody connected.
+        let text = line(1.0, 2, &rows).replace(
+            r#""services":{"echo":"#,
+            r#""services":{"admin":{"active":1},"chat":{"active":0},"files":{},"echo":"#,
+        );
+        let mut top = top_of(&[text]);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            top.command(Command::CycleFilter);
+            seen.push(top.filter.clone());
+            assert!(
+                top.filter.is_none() || !top.rows().is_empty(),
+                "filter {:?} shows no connection",
+                top.filter
+            );
+        }
+        assert_eq!(
+            seen,
+            [
+                Some("admin".into()),
+                Some("echo".into()),
+                None,
+                Some("admin".into())
+            ]
+        );
     }
 }

@@ -22,7 +22,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Block, Borders, Cell as TableCell, Paragraph, Row, Sparkline, Table, TableState,
+    Block, Borders, Cell as TableCell, HighlightSpacing, Paragraph, Row, Sparkline, Table,
+    TableState,
 };
 
 use super::model::{Cell, Command, Layer, Shown, Snapshot, Sort, Top, bar};
@@ -189,7 +190,10 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect, view: &mut View) {
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol(HIGHLIGHT);
+        .highlight_symbol(HIGHLIGHT)
+        // The symbol's room is kept with no row selected (an empty
+        // table), or the column names would shift left of their columns.
+        .highlight_spacing(HighlightSpacing::Always);
     let mut state = TableState::default()
         .with_offset(view.offset)
         .with_selected(top.selected_index(&rows));
@@ -506,6 +510,51 @@ mod tests {
         assert_eq!(command_for(ctrl_c, 10), Some(Command::Quit));
     }
 
+    /// The screen at `width` x `height`, a string per line.
+    fn screen_at(top: &Top, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal
+            .draw(|f| draw(f, top, "127.0.0.1:7999", None, &mut View::default()))
+            .unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    /// The table's lines: its column names, then a line per row shown.
+    fn table_lines(lines: &[String]) -> (usize, Vec<&String>) {
+        let at = lines
+            .iter()
+            .position(|l| l.split_whitespace().any(|w| w == "id") && l.contains("bar"))
+            .unwrap_or_else(|| panic!("no column names in\n{}", lines.join("\n")));
+        let rows = lines[at + 1..]
+            .iter()
+            .take_while(|l| {
+                l.trim_start()
+                    .starts_with(|c: char| c.is_ascii_digit() || c == '>')
+            })
+            .collect();
+        (at, rows)
+    }
+
+    #[test]
+    fn regression_an_empty_filter_shifted_the_header() {
+        let mut top = busy_top();
+        let id_at = |top: &Top| {
+            let lines = screen_at(top, 160, 40);
+            let (at, _) = table_lines(&lines);
+            lines[at].find("id").unwrap()
+        };
+        let with_rows = id_at(&top);
+        top.filter = Some("files".into());
+        assert!(top.rows().is_empty());
+        assert_eq!(id_at(&top), with_rows, "the column names stay put");
+    }
     #[test]
     fn paging_keys_map_to_a_page_of_the_table() {
         let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
