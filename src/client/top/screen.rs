@@ -212,14 +212,14 @@ fn draw_detail(frame: &mut Frame<'_>, top: &Top, area: Rect) {
     let samples = history.map_or(0, |h| h.len());
     let span = history.map_or(0.0, |h| h.span_secs());
     let title = format!(
-        " connection {} {} ({}) {} {}, last {} ({} samples)  Esc closes ",
+        " connection {} {} ({}) {} {}, last {} ({})  Esc closes ",
         r.id,
         r.peer,
         r.service,
         r.state,
         r.limit,
         text::duration(span),
-        samples
+        text::count(samples as u64, "sample")
     );
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
@@ -234,7 +234,7 @@ fn draw_detail(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         text::rtt(tcp.rtt_us),
         text::rtt(tcp.rttvar_us),
         n(tcp.snd_cwnd),
-        n(tcp.snd_ssthresh),
+        text::ssthresh(tcp.snd_ssthresh),
         n(tcp.snd_mss),
         n(tcp.snd_wnd),
         n(tcp.unacked),
@@ -555,6 +555,58 @@ mod tests {
         assert!(top.rows().is_empty());
         assert_eq!(id_at(&top), with_rows, "the column names stay put");
     }
+    /// A server with what made the view cut things: an age of 27.7 s, an
+    /// owed figure in megabytes, rates in kilobytes, a limit of 11
+    /// letters, and a connection with the initial (infinite) ssthresh.
+    fn crowded_top() -> Top {
+        let hog = |bytes: u64| {
+            row_json(
+                1,
+                4001,
+                "echo",
+                bytes,
+                concat!(
+                    r#","recv_buf_used":65536,"kernel_recv_queue":65536,"send_buf_used":32768,"#,
+                    r#""kernel_send_queue":2626560,"kernel_send_unsent":2600000"#
+                ),
+            )
+            .replace(r#""recv_buf_used":0,"#, "")
+            .replace(r#""kernel_recv_queue":0,"#, "")
+            .replace(r#""send_buf_used":0,"#, "")
+            .replace(r#""kernel_send_queue":0,"kernel_send_unsent":0,"#, "")
+            .replace(r#""age_secs":1.5"#, r#""age_secs":27.7"#)
+            .replace(
+                r#""state":"reading","limit":"idle""#,
+                r#""state":"paused","limit":"peer-window""#,
+            )
+            .replace(
+                r#""snd_cwnd":10}"#,
+                r#""snd_cwnd":10,"snd_ssthresh":2147483647}"#,
+            )
+        };
+        let own = row_json(0, 4000, "admin", 10, "");
+        let idle = row_json(12345, 4002, "echo", 2, "");
+        let mut top = Top::new();
+        top.own_peer = Some("127.0.0.1:4000".to_string());
+        top.apply(Snapshot::parse(&line(1.0, 3, &[own.clone(), hog(0), idle.clone()])).unwrap());
+        top.apply(Snapshot::parse(&line(1.25, 3, &[own, hog(3_000_000), idle])).unwrap());
+        top
+    }
+
+    #[test]
+    fn regression_ssthresh_showed_2147483647() {
+        let mut top = crowded_top();
+        top.command(Command::Home);
+        let hog = top.rows().iter().position(|r| r.row.id == 1).unwrap();
+        for _ in 0..hog {
+            top.command(Command::Down);
+        }
+        top.command(Command::Open);
+        let text = screen_at(&top, 160, 40).join("\n");
+        assert!(text.contains("ssthresh ∞"), "{text}");
+        assert!(!text.contains("2147483647"), "{text}");
+    }
+
     #[test]
     fn paging_keys_map_to_a_page_of_the_table() {
         let key = |code| KeyEvent::new(code, KeyModifiers::NONE);

@@ -56,6 +56,29 @@ pub fn rtt(us: Option<u64>) -> String {
     )
 }
 
+/// `n thing` or `n things`.
+pub fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// The kernel's TCP_INFINITE_SSTHRESH (0x7fffffff): the slow-start
+/// threshold of a connection that has not yet lost a packet.
+pub const INFINITE_SSTHRESH: u64 = 0x7fff_ffff;
+
+/// A slow-start threshold in segments: `∞` for the kernel's initial
+/// "none yet" value, `-` when not known.
+pub fn ssthresh(segments: Option<u64>) -> String {
+    match segments {
+        None => "-".to_string(),
+        Some(n) if n >= INFINITE_SSTHRESH => "∞".to_string(),
+        Some(n) => n.to_string(),
+    }
+}
+
 /// The header: what is watched, the totals and their rates, refusals and
 /// closes by cause, dropped log lines, and the active connections per
 /// service. The same lines head the full-screen view.
@@ -70,9 +93,9 @@ pub fn header_lines(top: &Top, addr: &str) -> Vec<String> {
     let rates = top.total_rates();
     let rate = |f: fn(&TotalRates) -> f64| per_sec(rates.as_ref().map(f));
     let mut first = format!(
-        "tcp-reactor top {addr}  uptime {}  {} connections",
+        "tcp-reactor top {addr}  uptime {}  {}",
         duration(stats.uptime_secs),
-        s.clients.len()
+        count(s.clients.len() as u64, "connection")
     );
     match &rates {
         Some(r) => {
@@ -281,6 +304,11 @@ mod tests {
         assert_eq!(duration(302.0), "5m02s");
         assert_eq!(duration(3.0 * 3600.0 + 240.0), "3h04m");
         assert_eq!(rtt(Some(1500)), "1.50");
+        assert_eq!(count(1, "connection"), "1 connection");
+        assert_eq!(count(2, "sample"), "2 samples");
+        assert_eq!(ssthresh(Some(0x7fff_ffff)), "∞");
+        assert_eq!(ssthresh(Some(42)), "42");
+        assert_eq!(ssthresh(None), "-");
     }
 
     fn two_snapshots() -> Top {
@@ -374,5 +402,15 @@ mod tests {
             text.starts_with("tcp-reactor top 127.0.0.1:1: waiting"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn regression_one_connection_was_plural() {
+        let mut top = Top::new();
+        top.apply(Snapshot::parse(&line(1.0, 1, &[row_json(0, 4000, "admin", 1, "")])).unwrap());
+        let text = render(&top, "127.0.0.1:7999");
+        assert!(text.contains("  1 connection  "), "{text}");
+        top.apply(Snapshot::parse(&line(2.0, 1, &[])).unwrap());
+        assert!(render(&top, "127.0.0.1:7999").contains("  0 connections  "));
     }
 }
