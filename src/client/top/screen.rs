@@ -26,6 +26,7 @@ use ratatui::widgets::{
     TableState,
 };
 
+use super::layout;
 use super::model::{Cell, Command, Layer, Shown, Snapshot, Sort, Top, bar};
 use super::text::{self, COLUMNS};
 use super::{Feed, top_for};
@@ -92,27 +93,9 @@ fn bar_line(shown: &Shown<'_>, part_width: usize) -> Line<'static> {
     Line::from(spans)
 }
 
-fn legend() -> Line<'static> {
-    let mut spans = vec![Span::raw("bar: ")];
-    for layer in Layer::ALL {
-        spans.push(Span::styled(
-            layer.glyph().to_string(),
-            Style::new().fg(color(layer)).add_modifier(Modifier::BOLD),
-        ));
-        spans.push(Span::raw(format!(" {}  ", layer.name())));
-    }
-    spans.push(Span::raw(
-        "(parts scaled to SO_RCVBUF | recv buffer | send buffer | SO_SNDBUF)",
-    ));
-    Line::from(spans)
-}
-
-const WIDTHS: [u16; 10] = [5, 21, 7, 9, 11, 6, 7, 7, 7, 7];
 const HIGHLIGHT: &str = "> ";
-/// Rows the detail pane takes: a line of TCP figures, two per layer and
-/// the border.
-const DETAIL_HEIGHT: u16 = 1 + 2 * 5 + 2;
-const LABEL_WIDTH: u16 = 34;
+/// Cells the layer names take in the detail pane with two lines a layer.
+const LABEL_WIDTH: usize = 34;
 
 /// What the screen keeps between two frames: where the table is scrolled
 /// to, and how many rows it showed (a page, for PageUp and PageDown).
@@ -125,67 +108,202 @@ pub struct View {
     pub page: usize,
 }
 
-/// Draws the whole view; `status` is a line for the footer (an error, or
-/// the server having closed).
-pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>, view: &mut View) {
-    let header: Vec<Line<'_>> = text::header_lines(top, addr)
+/// What the bar's letters mean, as fields that wrap: the last one, the
+/// scale, has a short form for a narrow screen.
+fn legend(width: usize) -> Vec<Vec<Span<'static>>> {
+    let mut fields: Vec<Vec<Span<'static>>> = Layer::ALL
         .into_iter()
-        .map(Line::from)
-        .chain([legend()])
+        .map(|layer| {
+            vec![
+                Span::styled(
+                    layer.glyph().to_string(),
+                    Style::new().fg(color(layer)).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(format!(" {}", layer.name())),
+            ]
+        })
         .collect();
-    let detail = if top.detail { DETAIL_HEIGHT } else { 0 };
-    let [head, table, pane, foot] = Layout::vertical([
-        Constraint::Length(header.len() as u16),
-        Constraint::Min(3),
-        Constraint::Length(detail),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
+    fields[0].insert(0, Span::raw("bar: "));
+    let scale = "(parts scaled to SO_RCVBUF | recv buffer | send buffer | SO_SNDBUF)";
+    let scale = if scale.chars().count() <= width {
+        scale
+    } else {
+        "(each part scaled to its limit)"
+    };
+    fields.push(vec![Span::raw(scale)]);
+    fields
+}
+
+/// Styled fields laid out in lines of at most `width` cells, two spaces
+/// apart, never split (see [`layout::wrap`]).
+fn wrapped(fields: &[Vec<Span<'static>>], width: usize) -> Vec<Line<'static>> {
+    let widths: Vec<usize> = fields
+        .iter()
+        .map(|f| f.iter().map(|s| s.content.chars().count()).sum())
+        .collect();
+    layout::wrap(&widths, width, 2)
+        .into_iter()
+        .map(|range| {
+            let mut spans = Vec::new();
+            for i in range.clone() {
+                if i > range.start {
+                    spans.push(Span::raw("  "));
+                }
+                spans.extend(fields[i].iter().cloned());
+            }
+            Line::from(spans)
+        })
+        .collect()
+}
+
+fn plain(fields: impl IntoIterator<Item = String>) -> Vec<Vec<Span<'static>>> {
+    fields.into_iter().map(|f| vec![Span::raw(f)]).collect()
+}
+
+/// The header groups in display order (title, totals, causes, services,
+/// legend) and the order they give way in when lines are short: the
+/// legend, which `--help` repeats, outlasts the causes and the services.
+const HEADER_PRIORITY: [usize; 5] = [0, 1, 4, 2, 3];
+
+/// The footer's keys, in display order, and the order they are kept in
+/// when the line is short: quitting, moving and opening first.
+const KEYS: [&str; 11] = [
+    "o owed",
+    "r rate",
+    "a age",
+    "t rtt",
+    "f filter",
+    "space pause",
+    "↑↓ select",
+    "PgUp/PgDn page",
+    "Enter detail",
+    "Esc close",
+    "q quit",
+];
+const KEY_PRIORITY: [usize; 11] = [10, 6, 8, 9, 4, 0, 1, 2, 3, 5, 7];
+
+fn footer(width: usize) -> Line<'static> {
+    let costs: Vec<usize> = KEYS.iter().map(|k| k.chars().count()).collect();
+    let chosen = layout::choose(&costs, &KEY_PRIORITY, width, 2);
+    let keys: Vec<&str> = KEYS
+        .iter()
+        .zip(chosen)
+        .filter(|(_, c)| *c)
+        .map(|(k, _)| *k)
+        .collect();
+    Line::from(Span::styled(
+        keys.join("  "),
+        Style::new().add_modifier(Modifier::DIM),
+    ))
+}
+
+/// Draws the whole view; `status` is a line for the footer (an error, or
+/// the server having closed). Nothing is cut: fields wrap whole, columns
+/// give way, and lines are shared out by [`layout::heights`].
+pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>, view: &mut View) {
+    let area = frame.area();
+    let width = usize::from(area.width);
+    let mut groups: Vec<Vec<Line<'static>>> = text::header_fields(top, addr)
+        .iter()
+        .map(|group| plain(group.iter().map(|f| f.fitting(width).to_string())))
+        .map(|fields| wrapped(&fields, width))
+        .collect();
+    groups.push(wrapped(&legend(width), width));
+    let selected = top.selected_row().filter(|_| top.detail);
+    // The pane's inside: its border takes a cell each side.
+    let inner = width.saturating_sub(2);
+    let figures = selected
+        .as_ref()
+        .map(|s| wrapped(&plain(detail_figures(top, s)), inner));
+    let lines: Vec<usize> = groups.iter().map(Vec::len).collect();
+    // Before the first snapshot there are two groups: a line saying so,
+    // and the legend.
+    let priority: &[usize] = if groups.len() == HEADER_PRIORITY.len() {
+        &HEADER_PRIORITY
+    } else {
+        &[0, 1]
+    };
+    let heights = layout::heights(
+        usize::from(area.height),
+        &lines,
+        priority,
+        top.rows().len(),
+        figures.as_ref().map(Vec::len),
+    );
+    let header: Vec<Line<'static>> = groups
+        .into_iter()
+        .zip(&heights.groups)
+        .filter(|(_, shown)| **shown)
+        .flat_map(|(g, _)| g)
+        .collect();
+    // Top to bottom: header, table, pane; the footer on the last line.
+    // Every height fits `area` (layout::heights shares out no more).
+    let mut y = area.y;
+    let mut take = |n: usize| {
+        let n = u16::try_from(n).unwrap_or(u16::MAX);
+        let rect = Rect::new(area.x, y, area.width, n).intersection(area);
+        y = y.saturating_add(n);
+        rect
+    };
+    let head = take(header.len());
+    let table = take(heights.table);
+    let pane = take(heights.detail);
     frame.render_widget(Paragraph::new(header), head);
     draw_table(frame, top, table, view);
-    if top.detail {
-        draw_detail(frame, top, pane);
+    if let (Some(shown), Some(figures)) = (selected, figures)
+        && heights.detail > 0
+    {
+        draw_detail(frame, top, &shown, figures, heights.layer_lines, pane);
     }
-    let keys = "o owed  r rate  a age  t rtt  f filter  space pause  ↑↓ select  Enter detail  Esc close  q quit";
-    let footer = match status {
-        Some(status) => Line::from(vec![
-            Span::styled(
-                status.to_string(),
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            ),
-            Span::raw("  q quits"),
-        ]),
-        None => Line::from(Span::styled(keys, Style::new().add_modifier(Modifier::DIM))),
-    };
-    frame.render_widget(Paragraph::new(footer), foot);
+    if area.height > 0 {
+        let foot = Rect::new(area.x, area.bottom() - 1, area.width, 1);
+        let line = match status {
+            Some(status) => Line::from(vec![
+                Span::styled(
+                    status.to_string(),
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw("  q quits"),
+            ]),
+            None => footer(width),
+        };
+        frame.render_widget(Paragraph::new(line), foot);
+    }
 }
 
 fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect, view: &mut View) {
     let rows = top.rows();
-    let fixed: u16 = WIDTHS.iter().sum::<u16>() + WIDTHS.len() as u16 + HIGHLIGHT.len() as u16;
-    // Four parts, three separators and the brackets.
-    let part_width =
-        (usize::from(area.width.saturating_sub(fixed)).saturating_sub(5) / 4).clamp(2, 16);
-    let names = COLUMNS.iter().zip(text::NUMERIC).map(|(name, numeric)| {
-        let line = Line::from(*name);
-        TableCell::from(if numeric { line.right_aligned() } else { line })
-    });
+    let full: Vec<[String; 10]> = rows.iter().map(text::cells).collect();
+    let short: Vec<[String; 10]> = rows.iter().map(text::short_cells).collect();
+    let fit = layout::columns(&full, &short, usize::from(area.width));
+    let aligned = |s: String, column: usize| {
+        let line = Line::from(s);
+        TableCell::from(if text::NUMERIC[column] {
+            line.right_aligned()
+        } else {
+            line
+        })
+    };
+    let names = fit
+        .shown
+        .iter()
+        .map(|c| aligned(COLUMNS[c.column].to_string(), c.column));
     let header = Row::new(names.chain([TableCell::from("bar")]))
         .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let body = rows.iter().map(|shown| {
-        let mut cells: Vec<TableCell<'_>> = text::cells(shown)
-            .into_iter()
-            .zip(text::NUMERIC)
-            .map(|(cell, numeric)| {
-                let line = Line::from(cell);
-                TableCell::from(if numeric { line.right_aligned() } else { line })
-            })
-            .collect();
-        cells.push(TableCell::from(bar_line(shown, part_width)));
-        Row::new(cells)
+    let body = rows.iter().enumerate().map(|(i, shown)| {
+        let cells = fit.shown.iter().map(|c| {
+            let forms = if c.short { &short[i] } else { &full[i] };
+            aligned(forms[c.column].clone(), c.column)
+        });
+        let bar = TableCell::from(bar_line(shown, fit.part));
+        Row::new(cells.chain([bar]))
     });
-    let mut widths: Vec<Constraint> = WIDTHS.iter().map(|w| Constraint::Length(*w)).collect();
-    widths.push(Constraint::Fill(1));
+    let widths = fit
+        .shown
+        .iter()
+        .map(|c| c.width)
+        .chain([layout::bar_width(fit.part)])
+        .map(|w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)));
     let table = Table::new(body, widths)
         .header(header)
         .column_spacing(1)
@@ -203,73 +321,166 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect, view: &mut View) {
     view.page = usize::from(area.height.saturating_sub(1));
 }
 
-fn draw_detail(frame: &mut Frame<'_>, top: &Top, area: Rect) {
-    let Some(shown) = top.selected_row() else {
-        return;
-    };
+/// The detail pane's figures, as fields that wrap: the connection's state,
+/// how much history there is, and its TCP_INFO.
+fn detail_figures(top: &Top, shown: &Shown<'_>) -> Vec<String> {
     let r = shown.row;
     let history = top.history(&r.key());
     let samples = history.map_or(0, |h| h.len());
     let span = history.map_or(0.0, |h| h.span_secs());
-    let title = format!(
-        " connection {} {} ({}) {} {}, last {} ({})  Esc closes ",
-        r.id,
-        r.peer,
-        r.service,
-        r.state,
-        r.limit,
-        text::duration(span),
-        text::count(samples as u64, "sample")
-    );
-    let block = Block::default().borders(Borders::ALL).title(title);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let mut constraints = vec![Constraint::Length(1)];
-    constraints.extend([Constraint::Length(2); 5]);
-    let lines = Layout::vertical(constraints).split(inner);
     let tcp = r.tcp.unwrap_or_default();
     let n = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let info = format!(
-        "rtt {} ms (var {})  cwnd {}  ssthresh {}  mss {}  peer window {}  unacked {}  retrans {}  in {}  out {}",
-        text::rtt(tcp.rtt_us),
-        text::rtt(tcp.rttvar_us),
-        n(tcp.snd_cwnd),
-        text::ssthresh(tcp.snd_ssthresh),
-        n(tcp.snd_mss),
-        n(tcp.snd_wnd),
-        n(tcp.unacked),
-        n(tcp.total_retrans),
-        text::bytes(r.bytes_in),
-        text::bytes(r.bytes_out),
-    );
-    frame.render_widget(Paragraph::new(info), lines[0]);
+    vec![
+        format!("state {}", r.state),
+        format!("limit {}", r.limit),
+        format!(
+            "last {} ({})",
+            text::duration(span),
+            text::count(samples as u64, "sample")
+        ),
+        format!(
+            "rtt {} ms (var {})",
+            text::rtt(tcp.rtt_us),
+            text::rtt(tcp.rttvar_us)
+        ),
+        format!("cwnd {}", n(tcp.snd_cwnd)),
+        format!("ssthresh {}", text::ssthresh(tcp.snd_ssthresh)),
+        format!("mss {}", n(tcp.snd_mss)),
+        format!("peer window {}", n(tcp.snd_wnd)),
+        format!("unacked {}", n(tcp.unacked)),
+        format!("retrans {}", n(tcp.total_retrans)),
+        format!("in {}", text::bytes(r.bytes_in)),
+        format!("out {}", text::bytes(r.bytes_out)),
+    ]
+}
+
+/// Fewest cells a sparkline keeps beside its label before the label
+/// drops the layer's name (the letter stays).
+const MIN_SPARK: usize = 12;
+
+fn draw_detail(
+    frame: &mut Frame<'_>,
+    top: &Top,
+    shown: &Shown<'_>,
+    figures: Vec<Line<'static>>,
+    layer_lines: usize,
+    area: Rect,
+) {
+    let r = shown.row;
+    let inner_width = usize::from(area.width.saturating_sub(2));
+    // The title's parts, kept whole, the id and the service first.
+    let parts = [
+        format!("connection {}", r.id),
+        r.peer.clone(),
+        format!("({})", r.service),
+        "Esc closes".to_string(),
+    ];
+    let costs: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
+    let chosen = layout::choose(&costs, &[0, 2, 1, 3], inner_width.saturating_sub(2), 1);
+    let title: Vec<&str> = parts
+        .iter()
+        .zip(chosen)
+        .filter(|(_, c)| *c)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {} ", title.join(" ")));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let per_layer = u16::try_from(layer_lines).unwrap_or(1);
+    // Short of lines, the figures give way (whole lines) to the layers: a
+    // layer left out would read as an empty one.
+    let figure_lines = u16::try_from(figures.len())
+        .unwrap_or(u16::MAX)
+        .min(inner.height.saturating_sub(5 * per_layer));
+    let [info, layers_area] =
+        Layout::vertical([Constraint::Length(figure_lines), Constraint::Fill(1)]).areas(inner);
+    frame.render_widget(Paragraph::new(figures), info);
+    let lines = Layout::vertical([Constraint::Length(per_layer); 5]).split(layers_area);
     let layers = r.layers();
+    let history = top.history(&r.key());
+    let series: Vec<Vec<u64>> = Layer::ALL
+        .into_iter()
+        .map(|layer| history.map(|h| h.series(layer)).unwrap_or_default())
+        .collect();
+    let figures_of = |i: usize, layer: Layer| {
+        let peak = series[i].iter().copied().max().unwrap_or(0);
+        format!(
+            "now {} peak {} of {}",
+            text::bytes(layers.of(layer)),
+            text::bytes(peak),
+            layers
+                .capacity_of(layer)
+                .map_or_else(|| "?".to_string(), text::bytes)
+        )
+    };
+    // Two lines a layer: the name above its figures. One line: both on it,
+    // or the letter alone before the figures when the name leaves the
+    // sparkline too little room.
+    let labels: Vec<Vec<Line<'static>>> = {
+        let named: Vec<(Layer, String)> = Layer::ALL
+            .into_iter()
+            .enumerate()
+            .map(|(i, layer)| (layer, figures_of(i, layer)))
+            .collect();
+        let name = |layer: Layer, with_name: bool| {
+            let text = if with_name {
+                format!("{} {}", layer.glyph(), layer.name())
+            } else {
+                layer.glyph().to_string()
+            };
+            Span::styled(
+                text,
+                Style::new().fg(color(layer)).add_modifier(Modifier::BOLD),
+            )
+        };
+        if layer_lines >= 2 {
+            named
+                .into_iter()
+                .map(|(layer, f)| vec![Line::from(name(layer, true)), Line::from(format!("  {f}"))])
+                .collect()
+        } else {
+            let longest = named
+                .iter()
+                .map(|(l, f)| l.name().chars().count() + f.chars().count() + 4)
+                .max()
+                .unwrap_or(0);
+            let with_name = longest + MIN_SPARK <= inner_width;
+            named
+                .into_iter()
+                .map(|(layer, f)| {
+                    let sep = if with_name { "  " } else { " " };
+                    vec![Line::from(vec![
+                        name(layer, with_name),
+                        Span::raw(format!("{sep}{f}")),
+                    ])]
+                })
+                .collect()
+        }
+    };
+    let label_width = labels
+        .iter()
+        .flatten()
+        .map(Line::width)
+        .max()
+        .unwrap_or(0)
+        .max(LABEL_WIDTH)
+        .min(inner_width) as u16;
     for (i, layer) in Layer::ALL.into_iter().enumerate() {
         let [label, spark] =
-            Layout::horizontal([Constraint::Length(LABEL_WIDTH), Constraint::Fill(1)])
-                .areas(lines[i + 1]);
-        let series = history.map(|h| h.series(layer)).unwrap_or_default();
-        let peak = series.iter().copied().max().unwrap_or(0);
-        let cap = layers.capacity_of(layer);
-        let label_text = vec![
-            Line::from(Span::styled(
-                format!("{} {}", layer.glyph(), layer.name()),
-                Style::new().fg(color(layer)).add_modifier(Modifier::BOLD),
-            )),
-            Line::from(format!(
-                "  now {} peak {} of {}",
-                text::bytes(layers.of(layer)),
-                text::bytes(peak),
-                cap.map_or_else(|| "?".to_string(), text::bytes)
-            )),
-        ];
-        frame.render_widget(Paragraph::new(label_text), label);
+            Layout::horizontal([Constraint::Length(label_width + 1), Constraint::Fill(1)])
+                .areas(lines[i]);
+        frame.render_widget(Paragraph::new(labels[i].clone()), label);
         // The newest samples that fit, scaled to the layer's capacity so
         // a full buffer reads as full.
-        let from = series.len().saturating_sub(usize::from(spark.width));
+        let data = &series[i];
+        let peak = data.iter().copied().max().unwrap_or(0);
+        let from = data.len().saturating_sub(usize::from(spark.width));
+        let cap = layers.capacity_of(layer);
         let max = cap.filter(|c| *c > 0).unwrap_or(peak).max(1);
         let widget = Sparkline::default()
-            .data(&series[from..])
+            .data(&data[from..])
             .max(max)
             .style(Style::new().fg(color(layer)));
         frame.render_widget(widget, spark);
@@ -449,7 +660,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            lines[6].contains("|RRRRRRRRRRRRRR|SSSSSSSSSSSSSS|"),
+            lines[6].contains("|RRRRRRRRRRRRRRRR|SSSSSSSSSSSSSSSS|"),
             "{text}"
         );
         assert!(lines[7].contains("admin*"), "{text}");
@@ -466,7 +677,11 @@ mod tests {
         top.command(Command::Open);
         let text = screen(&top, None);
         assert!(
-            text.contains("connection 1 127.0.0.1:4001 (echo) reading idle, last 1.8s (8 samples)"),
+            text.contains("connection 1 127.0.0.1:4001 (echo) Esc closes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("state reading  limit idle  last 1.8s (8 samples)  rtt 0.20 ms"),
             "{text}"
         );
         for layer in Layer::ALL {
@@ -605,6 +820,152 @@ mod tests {
         let text = screen_at(&top, 160, 40).join("\n");
         assert!(text.contains("ssthresh ∞"), "{text}");
         assert!(!text.contains("2147483647"), "{text}");
+    }
+
+    /// The bar of a table line: its four parts, each of the same width.
+    fn bar_parts(row: &str) -> Vec<String> {
+        let (Some(open), Some(close)) = (row.find('['), row.rfind(']')) else {
+            panic!("no bar in {row:?}");
+        };
+        let parts: Vec<String> = row[open + 1..close]
+            .split('|')
+            .map(str::to_string)
+            .collect();
+        assert_eq!(parts.len(), 4, "four parts in {row:?}");
+        let width = parts[0].chars().count();
+        assert!(
+            parts.iter().all(|p| p.chars().count() == width),
+            "parts of one width in {row:?}"
+        );
+        parts
+    }
+
+    #[test]
+    fn regression_at_80x24_the_bar_was_cut_off() {
+        let top = crowded_top();
+        let lines = screen_at(&top, 80, 24);
+        let text = lines.join("\n");
+        let (_, rows) = table_lines(&lines);
+        assert_eq!(rows.len(), 3, "{text}");
+        for row in &rows {
+            let parts = bar_parts(row);
+            assert!(parts[0].chars().count() >= 4, "a readable bar: {row:?}");
+        }
+        // The hog's: its receive buffer and the send buffers full.
+        let hog = rows.iter().find(|r| r.contains("peer-window")).unwrap();
+        let parts = bar_parts(hog);
+        assert!(parts[1].chars().all(|c| c == 'R'), "{hog:?}");
+        assert!(parts[2].starts_with('S'), "{hog:?}");
+        assert!(parts[3].chars().all(|c| c == 'U' || c == 'F'), "{hog:?}");
+    }
+
+    /// Every word of every table line, the bar aside, is a whole cell of
+    /// some row or a whole column name: never a cut one.
+    fn assert_nothing_cut(top: &Top, lines: &[String], width: u16) {
+        let text = lines.join("\n");
+        let mut whole: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+        whole.extend(["bar", ">"].map(String::from));
+        for shown in top.rows() {
+            whole.extend(text::cells(&shown));
+            whole.extend(text::short_cells(&shown));
+        }
+        let (at, rows) = table_lines(lines);
+        for line in std::iter::once(&lines[at]).chain(rows) {
+            let before_bar = line.split('[').next().unwrap_or("");
+            for word in before_bar.split_whitespace() {
+                assert!(
+                    whole.iter().any(|w| w == word),
+                    "at {width} columns, {word:?} is cut in {line:?}:\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn regression_numbers_lost_their_leading_digits_at_40_columns() {
+        let top = crowded_top();
+        for width in [40, 50, 60, 80, 100, 120, 160] {
+            let lines = screen_at(&top, width, 24);
+            assert_nothing_cut(&top, &lines, width);
+            let (_, rows) = table_lines(&lines);
+            assert_eq!(rows.len(), 3, "at {width}: {}", lines.join("\n"));
+            for row in rows {
+                bar_parts(row);
+            }
+        }
+        // Every width from 40 on keeps the bar and cuts nothing.
+        for width in 40..=160 {
+            let lines = screen_at(&top, width, 24);
+            assert_nothing_cut(&top, &lines, width);
+        }
+    }
+
+    #[test]
+    fn the_header_and_the_footer_wrap_or_drop_whole_fields_at_80_columns() {
+        let top = crowded_top();
+        let lines = screen_at(&top, 80, 24);
+        let text = lines.join("\n");
+        let header = text::header_lines(&top, "127.0.0.1:7999");
+        for line in &header[..2] {
+            for field in line.split("  ") {
+                assert!(text.contains(field), "{field:?} is cut or missing:\n{text}");
+            }
+        }
+        let footer = lines.last().unwrap();
+        assert!(footer.trim_end().ends_with("q quit"), "{text}");
+    }
+
+    #[test]
+    fn the_detail_pane_fits_80x24_with_its_row_still_shown() {
+        let mut top = crowded_top();
+        top.command(Command::Open);
+        let lines = screen_at(&top, 80, 24);
+        let text = lines.join("\n");
+        let (_, rows) = table_lines(&lines);
+        assert!(
+            rows.iter().any(|r| r.starts_with('>')),
+            "the selected row shows:\n{text}"
+        );
+        for layer in Layer::ALL {
+            assert!(text.contains(layer.name()), "{} in\n{text}", layer.name());
+        }
+        assert!(text.contains("ssthresh"), "{text}");
+    }
+
+    #[test]
+    fn a_short_detail_pane_gives_up_figures_not_layers() {
+        let mut top = crowded_top();
+        top.command(Command::Open);
+        let text = screen_at(&top, 40, 15).join("\n");
+        for layer in Layer::ALL {
+            assert!(
+                text.contains(&format!("│{} now ", layer.glyph())),
+                "{} in\n{text}",
+                layer.name()
+            );
+        }
+    }
+
+    #[test]
+    fn before_the_first_snapshot_the_screen_says_so() {
+        let lines = screen_at(&Top::new(), 80, 24);
+        assert_eq!(
+            lines[0].trim_end(),
+            "tcp-reactor top 127.0.0.1:7999: waiting for the first snapshot"
+        );
+    }
+
+    #[test]
+    fn no_size_is_too_small_to_draw() {
+        let mut open = crowded_top();
+        open.command(Command::Open);
+        for top in [&Top::new(), &crowded_top(), &open] {
+            for width in [0, 1, 2, 5, 10, 20, 30] {
+                for height in [0, 1, 2, 3, 5, 8, 12] {
+                    screen_at(top, width, height);
+                }
+            }
+        }
     }
 
     #[test]
