@@ -197,10 +197,9 @@ fn footer(width: usize) -> Line<'static> {
     ))
 }
 
-/// Draws the whole view; `status` is a line for the footer (an error, or
-/// the server having closed). Nothing is cut: fields wrap whole, columns
+/// Draws the whole view. Nothing is cut: fields wrap whole, columns
 /// give way, and lines are shared out by [`layout::heights`].
-pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>, view: &mut View) {
+pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, view: &mut View) {
     let area = frame.area();
     let width = usize::from(area.width);
     let mut groups: Vec<Vec<Line<'static>>> = text::header_fields(top, addr)
@@ -257,17 +256,7 @@ pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, status: Option<&str>, 
     }
     if area.height > 0 {
         let foot = Rect::new(area.x, area.bottom() - 1, area.width, 1);
-        let line = match status {
-            Some(status) => Line::from(vec![
-                Span::styled(
-                    status.to_string(),
-                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-                ),
-                Span::raw("  q quits"),
-            ]),
-            None => footer(width),
-        };
-        frame.render_widget(Paragraph::new(line), foot);
+        frame.render_widget(Paragraph::new(footer(width)), foot);
     }
 }
 
@@ -533,38 +522,49 @@ fn spawn_reader(mut feed: Feed) -> Receiver<Result<Snapshot, ClientError>> {
     rx
 }
 
-/// The live view until `q`. A failed feed (the server closed) stays on
-/// screen with its reason until `q`, and is then returned, for `main` to
-/// print once the terminal is back.
+/// Applies every snapshot waiting on the channel; whether any was. The
+/// feed's failure (the server closed or stalled) ends the view: it is
+/// returned as the error, at once, with any snapshots before it applied.
+pub fn take_snapshots(
+    top: &mut Top,
+    snapshots: &Receiver<Result<Snapshot, ClientError>>,
+) -> Result<bool, ClientError> {
+    let mut applied = false;
+    loop {
+        match snapshots.try_recv() {
+            Ok(Ok(snapshot)) => {
+                top.apply(snapshot);
+                applied = true;
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(TryRecvError::Empty) => return Ok(applied),
+            // The reader ends the channel with an error, so this is a
+            // reader that panicked.
+            Err(TryRecvError::Disconnected) => {
+                return Err(ClientError::new("the snapshot reader stopped"));
+            }
+        }
+    }
+}
+
+/// The live view until `q`, or until the feed fails: then the terminal is
+/// restored at once and the failure returned, for `main` to print as its
+/// one line (and exit 1). A view frozen on a server that is gone would
+/// only look alive.
 pub fn run(feed: Feed, addr: &str) -> Result<(), ClientError> {
     let mut top = top_for(&feed);
     let snapshots = spawn_reader(feed);
     let (guard, mut terminal) =
         enter().map_err(|e| ClientError::new(format!("cannot set up the terminal: {e}")))?;
-    let mut failure: Option<ClientError> = None;
     let mut view = View::default();
     let mut dirty = true;
     let result = loop {
-        if failure.is_none() {
-            loop {
-                match snapshots.try_recv() {
-                    Ok(Ok(snapshot)) => top.apply(snapshot),
-                    Ok(Err(e)) => failure = Some(e),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        failure
-                            .get_or_insert_with(|| ClientError::new("the snapshot reader stopped"));
-                    }
-                }
-                dirty = true;
-                if failure.is_some() {
-                    break;
-                }
-            }
+        match take_snapshots(&mut top, &snapshots) {
+            Ok(applied) => dirty |= applied,
+            Err(e) => break Err(e),
         }
         if dirty {
-            let status = failure.as_ref().map(|e| format!("error: {e}"));
-            if let Err(e) = terminal.draw(|f| draw(f, &top, addr, status.as_deref(), &mut view)) {
+            if let Err(e) = terminal.draw(|f| draw(f, &top, addr, &mut view)) {
                 break Err(ClientError::new(format!("cannot draw: {e}")));
             }
             dirty = false;
@@ -580,7 +580,7 @@ pub fn run(feed: Feed, addr: &str) -> Result<(), ClientError> {
                 if let Some(command) = command_for(key, view.page) {
                     dirty = true;
                     if !top.command(command) {
-                        break failure.map_or(Ok(()), Err);
+                        break Ok(());
                     }
                 }
             }
@@ -600,10 +600,10 @@ mod tests {
     use super::*;
     use ratatui::backend::TestBackend;
 
-    fn screen(top: &Top, status: Option<&str>) -> String {
+    fn screen(top: &Top) -> String {
         let mut terminal = Terminal::new(TestBackend::new(160, 40)).unwrap();
         terminal
-            .draw(|f| draw(f, top, "127.0.0.1:7999", status, &mut View::default()))
+            .draw(|f| draw(f, top, "127.0.0.1:7999", &mut View::default()))
             .unwrap();
         let buffer = terminal.backend().buffer();
         let mut out = String::new();
@@ -640,7 +640,7 @@ mod tests {
     #[test]
     fn the_screen_has_the_header_a_row_per_connection_and_the_keys() {
         let top = busy_top();
-        let text = screen(&top, None);
+        let text = screen(&top);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with("tcp-reactor top 127.0.0.1:7999  uptime 2.8s  3 connections"),
@@ -675,7 +675,7 @@ mod tests {
     fn enter_opens_the_detail_pane_with_a_sparkline_per_layer() {
         let mut top = busy_top();
         top.command(Command::Open);
-        let text = screen(&top, None);
+        let text = screen(&top);
         assert!(
             text.contains("connection 1 127.0.0.1:4001 (echo) Esc closes"),
             "{text}"
@@ -693,17 +693,35 @@ mod tests {
             "a full buffer's sparkline: {text}"
         );
         top.command(Command::Close);
-        assert!(!screen(&top, None).contains("connection 1 "));
+        assert!(!screen(&top).contains("connection 1 "));
     }
 
     #[test]
-    fn a_failure_shows_in_the_footer() {
-        let text = screen(&busy_top(), Some("error: connection closed by server"));
-        assert!(
-            text.lines()
-                .last()
-                .unwrap()
-                .starts_with("error: connection closed by server  q quits")
+    fn regression_the_view_froze_when_the_server_went_away() {
+        let (tx, rx) = mpsc::sync_channel(4);
+        let mut top = Top::new();
+        assert_eq!(take_snapshots(&mut top, &rx), Ok(false), "nothing yet");
+        tx.send(Ok(Snapshot::parse(&line(1.0, 1, &[])).unwrap()))
+            .unwrap();
+        assert_eq!(take_snapshots(&mut top, &rx), Ok(true));
+        tx.send(Ok(Snapshot::parse(&line(2.0, 1, &[])).unwrap()))
+            .unwrap();
+        tx.send(Err(ClientError::new("connection closed by server")))
+            .unwrap();
+        assert_eq!(
+            take_snapshots(&mut top, &rx),
+            Err(ClientError::new("connection closed by server")),
+            "the failure ends the view"
+        );
+        assert_eq!(
+            top.snapshot().unwrap().stats.uptime_secs,
+            2.0,
+            "after the last snapshot"
+        );
+        drop(tx);
+        assert_eq!(
+            take_snapshots(&mut top, &rx),
+            Err(ClientError::new("the snapshot reader stopped"))
         );
     }
 
@@ -729,7 +747,7 @@ mod tests {
     fn screen_at(top: &Top, width: u16, height: u16) -> Vec<String> {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal
-            .draw(|f| draw(f, top, "127.0.0.1:7999", None, &mut View::default()))
+            .draw(|f| draw(f, top, "127.0.0.1:7999", &mut View::default()))
             .unwrap();
         let buffer = terminal.backend().buffer();
         (0..buffer.area.height)
