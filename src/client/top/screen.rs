@@ -1,12 +1,16 @@
 //! The full-screen view of `top`, with `ratatui` on `crossterm`.
 //!
 //! [`draw`] turns a [`Top`] into a frame and does nothing else (the tests
-//! draw into ratatui's in-memory backend); [`command_for`] turns a key
-//! into a [`Command`]. [`run`] owns the terminal: raw mode and the
-//! alternate screen on the way in, and restoring both on the way out, on
-//! an error, and from a panic hook. Snapshots are read on a thread of their
-//! own (the read blocks) and handed over on a channel; the loop waits for a
-//! key at most [`TICK`] at a time, so a snapshot is shown within that.
+//! draw into ratatui's in-memory backend); what fits where is decided by
+//! [`layout`], so that nothing is shown cut at any size. [`View`] is what
+//! the screen keeps between frames (the table's scroll, its page);
+//! [`command_for`] turns a key into a [`Command`]. [`run`] owns the
+//! terminal: raw mode and the alternate screen on the way in, and
+//! restoring both on the way out, on an error (the server gone ends the
+//! view at once, see [`take_snapshots`]), and from a panic hook. Snapshots
+//! are read on a thread of their own (the read blocks) and handed over on
+//! a channel; the loop waits for a key at most [`TICK`] at a time, so a
+//! snapshot is shown within that.
 
 use std::io::{self, Stdout};
 use std::sync::mpsc::{self, Receiver, TryRecvError};

@@ -1,6 +1,7 @@
-//! `top` as plain text: the header lines (shared with the full-screen
-//! view), the connection table of `--once`, the lines of `--stat`, and the
-//! number formats they use. Pure: strings from a [`Top`], no I/O.
+//! `top` as plain text: the header's fields (shared with the full-screen
+//! view, which wraps them), the connection table of `--once`, the lines of
+//! `--stat`, and the number formats they use, each number with a short
+//! form for a narrow column. Pure: strings from a [`Top`], no I/O.
 
 use std::fmt::Write as _;
 
