@@ -139,12 +139,12 @@ fn legend(width: usize) -> Vec<Vec<Span<'static>>> {
 }
 
 /// Styled fields laid out in lines of at most `width` cells, two spaces
-/// apart, never split (see [`layout::wrap`]).
+/// apart, never split (see [`layout::wrap`]). A field wider than a whole
+/// line is left out: cut, an address or a figure would read as another.
 fn wrapped(fields: &[Vec<Span<'static>>], width: usize) -> Vec<Line<'static>> {
-    let widths: Vec<usize> = fields
-        .iter()
-        .map(|f| f.iter().map(|s| s.content.chars().count()).sum())
-        .collect();
+    let cells = |f: &Vec<Span<'static>>| f.iter().map(|s| s.content.chars().count()).sum();
+    let fields: Vec<&Vec<Span<'static>>> = fields.iter().filter(|f| cells(f) <= width).collect();
+    let widths: Vec<usize> = fields.iter().map(|f| cells(f)).collect();
     layout::wrap(&widths, width, 2)
         .into_iter()
         .map(|range| {
@@ -184,11 +184,18 @@ const KEYS: [&str; 11] = [
     "Esc close",
     "q quit",
 ];
-const KEY_PRIORITY: [usize; 11] = [10, 6, 8, 9, 4, 0, 1, 2, 3, 5, 7];
+const KEY_PRIORITY: [usize; 11] = [10, 6, 8, 4, 0, 1, 2, 3, 5, 7, 9];
+/// With the pane open, closing it comes before opening.
+const KEY_PRIORITY_OPEN: [usize; 11] = [10, 6, 9, 8, 4, 0, 1, 2, 3, 5, 7];
 
-fn footer(width: usize) -> Line<'static> {
+fn footer(width: usize, open: bool) -> Line<'static> {
     let costs: Vec<usize> = KEYS.iter().map(|k| k.chars().count()).collect();
-    let chosen = layout::choose(&costs, &KEY_PRIORITY, width, 2);
+    let priority = if open {
+        &KEY_PRIORITY_OPEN
+    } else {
+        &KEY_PRIORITY
+    };
+    let chosen = layout::choose(&costs, priority, width, 2);
     let keys: Vec<&str> = KEYS
         .iter()
         .zip(chosen)
@@ -260,7 +267,7 @@ pub fn draw(frame: &mut Frame<'_>, top: &Top, addr: &str, view: &mut View) {
     }
     if area.height > 0 {
         let foot = Rect::new(area.x, area.bottom() - 1, area.width, 1);
-        frame.render_widget(Paragraph::new(footer(width)), foot);
+        frame.render_widget(Paragraph::new(footer(width, top.detail)), foot);
     }
 }
 
@@ -966,6 +973,20 @@ mod tests {
                 layer.name()
             );
         }
+    }
+
+    #[test]
+    fn a_header_field_wider_than_the_screen_is_left_out_not_cut() {
+        let top = crowded_top();
+        let text = screen_at(&top, 30, 24).join("\n");
+        // 31 cells, one too many.
+        assert!(!text.contains("since start"), "{text}");
+        assert!(text.contains("uptime 1.2s"), "{text}");
+        // 30 cells: whole at 30 columns, gone at 29.
+        assert!(text.contains("tcp-reactor top 127.0.0.1:7999"), "{text}");
+        let text = screen_at(&top, 29, 24).join("\n");
+        assert!(!text.contains("tcp-reactor top"), "{text}");
+        assert!(text.contains("uptime 1.2s"), "{text}");
     }
 
     #[test]
