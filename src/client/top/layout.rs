@@ -131,6 +131,14 @@ pub fn columns<C: AsRef<[String]>>(full: &[C], short: &[C], width: usize) -> Col
             None => break,
         }
     }
+    // A column shortened with another but no narrower for it (owed, whose
+    // `2.5M` is as wide as its name) shows in full: the short form bought
+    // nothing.
+    for c in 0..COLUMNS.len() {
+        if full_width[c] <= short_width[c] {
+            shortened[c] = false;
+        }
+    }
     let left = width.saturating_sub(used(&dropped, &shortened));
     let part = (left.saturating_sub(bar_width(0)) / 4).clamp(1, MAX_PART);
     let shown = (0..COLUMNS.len())
@@ -338,6 +346,16 @@ mod tests {
         }
         assert!(seen_short);
         assert_eq!(names(&at(40)), ["id", "svc", "owed"]);
+    }
+
+    #[test]
+    fn a_column_no_narrower_for_its_short_form_shows_in_full() {
+        let (full, short) = rows();
+        for width in [40, 50, 60] {
+            let c = columns(&full, &short, width);
+            let owed = c.shown.iter().find(|s| s.column == OWED).unwrap();
+            assert!(!owed.short, "2.5M is as wide as 'owed': at {width}: {c:?}");
+        }
     }
 
     #[test]
