@@ -170,10 +170,12 @@ Keys (live view):
   r        sort by rate (bytes/s in + out)
   a        sort by age, oldest first
   t        sort by round-trip time, longest first
-  f        show one service at a time, then all again
+  f        show one service at a time (those with a connection), then all
   space    pause (snapshots that arrive meanwhile are not applied)
-  up/down  select a connection; Enter opens its detail pane, with a
+  up/down  select a connection (j/k too); the selection follows it when
+           the rows re-sort; Enter opens its detail pane, with a
            sparkline of each layer over the last minute; Esc closes it
+  PgUp/PgDn  a page up or down; Home/End (g/G) the first or last row
   q        quit (Ctrl-C too); the terminal is restored
 
 Each connection's bar shows where its bytes are, in the order a byte
@@ -183,8 +185,13 @@ are scaled to SO_RCVBUF, the receive buffer's limit, the send buffer's
 limit and SO_SNDBUF. Rates are over the server's own clock between two
 snapshots. Your own admin connection is marked with '*'.
 
-When standard output is not a terminal, top prints one snapshot as plain
-text (as --once does) and exits.
+Nothing is shown cut. On a narrow terminal (80x24 and below) columns give
+way to the bar: the rates first, then the peer, then rtt; a number that
+does not fit shows in a shorter unit (28s, 3M) or its column goes.
+
+If the server goes away, top restores the terminal at once, prints one
+line and exits 1. When standard output is not a terminal, top prints one
+snapshot as plain text (as --once does) and exits.
 
 Examples:
   tcp-reactor top 127.0.0.1:7999

@@ -4,6 +4,8 @@
 //! - [`model`]: the snapshots parsed, rates, sort, filter, selection and a
 //!   minute of history per connection (pure).
 //! - [`text`]: the plain-text view and the `--stat` lines (pure).
+//! - [`layout`]: how the full-screen view fits its terminal: columns that
+//!   give way, fields that wrap, lines shared out (pure).
 //! - [`screen`]: the full-screen view (`ratatui` on `crossterm`).
 //!
 //! This module does the I/O of the plain modes: it asks the admin service
@@ -11,6 +13,7 @@
 //! prints one view (`--once`, or whenever standard output is not a
 //! terminal) or a line per interval (`--stat`).
 
+pub mod layout;
 pub mod model;
 pub mod screen;
 pub mod text;

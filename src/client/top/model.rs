@@ -274,6 +274,14 @@ pub enum Command {
     TogglePause,
     Up,
     Down,
+    /// Up by a page of this many rows (the screen knows how many show).
+    PageUp(usize),
+    /// Down by a page of this many rows.
+    PageDown(usize),
+    /// The first row.
+    Home,
+    /// The last row.
+    End,
     Open,
     Close,
     Quit,
@@ -354,7 +362,14 @@ pub struct Top {
     pub sort: Sort,
     /// Only this service's rows are shown.
     pub filter: Option<String>,
+    /// The selected connection. Once a row is shown it is always one of
+    /// the rows shown (see [`Top::settle`]), so the selection follows its
+    /// connection when the rows re-sort, rather than staying on a screen
+    /// row.
     selected: Option<Key>,
+    /// Where the selected row was shown last: when its connection goes,
+    /// the row that takes its place is selected, not the top one.
+    selected_at: usize,
     pub detail: bool,
     pub paused: bool,
     /// Snapshots that arrived while paused and were not applied.
@@ -388,6 +403,7 @@ impl Top {
             sort: Sort::Owed,
             filter: None,
             selected: None,
+            selected_at: 0,
             detail: false,
             paused: false,
             skipped_while_paused: 0,
@@ -446,6 +462,7 @@ impl Top {
         }
         self.previous_total = previous.map(|p| (p.stats.uptime_secs, p.stats.total));
         self.current = Some(snapshot);
+        self.settle();
     }
 
     pub fn snapshot(&self) -> Option<&Snapshot> {
@@ -514,28 +531,27 @@ impl Top {
         rows
     }
 
-    /// The services of the current snapshot, in name order, that the
-    /// filter cycles through.
+    /// The services with a connection in the current snapshot, in name
+    /// order, that the filter cycles through. A service the server runs
+    /// with nobody connected is left out: filtering by it would show an
+    /// empty table.
     pub fn services(&self) -> Vec<String> {
         let Some(s) = &self.current else {
             return Vec::new();
         };
-        let mut names: BTreeSet<String> = s.stats.services.keys().cloned().collect();
-        names.extend(s.clients.iter().map(|r| r.service.clone()));
-        names.into_iter().collect()
+        let names: BTreeSet<&str> = s.clients.iter().map(|r| r.service.as_str()).collect();
+        names.into_iter().map(str::to_string).collect()
     }
 
-    /// The index, among [`Top::rows`], of the selected row: the one chosen
-    /// with the arrows while it is still shown, else the first.
+    /// The index, among [`Top::rows`], of the selected row; `None` when
+    /// no row is shown.
     pub fn selected_index(&self, rows: &[Shown<'_>]) -> Option<usize> {
-        if rows.is_empty() {
-            return None;
-        }
+        let last = rows.len().checked_sub(1)?;
         let found = self
             .selected
             .as_ref()
             .and_then(|key| rows.iter().position(|r| r.row.key() == *key));
-        Some(found.unwrap_or(0))
+        Some(found.unwrap_or(self.selected_at.min(last)))
     }
 
     /// The selected connection, if any row is shown.
@@ -543,6 +559,33 @@ impl Top {
         let rows = self.rows();
         let at = self.selected_index(&rows)?;
         rows.into_iter().nth(at)
+    }
+
+    /// Pins the selection to a shown row after the rows changed (a new
+    /// snapshot, a sort, a filter): the same connection wherever it now
+    /// sorts, or, when it is gone, the row now where it was. With no row
+    /// shown the selection is kept, for when its rows come back.
+    fn settle(&mut self) {
+        let rows = self.rows();
+        let pinned = self
+            .selected_index(&rows)
+            .map(|at| (at, rows[at].row.key()));
+        drop(rows);
+        if let Some((at, key)) = pinned {
+            self.selected_at = at;
+            self.selected = Some(key);
+        }
+    }
+
+    /// Selects the row at `to` (clamped to the rows shown).
+    fn select(&mut self, to: impl FnOnce(usize, usize) -> usize) {
+        let rows = self.rows();
+        if let Some(at) = self.selected_index(&rows) {
+            let last = rows.len() - 1;
+            self.selected_at = to(at, last).min(last);
+            // settle() pins the key of the row now at `selected_at`.
+            self.selected = None;
+        }
     }
 
     /// Acts on a key; false when it asks to quit.
@@ -554,29 +597,24 @@ impl Top {
                 let services = self.services();
                 self.filter = match &self.filter {
                     None => services.first().cloned(),
-                    Some(now) => services.iter().skip_while(|s| *s != now).nth(1).cloned(),
+                    // The next in name order, even when the current one
+                    // has no connection left and so is not in the list.
+                    Some(now) => services.iter().find(|s| *s > now).cloned(),
                 };
             }
             Command::TogglePause => self.paused = !self.paused,
-            Command::Up | Command::Down => {
-                let rows = self.rows();
-                if let Some(at) = self.selected_index(&rows) {
-                    let to = if command == Command::Up {
-                        at.saturating_sub(1)
-                    } else {
-                        (at + 1).min(rows.len() - 1)
-                    };
-                    self.selected = Some(rows[to].row.key());
-                }
-            }
-            Command::Open => {
-                // Pin the selection, so the pane stays on this connection
-                // when a new snapshot re-sorts the rows.
-                self.selected = self.selected_row().map(|s| s.row.key());
-                self.detail = self.selected.is_some();
-            }
+            Command::Up => self.select(|at, _| at.saturating_sub(1)),
+            Command::Down => self.select(|at, _| at + 1),
+            // A page of no rows (a screen too small to show any) still
+            // moves by one, so the key is never dead.
+            Command::PageUp(page) => self.select(|at, _| at.saturating_sub(page.max(1))),
+            Command::PageDown(page) => self.select(|at, _| at.saturating_add(page.max(1))),
+            Command::Home => self.select(|_, _| 0),
+            Command::End => self.select(|_, last| last),
+            Command::Open => self.detail = self.selected_row().is_some(),
             Command::Close => self.detail = false,
         }
+        self.settle();
         true
     }
 }
@@ -781,19 +819,32 @@ pub(crate) mod tests {
             row_json(2, 4002, "echo", 1, ""),
         ];
         let mut top = top_of(&[line(1.0, 2, &rows)]);
-        top.command(Command::Sort(Sort::Age));
         assert_eq!(
             top.selected_row().unwrap().row.id,
-            2,
+            1,
             "the first row at first"
         );
-        top.command(Command::Down);
+        top.command(Command::Sort(Sort::Age));
+        assert_eq!(top.rows()[0].row.id, 2, "the older one first");
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            1,
+            "re-sorted, same connection"
+        );
         top.command(Command::Down);
         assert_eq!(
             top.selected_row().unwrap().row.id,
             1,
             "stops at the last row"
         );
+        top.command(Command::Up);
+        top.command(Command::Up);
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            2,
+            "stops at the first row"
+        );
+        top.command(Command::Down);
         top.command(Command::Open);
         assert!(top.detail);
         top.command(Command::Sort(Sort::Rtt));
@@ -925,5 +976,103 @@ pub(crate) mod tests {
             ..Row::default()
         };
         assert_eq!(racing.layers().used[3..], [3, 0]);
+    }
+
+    /// Rows `(id, send_buf_used)`: owed decides the default order.
+    fn owing(rows: &[(u64, u64)]) -> Vec<String> {
+        rows.iter()
+            .map(|&(id, owed)| {
+                row_json(id, 4000 + id as u16, "echo", 1, "").replace(
+                    r#""send_buf_used":0"#,
+                    &format!(r#""send_buf_used":{owed}"#),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn regression_selection_stayed_on_a_screen_row_across_re_sorts() {
+        let mut top = top_of(&[line(1.0, 2, &owing(&[(1, 0), (2, 0)]))]);
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            1,
+            "the first row at first"
+        );
+        // No key pressed; connection 2 now owes the most and sorts first.
+        top.apply(Snapshot::parse(&line(2.0, 2, &owing(&[(1, 0), (2, 500)]))).unwrap());
+        assert_eq!(top.rows()[0].row.id, 2, "re-sorted");
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            1,
+            "the selection follows its connection, not the top row"
+        );
+    }
+
+    #[test]
+    fn when_the_selected_connection_goes_its_neighbour_is_selected() {
+        let mut top = top_of(&[line(1.0, 3, &owing(&[(1, 0), (2, 0), (3, 0)]))]);
+        top.command(Command::Down);
+        assert_eq!(top.selected_row().unwrap().row.id, 2);
+        top.apply(Snapshot::parse(&line(2.0, 3, &owing(&[(1, 0), (3, 0)]))).unwrap());
+        assert_eq!(
+            top.selected_row().unwrap().row.id,
+            3,
+            "the row now where it was, not the top"
+        );
+    }
+
+    #[test]
+    fn regression_paging_keys_did_nothing() {
+        let rows: Vec<(u64, u64)> = (0..30).map(|id| (id, 0)).collect();
+        let mut top = top_of(&[line(1.0, 30, &owing(&rows))]);
+        let at = |top: &Top| top.selected_row().unwrap().row.id;
+        top.command(Command::PageDown(10));
+        assert_eq!(at(&top), 10);
+        top.command(Command::PageDown(10));
+        top.command(Command::PageDown(10));
+        assert_eq!(at(&top), 29, "stops at the last row");
+        top.command(Command::PageUp(10));
+        assert_eq!(at(&top), 19);
+        top.command(Command::Home);
+        assert_eq!(at(&top), 0);
+        top.command(Command::PageUp(10));
+        assert_eq!(at(&top), 0, "stops at the first row");
+        top.command(Command::End);
+        assert_eq!(at(&top), 29);
+        // A page of zero rows (a screen too small for any) still moves.
+        top.command(Command::PageUp(0));
+        assert_eq!(at(&top), 28);
+    }
+    #[test]
+    fn regression_f_showed_services_without_connections() {
+        let rows = [
+            row_json(0, 4000, "admin", 1, ""),
+            row_json(1, 4001, "echo", 1, ""),
+        ];
+        // The server also runs chat and files, with nobody connected.
+        let text = line(1.0, 2, &rows).replace(
+            r#""services":{"echo":"#,
+            r#""services":{"admin":{"active":1},"chat":{"active":0},"files":{},"echo":"#,
+        );
+        let mut top = top_of(&[text]);
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            top.command(Command::CycleFilter);
+            seen.push(top.filter.clone());
+            assert!(
+                top.filter.is_none() || !top.rows().is_empty(),
+                "filter {:?} shows no connection",
+                top.filter
+            );
+        }
+        assert_eq!(
+            seen,
+            [
+                Some("admin".into()),
+                Some("echo".into()),
+                None,
+                Some("admin".into())
+            ]
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! `top` as plain text: the header lines (shared with the full-screen
-//! view), the connection table of `--once`, the lines of `--stat`, and the
-//! number formats they use. Pure: strings from a [`Top`], no I/O.
+//! `top` as plain text: the header's fields (shared with the full-screen
+//! view, which wraps them), the connection table of `--once`, the lines of
+//! `--stat`, and the number formats they use, each number with a short
+//! form for a narrow column. Pure: strings from a [`Top`], no I/O.
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,47 @@ pub fn per_sec(rate: Option<f64>) -> String {
     rate.map_or_else(|| "-".to_string(), amount)
 }
 
+/// [`bytes`] without the decimal, for a narrow column: `3M` for `2.5M`,
+/// rounded, never cut.
+pub fn bytes_short(n: u64) -> String {
+    amount_short(n as f64)
+}
+
+fn amount_short(n: f64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if n.round() < 1024.0 {
+        return format!("{n:.0}");
+    }
+    let mut value = n / 1024.0;
+    let mut unit = 0;
+    // Rounded, 1023.6K would print as 1024K: that is 1M.
+    while value.round() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.0}{}", UNITS[unit])
+}
+
+/// [`per_sec`] without the decimal.
+pub fn per_sec_short(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_string(), amount_short)
+}
+
+/// [`duration`] in its largest unit only, for a narrow column: `28s` for
+/// `27.7s`, `5m` for `5m02s`, `3h` for `3h04m`, `12d` past 99 hours.
+pub fn duration_short(secs: f64) -> String {
+    let whole = secs.max(0.0).round() as u64;
+    if whole < 60 {
+        format!("{whole}s")
+    } else if whole < 3600 {
+        format!("{}m", whole / 60)
+    } else if whole < 100 * 3600 {
+        format!("{}h", whole / 3600)
+    } else {
+        format!("{}d", whole / 86400)
+    }
+}
+
 /// Seconds as `4.2s`, `5m02s` or `3h04m`.
 pub fn duration(secs: f64) -> String {
     let secs = secs.max(0.0);
@@ -56,80 +98,153 @@ pub fn rtt(us: Option<u64>) -> String {
     )
 }
 
-/// The header: what is watched, the totals and their rates, refusals and
-/// closes by cause, dropped log lines, and the active connections per
-/// service. The same lines head the full-screen view.
-pub fn header_lines(top: &Top, addr: &str) -> Vec<String> {
+/// `n thing` or `n things`.
+pub fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// The kernel's TCP_INFINITE_SSTHRESH (0x7fffffff): the slow-start
+/// threshold of a connection that has not yet lost a packet.
+pub const INFINITE_SSTHRESH: u64 = 0x7fff_ffff;
+
+/// A slow-start threshold in segments: `∞` for the kernel's initial
+/// "none yet" value, `-` when not known.
+pub fn ssthresh(segments: Option<u64>) -> String {
+    match segments {
+        None => "-".to_string(),
+        Some(n) if n >= INFINITE_SSTHRESH => "∞".to_string(),
+        Some(n) => n.to_string(),
+    }
+}
+
+/// One field of the header: its text, and a shorter one for a screen too
+/// narrow for it (`None`: the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub full: String,
+    pub short: Option<String>,
+}
+
+impl Field {
+    fn new(full: String) -> Field {
+        Field { full, short: None }
+    }
+
+    /// The full text if it fits `width` cells, else the short one.
+    pub fn fitting(&self, width: usize) -> &str {
+        match &self.short {
+            Some(short) if self.full.chars().count() > width => short,
+            _ => &self.full,
+        }
+    }
+}
+
+/// The header, as groups of fields (a line each in plain text): what is
+/// watched; the totals and their rates; refusals, closes by cause and
+/// dropped log lines; the active connections per service.
+pub fn header_fields(top: &Top, addr: &str) -> Vec<Vec<Field>> {
     let Some(s) = top.snapshot() else {
-        return vec![format!(
+        return vec![vec![Field::new(format!(
             "tcp-reactor top {addr}: waiting for the first snapshot"
-        )];
+        ))]];
     };
     let stats = &s.stats;
     let total = &stats.total;
     let rates = top.total_rates();
     let rate = |f: fn(&TotalRates) -> f64| per_sec(rates.as_ref().map(f));
-    let mut first = format!(
-        "tcp-reactor top {addr}  uptime {}  {} connections",
-        duration(stats.uptime_secs),
-        s.clients.len()
-    );
-    match &rates {
-        Some(r) => {
-            let _ = write!(first, "  rates over {:.2}s", r.over_secs);
-        }
-        None => first.push_str("  rates after the next snapshot"),
-    }
-    let _ = write!(
-        first,
-        "  sort {}  filter {}",
-        top.sort.name(),
-        top.filter.as_deref().unwrap_or("all")
-    );
+    let mut first = vec![
+        format!("tcp-reactor top {addr}"),
+        format!("uptime {}", duration(stats.uptime_secs)),
+        count(s.clients.len() as u64, "connection"),
+        match &rates {
+            Some(r) => format!("rates over {:.2}s", r.over_secs),
+            None => "rates after the next snapshot".to_string(),
+        },
+        format!("sort {}", top.sort.name()),
+        format!("filter {}", top.filter.as_deref().unwrap_or("all")),
+    ];
     if top.paused {
-        first.push_str("  PAUSED");
+        first.push("PAUSED".to_string());
     }
-    let totals = format!(
-        "total: accepted {} ({}/s)  active {}  in {}/s  out {}/s  ({} in, {} out since start)",
-        total.accepted,
-        rate(|r| r.accepted),
-        total.active,
-        rate(|r| r.bytes_in),
-        rate(|r| r.bytes_out),
-        bytes(total.bytes_in),
-        bytes(total.bytes_out),
-    );
+    let totals = vec![
+        format!(
+            "total: accepted {} ({}/s)",
+            total.accepted,
+            rate(|r| r.accepted)
+        ),
+        format!("active {}", total.active),
+        format!("in {}/s", rate(|r| r.bytes_in)),
+        format!("out {}/s", rate(|r| r.bytes_out)),
+        format!(
+            "({} in, {} out since start)",
+            bytes(total.bytes_in),
+            bytes(total.bytes_out)
+        ),
+    ];
     let refused: Vec<String> = total
         .refused
         .iter()
         .map(|(cause, n)| format!("{cause} {}", n.unwrap_or(0)))
         .collect();
-    let closed: Vec<String> = total
-        .closed
-        .0
-        .iter()
-        .map(|(cause, n)| format!("{cause} {n}"))
-        .collect();
-    let causes = format!(
-        "refused {} ({})  closed {} ({}/s: {})  log lines dropped {}",
-        total.refused_total(),
-        refused.join(", "),
-        total.closed.total(),
-        rate(|r| r.closed),
-        closed.join(", "),
-        stats.log_lines_dropped
-    );
-    let active: Vec<String> = stats
+    let closed = |all: bool| {
+        let causes: Vec<String> = total
+            .closed
+            .0
+            .iter()
+            .filter(|(_, n)| all || *n > 0)
+            .map(|(cause, n)| format!("{cause} {n}"))
+            .collect();
+        let sep = if causes.is_empty() { "" } else { ": " };
+        format!(
+            "closed {} ({}/s{sep}{})",
+            total.closed.total(),
+            rate(|r| r.closed),
+            causes.join(", ")
+        )
+    };
+    let causes = vec![
+        Field {
+            full: format!("refused {} ({})", total.refused_total(), refused.join(", ")),
+            short: Some(format!("refused {}", total.refused_total())),
+        },
+        // Narrow, the causes that closed nothing are left out.
+        Field {
+            full: closed(true),
+            short: Some(closed(false)),
+        },
+        Field::new(format!("log lines dropped {}", stats.log_lines_dropped)),
+    ];
+    let mut active: Vec<String> = stats
         .services
         .iter()
         .map(|(name, c)| format!("{name} {}", c.active))
         .collect();
-    vec![
-        first,
-        totals,
-        causes,
-        format!("active by service: {}", active.join("  ")),
-    ]
+    if let Some(first) = active.first_mut() {
+        *first = format!("active by service: {first}");
+    } else {
+        active.push("active by service: none".to_string());
+    }
+    let plain = |v: Vec<String>| v.into_iter().map(Field::new).collect();
+    vec![plain(first), plain(totals), causes, plain(active)]
+}
+
+/// The header as lines of text, every field in full: the plain view's
+/// first lines.
+pub fn header_lines(top: &Top, addr: &str) -> Vec<String> {
+    header_fields(top, addr)
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|f| f.full)
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect()
 }
 
 /// The cells of a table row but the bar, in column order, with the header
@@ -158,6 +273,18 @@ pub fn cells(shown: &Shown<'_>) -> [String; 10] {
         rtt(r.rtt_us()),
         bytes(r.owed()),
     ]
+}
+
+/// A row's cells in their short forms (those that have one: age, rates
+/// and owed; the rest as in [`cells`]), for a narrow screen.
+pub fn short_cells(shown: &Shown<'_>) -> [String; 10] {
+    let mut cells = cells(shown);
+    let r = shown.row;
+    cells[5] = duration_short(r.age_secs);
+    cells[6] = per_sec_short(shown.rate.bytes_in);
+    cells[7] = per_sec_short(shown.rate.bytes_out);
+    cells[9] = bytes_short(r.owed());
+    cells
 }
 
 /// A bar as text: a layer's letter per cell it fills, `.` for room left,
@@ -281,6 +408,23 @@ mod tests {
         assert_eq!(duration(302.0), "5m02s");
         assert_eq!(duration(3.0 * 3600.0 + 240.0), "3h04m");
         assert_eq!(rtt(Some(1500)), "1.50");
+        assert_eq!(count(1, "connection"), "1 connection");
+        // Short forms round to their largest unit; they are never a cut.
+        assert_eq!(bytes_short(1023), "1023");
+        assert_eq!(bytes_short(1536), "2K");
+        assert_eq!(bytes_short(2_626_560), "3M");
+        assert_eq!(bytes_short(1_048_000), "1023K");
+        assert_eq!(bytes_short(1_048_500), "1M", "1023.9K: not 1024K");
+        assert_eq!(per_sec_short(Some(7475.2)), "7K");
+        assert_eq!(duration_short(27.7), "28s");
+        assert_eq!(duration_short(59.7), "1m");
+        assert_eq!(duration_short(302.0), "5m");
+        assert_eq!(duration_short(3.0 * 3600.0 + 240.0), "3h");
+        assert_eq!(duration_short(12.0 * 86400.0), "12d");
+        assert_eq!(count(2, "sample"), "2 samples");
+        assert_eq!(ssthresh(Some(0x7fff_ffff)), "∞");
+        assert_eq!(ssthresh(Some(42)), "42");
+        assert_eq!(ssthresh(None), "-");
     }
 
     fn two_snapshots() -> Top {
@@ -374,5 +518,15 @@ mod tests {
             text.starts_with("tcp-reactor top 127.0.0.1:1: waiting"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn regression_one_connection_was_plural() {
+        let mut top = Top::new();
+        top.apply(Snapshot::parse(&line(1.0, 1, &[row_json(0, 4000, "admin", 1, "")])).unwrap());
+        let text = render(&top, "127.0.0.1:7999");
+        assert!(text.contains("  1 connection  "), "{text}");
+        top.apply(Snapshot::parse(&line(2.0, 1, &[])).unwrap());
+        assert!(render(&top, "127.0.0.1:7999").contains("  0 connections  "));
     }
 }
