@@ -696,4 +696,59 @@ mod tests {
         assert!(svg.contains("connection 0 (echo, peer 127.0.0.1:1"));
         assert!(svg.contains("bytes waiting") && svg.contains("seconds"));
     }
+
+    #[test]
+    fn regression_merged_recordings_say_their_own_interval() {
+        // Two recordings of 50 ms each, put on one time axis 20 ms apart
+        // (as the demos merge a server per recording): the distinct times
+        // are 20 and 30 ms apart, the sampling is not.
+        let mut rows = Vec::new();
+        for i in 0..10 {
+            rows.push(sample(i as f64 * 0.05, 1, "a"));
+            rows.push(sample(0.02 + i as f64 * 0.05, 1, "b"));
+        }
+        let step = sampling_step(&rows);
+        assert!((step - 0.05).abs() < 1e-9, "step {step}");
+    }
+
+    /// Every `points="x,y x,y ..."` list of polygons in `svg`.
+    fn polygons(svg: &str) -> Vec<Vec<(f64, f64)>> {
+        svg.split("<polygon")
+            .skip(1)
+            .map(|rest| {
+                let at = rest.find("points=\"").expect("a polygon has points") + 8;
+                let list = &rest[at..at + rest[at..].find('"').expect("closing quote")];
+                list.split_whitespace()
+                    .map(|xy| {
+                        let (x, y) = xy.split_once(',').expect("x,y");
+                        (x.parse().expect("x"), y.parse().expect("y"))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn regression_samples_are_drawn_as_steps_not_joined_by_slopes() {
+        let mut rows = vec![
+            sample(0.0, 0, "p"),
+            sample(0.5, 0, "p"),
+            sample(1.0, 0, "p"),
+        ];
+        rows[1].send_buf_used = 60_000;
+        let svg = render_svg("t.csv", &series(&rows), 1, 1.0, 0.5).unwrap();
+        let shapes = polygons(&svg);
+        assert!(!shapes.is_empty(), "the layers are polygons");
+        for shape in shapes {
+            for pair in shape.windows(2) {
+                let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+                assert!(
+                    x0 == x1 || y0 == y1,
+                    "a sloping edge from {:?} to {:?}",
+                    pair[0],
+                    pair[1]
+                );
+            }
+        }
+    }
 }
