@@ -635,10 +635,29 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see --help)");
+    // No subcommand at all: the help is the answer, as a usage error.
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    eprintln!("{} (see --help)", one_line(&e.render().to_string()));
     ExitCode::from(2)
+}
+
+/// The first paragraph of a clap error (what is wrong, before its tip and
+/// usage), on one line. The first line alone is not enough: a missing
+/// argument's names are on the lines below "the following required
+/// arguments were not provided:".
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match words.join(" ") {
+        line if line.is_empty() => "error: invalid arguments".to_string(),
+        line => line,
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
