@@ -1,7 +1,6 @@
 //! Command-line parsing and dispatch only: flags become a resolved
 //! configuration, which goes to the part of the crate that runs it.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
+use tcp_reactor::client::{Address, Target};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::logsink;
 use tcp_reactor::reactor::{Exit, Server};
@@ -69,8 +69,9 @@ Examples:
   tcp-reactor client 127.0.0.1:7890
   printf 'a\\nb\\n' | tcp-reactor client 127.0.0.1:7890")]
 struct ClientArgs {
-    /// Server address, e.g. 127.0.0.1:7890.
-    addr: SocketAddr,
+    /// Server address: HOST:PORT, e.g. 127.0.0.1:7890, localhost:7890 or
+    /// [::1]:7890 (each address of a name is tried in turn).
+    addr: Address,
 
     /// Encoding of the text on the wire (the terminal stays UTF-8).
     #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
@@ -87,8 +88,9 @@ Examples:
   tcp-reactor get 127.0.0.1:8000 sub/data.bin -o /tmp/data.bin --force
   tcp-reactor get 127.0.0.1:8000 notes.txt -o - | less")]
 struct GetArgs {
-    /// Address of a files service, e.g. 127.0.0.1:8000.
-    addr: SocketAddr,
+    /// Address of a files service: HOST:PORT, e.g. 127.0.0.1:8000 or
+    /// localhost:8000.
+    addr: Address,
 
     /// File name, relative to the server's root.
     name: String,
@@ -117,8 +119,9 @@ trip, close); --conns says how many such loops run at once.
 Example:
   tcp-reactor bench 127.0.0.1:7788 --conns 1000 --size 64 --secs 5")]
 struct BenchArgs {
-    /// Address of an echo service, e.g. 127.0.0.1:7788.
-    addr: SocketAddr,
+    /// Address of an echo service: HOST:PORT, e.g. 127.0.0.1:7788 or
+    /// localhost:7788.
+    addr: Address,
 
     /// Connections open at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -191,8 +194,9 @@ Examples:
   tcp-reactor top 127.0.0.1:7999 --once
   tcp-reactor top 127.0.0.1:7999 --stat --interval 1000")]
 struct TopArgs {
-    /// Address of an admin service, e.g. 127.0.0.1:7999.
-    addr: SocketAddr,
+    /// Address of an admin service: HOST:PORT, e.g. 127.0.0.1:7999 or
+    /// localhost:7999.
+    addr: Address,
 
     /// Milliseconds between snapshots (50 to 60000).
     #[arg(long, value_name = "MS", default_value_t = 250,
@@ -223,8 +227,9 @@ Example:
   tcp-reactor record 127.0.0.1:7999 --secs 30 -o run.csv
   tcp-reactor plot run.csv -o run.svg")]
 struct RecordArgs {
-    /// Address of an admin service, e.g. 127.0.0.1:7999.
-    addr: SocketAddr,
+    /// Address of an admin service: HOST:PORT, e.g. 127.0.0.1:7999 or
+    /// localhost:7999.
+    addr: Address,
 
     /// Record only the connection with this id (from the admin 'clients'
     /// table); repeatable [default: every connection but admin ones].
@@ -464,11 +469,24 @@ fn main() -> ExitCode {
     code
 }
 
+/// The address's every address, looked up once; a failure is reported
+/// here, as one line.
+fn resolve(addr: &Address) -> Result<Target, ExitCode> {
+    addr.resolve().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn client(args: ClientArgs) -> ExitCode {
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let opts = ClientOptions {
-        addr: args.addr,
         encoding: args.encoding,
         show: Show::for_stdout(),
+        ..ClientOptions::new(addr)
     };
     match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
         Ok(Ended::ServerClosed) => {
@@ -484,11 +502,15 @@ fn client(args: ClientArgs) -> ExitCode {
 }
 
 fn get(args: GetArgs) -> ExitCode {
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let opts = GetOptions {
         output: args.output,
         force: args.force,
         quiet: args.quiet,
-        ..GetOptions::new(args.addr, args.name)
+        ..GetOptions::new(addr, args.name)
     };
     match get::get(&opts) {
         Ok(summary) => {
@@ -530,8 +552,12 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let config = BenchConfig {
-        addr: args.addr,
+        addr,
         conns: args.conns as usize,
         size: args.size,
         duration: Duration::from_secs_f64(args.secs),
@@ -575,8 +601,12 @@ fn top(args: TopArgs) -> ExitCode {
     } else {
         top::Mode::Live
     };
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let config = TopConfig {
-        addr: args.addr,
+        addr,
         interval: Duration::from_millis(args.interval),
         mode,
     };
@@ -590,8 +620,12 @@ fn top(args: TopArgs) -> ExitCode {
 }
 
 fn record(args: RecordArgs) -> ExitCode {
+    let admin = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let opts = RecordOptions {
-        admin: args.addr,
+        admin,
         conns: args.conns,
         interval_ms: args.interval,
         duration: Duration::from_secs_f64(args.secs),

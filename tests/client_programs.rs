@@ -130,7 +130,9 @@ fn regression_every_client_takes_a_host_name() {
     assert!(csv.exists());
 
     let out = run_binary(
-        &["bench", &echo, "--conns", "2", "--rounds", "3", "--secs", "20"],
+        &[
+            "bench", &echo, "--conns", "2", "--rounds", "3", "--secs", "20",
+        ],
         b"",
     );
     assert!(out.status.success(), "bench: {}", text(&out.stdout));
@@ -242,7 +244,10 @@ fn client_wait_bounds_the_connect_to_a_server_that_does_not_answer() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no answer in 0.5 s"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(8), "--wait was ignored");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "--wait was ignored"
+    );
     drop(fillers);
 }
 
@@ -328,7 +333,9 @@ fn regression_a_timed_bench_ends_its_connections_cleanly_not_with_resets() {
     // Timed, not counted: at the deadline every connection has a message
     // on its way, whose echo must be read before the close.
     let out = run_binary(
-        &["bench", &echo, "--conns", "20", "--size", "64", "--secs", "0.5"],
+        &[
+            "bench", &echo, "--conns", "20", "--size", "64", "--secs", "0.5",
+        ],
         b"",
     );
     assert!(out.status.success(), "{}", text(&out.stdout));
@@ -360,7 +367,9 @@ fn regression_bench_at_a_service_that_is_not_echo_reports_wrong_bytes_not_no_con
     let server = Server::start(&["-l", "127.0.0.1:0=ack"]);
     let ack = server.addr("ack").to_string();
     let out = run_binary(
-        &["bench", &ack, "--conns", "5", "--rounds", "1", "--secs", "20"],
+        &[
+            "bench", &ack, "--conns", "5", "--rounds", "1", "--secs", "20",
+        ],
         b"",
     );
     let report = text(&out.stdout);

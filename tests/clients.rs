@@ -251,9 +251,8 @@ fn start_session(
     let (tx, result) = mpsc::channel();
     thread::spawn(move || {
         let opts = ClientOptions {
-            addr,
             encoding,
-            show: Show::Raw,
+            ..ClientOptions::new(addr)
         };
         let _ = tx.send(interactive::interactive(&opts, input, output));
     });
@@ -484,11 +483,7 @@ fn client_sends_each_piped_line_and_shows_every_reply() {
     let (addr, script) = fake_server(line_ack_server);
     let result = bounded(move || {
         let mut output = Vec::new();
-        let opts = ClientOptions {
-            addr,
-            encoding: Encoding::Utf8,
-            show: Show::Raw,
-        };
+        let opts = ClientOptions::new(addr);
         interactive::interactive(&opts, Cursor::new(b"a\nb\n".to_vec()), &mut output)
             .map(|ended| (ended, output))
     });
@@ -512,9 +507,8 @@ fn session_output(show: Show) -> Vec<u8> {
     let (ended, output) = bounded(move || {
         let mut output = Vec::new();
         let opts = ClientOptions {
-            addr,
-            encoding: Encoding::Utf8,
             show,
+            ..ClientOptions::new(addr)
         };
         interactive::interactive(&opts, Cursor::new(Vec::new()), &mut output)
             .map(|ended| (ended, output))
@@ -684,12 +678,17 @@ fn get_interrupted_by(signal: &str) -> (std::process::ExitStatus, String, Vec<St
     // The partial file holds every byte sent so far (the write that puts
     // them there happens before `get` waits on the socket again).
     let partial = |dir: &TempDir| {
-        dir.entries()
-            .iter()
-            .any(|n| n.starts_with(".big.bin.part.") && fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() == 100_000))
+        dir.entries().iter().any(|n| {
+            n.starts_with(".big.bin.part.")
+                && fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() == 100_000)
+        })
     };
     while !partial(&dir) {
-        assert!(Instant::now() < deadline, "no partial file: {:?}", dir.entries());
+        assert!(
+            Instant::now() < deadline,
+            "no partial file: {:?}",
+            dir.entries()
+        );
         thread::sleep(Duration::from_millis(10));
     }
     std::process::Command::new("kill")

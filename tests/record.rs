@@ -286,7 +286,7 @@ fn plot_labels_name_the_panels() {
     let dir = TempDir::new("plot-label");
     let csv = dir.path().join("two.csv");
     let svg = dir.path().join("two.svg");
-    let mut rows = String::from(HEADER.join(","));
+    let mut rows = HEADER.join(",");
     rows.push('\n');
     for (id, peer) in [(3, "127.0.0.1:5000"), (1, "127.0.0.1:5001")] {
         for t in ["0.0", "0.05"] {
@@ -309,7 +309,11 @@ fn plot_labels_name_the_panels() {
         ],
         b"",
     );
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.contains("client C: connection 3"), "{picture}");
     assert!(picture.contains("client A: connection 1"));

@@ -28,10 +28,14 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::Target;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    pub addr: SocketAddr,
+    /// The echo server; when its name has several addresses, the first
+    /// that accepts a connection is used for the whole run.
+    pub addr: Target,
     pub conns: usize,
     pub size: usize,
     pub duration: Duration,
@@ -327,6 +331,7 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
     if config.short {
         return run_short(config).map(|report| (report, Held(Vec::new())));
     }
+    let addr = pick_address(&config.addr)?;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (message, mut scratch) = message_and_scratch(config.size);
@@ -335,7 +340,7 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
 
     let start = Instant::now();
     for i in 0..config.conns {
-        let conn = open(&poll, i, config.addr)
+        let conn = open(&poll, i, addr)
             .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", config.addr)))?;
         conns.push(conn);
     }
@@ -457,6 +462,7 @@ struct ShortLoop {
 /// connection fails stops there (its failure is reported), so a server that
 /// refuses every connection ends the run at once rather than spinning.
 fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
+    let addr = pick_address(&config.addr)?;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (message, mut scratch) = message_and_scratch(config.size);
@@ -480,7 +486,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
         .collect();
     let mut active = 0;
     for (i, l) in loops.iter_mut().enumerate() {
-        match open(&poll, i, config.addr) {
+        match open(&poll, i, addr) {
             Ok(conn) => {
                 l.conn = Some(conn);
                 l.connecting_since = Instant::now();
@@ -552,7 +558,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
                 active -= 1;
                 continue;
             }
-            match open(&poll, i, config.addr) {
+            match open(&poll, i, addr) {
                 Ok(conn) => {
                     l.conn = Some(conn);
                     l.connecting_since = Instant::now();
@@ -574,6 +580,17 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
         connects,
         failures,
     })
+}
+
+/// The address a run connects to: the target's only one or, when a name
+/// has several, the first that accepts a connection. That probe is closed
+/// at once, before the run, and not measured.
+fn pick_address(target: &Target) -> io::Result<SocketAddr> {
+    if let [only] = target.addrs() {
+        return Ok(*only);
+    }
+    let probe = super::connect(target).map_err(|e| io::Error::other(e.to_string()))?;
+    probe.peer_addr()
 }
 
 /// The message every round sends (`size` bytes counting up modulo 251, so

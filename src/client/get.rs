@@ -19,11 +19,11 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{ClientError, connect, socket_error};
+use super::{ClientError, Target, connect, socket_error};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How long `get` waits for the next byte before giving up on a stalled
@@ -42,7 +42,7 @@ const CHUNK: usize = 64 * 1024;
 /// What to download, and where to.
 #[derive(Clone, Debug)]
 pub struct GetOptions {
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// The name the server resolves inside its root.
     pub name: String,
     /// Where to save: `None` is the last component of `name` in the current
@@ -60,9 +60,9 @@ pub struct GetOptions {
 impl GetOptions {
     /// Options with the defaults: save under the name's last component, keep
     /// existing files, show progress on a terminal, [`IDLE_TIMEOUT`].
-    pub fn new(addr: SocketAddr, name: impl Into<String>) -> GetOptions {
+    pub fn new(addr: impl Into<Target>, name: impl Into<String>) -> GetOptions {
         GetOptions {
-            addr,
+            addr: addr.into(),
             name: name.into(),
             output: None,
             force: false,
@@ -133,7 +133,7 @@ pub fn get(opts: &GetOptions) -> Result<GetSummary, ClientError> {
 /// caller decides what to keep.
 pub fn download(opts: &GetOptions, sink: &mut dyn Write) -> Result<u64, ClientError> {
     check_name(&opts.name)?;
-    let mut stream = connect(opts.addr)?;
+    let mut stream = connect(&opts.addr)?;
     stream
         .set_read_timeout(Some(opts.idle_timeout))
         .and_then(|()| stream.set_write_timeout(Some(opts.idle_timeout)))

@@ -31,22 +31,41 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
+use std::time::Duration;
 
 use encoding_rs::{CoderResult, Decoder};
 
-use super::{ClientError, connect, socket_error};
+use super::{CONNECT_TIMEOUT, ClientError, Target, connect_within, socket_error};
 use crate::text::{Encoding, escape_controls};
 
-/// Where to connect, the encoding of the text on the wire, and how to show
-/// what the server sends.
-#[derive(Clone, Copy, Debug)]
+/// Where to connect, the encoding of the text on the wire, how lines end,
+/// and how to show what the server sends.
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
-    pub addr: SocketAddr,
+    pub addr: Target,
     pub encoding: Encoding,
     pub show: Show,
+    /// End each line sent with `\r\n` (a line that already ends so is
+    /// not given a second `\r`), for servers that want CRLF.
+    pub crlf: bool,
+    /// How long each connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// UTF-8, shown raw, lines ending `\n`, [`CONNECT_TIMEOUT`].
+    pub fn new(addr: impl Into<Target>) -> ClientOptions {
+        ClientOptions {
+            addr: addr.into(),
+            encoding: Encoding::Utf8,
+            show: Show::Raw,
+            crlf: false,
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// How the server's text is written to the output.
@@ -111,16 +130,25 @@ pub fn interactive(
     input: impl Read + Send + 'static,
     mut output: impl Write,
 ) -> Result<Ended, ClientError> {
-    let socket = connect(opts.addr)?;
+    let socket = connect_within(&opts.addr, opts.connect_timeout)?;
     let sender_socket = socket
         .try_clone()
         .map_err(|e| ClientError::new(format!("cannot share the connection: {e}")))?;
     let (events, sender_events) = mpsc::channel();
     let encoding = opts.encoding;
     let render = Render::new(encoding, opts.show);
+    let ending = LineEnding::new(opts.crlf);
     thread::Builder::new()
         .name("client-input".to_string())
-        .spawn(move || send_lines(BufReader::new(input), sender_socket, encoding, &events))
+        .spawn(move || {
+            send_lines(
+                BufReader::new(input),
+                sender_socket,
+                encoding,
+                ending,
+                &events,
+            )
+        })
         .map_err(|e| ClientError::new(format!("cannot start the input thread: {e}")))?;
 
     show_replies(socket, render, &mut output)?;
@@ -234,13 +262,52 @@ fn decode(decoder: &mut Decoder, mut bytes: &[u8], last: bool, text: &mut String
     }
 }
 
-/// The sender thread: each input line, encoded, with `\n`; at the end of
-/// input, a half-close. Reports how it ended on `events` before acting on
-/// it, so the calling thread knows by the time the server's close arrives.
+/// How each line sent ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineEnding {
+    /// `\n`, after the line exactly as it came (a `\r` before its `\n`
+    /// stays): what the client always sent.
+    Lf,
+    /// `\r\n`, after the line without any `\r\n` or `\n` it ended with.
+    CrLf,
+}
+
+impl LineEnding {
+    fn new(crlf: bool) -> LineEnding {
+        if crlf {
+            LineEnding::CrLf
+        } else {
+            LineEnding::Lf
+        }
+    }
+
+    /// Takes the line's own ending off `line` (as read, `\n` included).
+    fn strip(self, line: &mut Vec<u8>) {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if self == LineEnding::CrLf && line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+    }
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            LineEnding::Lf => b"\n",
+            LineEnding::CrLf => b"\r\n",
+        }
+    }
+}
+
+/// The sender thread: each input line, encoded, with its `ending`; at the
+/// end of input, a half-close. Reports how it ended on `events` before
+/// acting on it, so the calling thread knows by the time the server's close
+/// arrives.
 fn send_lines(
     mut input: impl BufRead,
     mut socket: TcpStream,
     encoding: Encoding,
+    ending: LineEnding,
     events: &Sender<SenderEvent>,
 ) {
     let mut line = Vec::new();
@@ -262,14 +329,12 @@ fn send_lines(
                 return;
             }
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
+        ending.strip(&mut line);
         let mut wire = match encoding {
             Encoding::Utf8 => std::mem::take(&mut line),
             Encoding::Gbk => encoding.encode(&String::from_utf8_lossy(&line)),
         };
-        wire.push(b'\n');
+        wire.extend_from_slice(ending.bytes());
         let sent = socket.write_all(&wire);
         if encoding == Encoding::Utf8 {
             // Keep the allocation for the next line.

@@ -16,7 +16,6 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{Row, Snapshot};
-use super::{ClientError, connect, socket_error};
+use super::{ClientError, Target, connect, socket_error};
 
 /// Longest snapshot line accepted: 100,000 connections (the most `bench`
 /// opens) at about 900 bytes a row is 90 MB. A peer that sends more without
@@ -41,7 +40,7 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
     /// An admin listener.
-    pub admin: SocketAddr,
+    pub admin: Target,
     /// Connection ids to record; empty means every connection but the
     /// admin ones. Ids are the server's slab keys, so a closed connection's
     /// id can be given to a newer one: rows carry the peer too.
@@ -281,7 +280,7 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
     let started = Instant::now();
     let deadline = started + opts.duration;
     // Connected first, so an address with nothing behind it leaves no file.
-    let mut stream = connect(opts.admin)?;
+    let mut stream = connect(&opts.admin)?;
     stream
         .write_all(format!("watch {}\n", opts.interval_ms).as_bytes())
         .map_err(|e| socket_error(&e))?;
