@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use log::{LevelFilter, error};
+use log::{LevelFilter, error, info};
 
 use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
@@ -76,6 +76,9 @@ struct ClientArgs {
     /// Encoding of the text on the wire (the terminal stays UTF-8).
     #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
     encoding: Encoding,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -104,9 +107,8 @@ struct GetArgs {
     #[arg(long)]
     force: bool,
 
-    /// No progress bar and no summary line.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -164,6 +166,9 @@ struct BenchArgs {
     /// they close (scripts/bench.sh does), so closing is not counted as load.
     #[arg(long)]
     hold: bool,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +218,9 @@ struct TopArgs {
     /// the server closes or Ctrl-C.
     #[arg(long)]
     stat: bool,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +255,9 @@ struct RecordArgs {
     /// The CSV file to write (replaced if it exists).
     #[arg(short, long, value_name = "FILE.csv")]
     output: PathBuf,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +276,9 @@ struct PlotArgs {
     /// The SVG file to write (replaced if it exists).
     #[arg(short, long, value_name = "FILE.svg")]
     output: PathBuf,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -447,6 +461,41 @@ impl LogArgs {
     }
 }
 
+/// `-v`/`-q` of the client programs. They log through `simple_logger`, in
+/// the server's line format: a client that blocks on a stalled stderr
+/// stalls only itself.
+#[derive(Args, Debug)]
+struct ClientLogArgs {
+    /// More log output: -v debug (each address a name resolved to, each
+    /// connection attempt), -vv trace. RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less output: -q warnings and errors only (get: no progress bar and
+    /// no summary line either), -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+impl ClientLogArgs {
+    /// Installs `simple_logger` at the level the flags ask for (as
+    /// [`LogArgs::level`]).
+    fn init(&self) {
+        let level = LogArgs {
+            verbose: self.verbose,
+            quiet: self.quiet,
+        }
+        .level();
+        // The line editor's own debug lines say nothing about the server.
+        let logger = simple_logger::SimpleLogger::new()
+            .with_level(level)
+            .with_module_level("rustyline", level.min(LevelFilter::Warn))
+            .with_utc_timestamps();
+        // Only fails if a logger is already set, which nothing here does.
+        let _ = logger.init();
+    }
+}
+
 /// How long the last flush at exit may wait for a slow log reader, so the
 /// summary line is not lost; a reader stalled for good costs no more.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -473,12 +522,13 @@ fn main() -> ExitCode {
 /// here, as one line.
 fn resolve(addr: &Address) -> Result<Target, ExitCode> {
     addr.resolve().map_err(|e| {
-        eprintln!("error: {e}");
+        error!("{e}");
         ExitCode::FAILURE
     })
 }
 
 fn client(args: ClientArgs) -> ExitCode {
+    args.log.init();
     let addr = match resolve(&args.addr) {
         Ok(addr) => addr,
         Err(code) => return code,
@@ -490,18 +540,20 @@ fn client(args: ClientArgs) -> ExitCode {
     };
     match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
         Ok(Ended::ServerClosed) => {
-            eprintln!("connection closed by server");
+            info!("connection closed by server");
             ExitCode::SUCCESS
         }
         Ok(Ended::InputEnded) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn get(args: GetArgs) -> ExitCode {
+    args.log.init();
+    let quiet = args.log.quiet > 0;
     let addr = match resolve(&args.addr) {
         Ok(addr) => addr,
         Err(code) => return code,
@@ -509,18 +561,19 @@ fn get(args: GetArgs) -> ExitCode {
     let opts = GetOptions {
         output: args.output,
         force: args.force,
-        quiet: args.quiet,
+        quiet,
         ..GetOptions::new(addr, args.name)
     };
     match get::get(&opts) {
         Ok(summary) => {
-            if !args.quiet {
+            // The report of the download, not a diagnostic.
+            if !quiet {
                 eprintln!("{summary}");
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -552,6 +605,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
+    args.log.init();
     let addr = match resolve(&args.addr) {
         Ok(addr) => addr,
         Err(code) => return code,
@@ -586,13 +640,14 @@ fn bench(args: BenchArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn top(args: TopArgs) -> ExitCode {
+    args.log.init();
     use std::io::IsTerminal;
     let mode = if args.stat {
         top::Mode::Stat
@@ -613,13 +668,14 @@ fn top(args: TopArgs) -> ExitCode {
     match top::run(&config, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn record(args: RecordArgs) -> ExitCode {
+    args.log.init();
     let admin = match resolve(&args.addr) {
         Ok(addr) => addr,
         Err(code) => return code,
@@ -637,13 +693,14 @@ fn record(args: RecordArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn plot(args: PlotArgs) -> ExitCode {
+    args.log.init();
     match tcp_reactor::plot::plot(&args.input, &args.output) {
         Ok(summary) => {
             eprintln!(
@@ -655,7 +712,7 @@ fn plot(args: PlotArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -179,7 +179,7 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
         assert_eq!(run.status.code(), Some(1), "{input:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{input:?}: {stderr}");
         assert!(
-            stderr.starts_with("error: ") && stderr.contains(says),
+            stderr.contains(" ERROR ") && stderr.contains(says),
             "{stderr}"
         );
     }
