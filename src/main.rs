@@ -14,7 +14,7 @@ use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
-use tcp_reactor::client::{Address, Target};
+use tcp_reactor::client::{Address, Interrupt, Target};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::logsink;
 use tcp_reactor::reactor::{Exit, Server};
@@ -84,7 +84,8 @@ struct ClientArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 The file is written under a temporary name and renamed only when every byte
-has arrived, so a failed download leaves nothing behind.
+has arrived, so a failed download leaves nothing behind. Ctrl-C or SIGTERM
+removes the partial file too, and exits 130 or 143 as the signal would.
 
 Examples:
   tcp-reactor get 127.0.0.1:8000 notes.txt
@@ -558,7 +559,15 @@ fn get(args: GetArgs) -> ExitCode {
         Ok(addr) => addr,
         Err(code) => return code,
     };
+    let interrupt = match Interrupt::catch() {
+        Ok(interrupt) => interrupt,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = GetOptions {
+        interrupt: Some(interrupt),
         output: args.output,
         force: args.force,
         quiet,
@@ -574,7 +583,7 @@ fn get(args: GetArgs) -> ExitCode {
         }
         Err(e) => {
             error!("{e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

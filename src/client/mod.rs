@@ -15,28 +15,114 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use log::debug;
 
-/// A client program's failure, as one line for the user (no `error:`
-/// prefix; `main` adds it).
+/// A client program's failure, as one line for the user (no level or
+/// prefix; `main` logs it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientError(String);
+pub struct ClientError {
+    message: String,
+    /// The signal that ended the program, for its exit status.
+    signal: Option<i32>,
+}
 
 impl ClientError {
     pub fn new(message: impl Into<String>) -> ClientError {
-        ClientError(message.into())
+        ClientError {
+            message: message.into(),
+            signal: None,
+        }
+    }
+
+    /// The program stopped because `signal` (SIGINT or SIGTERM) arrived.
+    pub fn interrupted(signal: i32) -> ClientError {
+        let name = match signal {
+            SIGINT => "SIGINT".to_string(),
+            SIGTERM => "SIGTERM".to_string(),
+            other => format!("signal {other}"),
+        };
+        ClientError {
+            message: format!("interrupted by {name}"),
+            signal: Some(signal),
+        }
+    }
+
+    /// The same failure, said with more words after it.
+    pub fn and(mut self, more: &str) -> ClientError {
+        self.message.push_str(more);
+        self
     }
 
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// The exit status that tells a shell what happened: 128 + the signal
+    /// for an interruption (130 for SIGINT, 143 for SIGTERM), as if the
+    /// signal had ended the program; 1 for any other failure.
+    pub fn exit_code(&self) -> u8 {
+        self.signal
+            .and_then(|s| u8::try_from(128 + s).ok())
+            .unwrap_or(1)
     }
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
+    }
+}
+
+/// SIGINT and SIGTERM, caught, for a program that must clean up before it
+/// ends (`get` removes its partial file). The first of either is only
+/// noted: the program looks at [`Interrupt::signal`] wherever it waits, at
+/// least every [`Interrupt::CHECK_EVERY`]. A second one ends the process at
+/// once with 128 + its number, as an uncaught signal would, for a program
+/// stuck somewhere it does not look (a connect, a blocked write).
+#[derive(Clone, Debug)]
+pub struct Interrupt {
+    /// The first signal's number, 0 until one arrives.
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    /// How often a waiting program looks for a signal: quick enough that a
+    /// Ctrl-C feels immediate, rare enough to cost nothing.
+    pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+    /// Installs the handlers (process-wide, for the rest of the process).
+    pub fn catch() -> io::Result<Interrupt> {
+        let caught = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM] {
+            // Registered first, so it sees the flag as the earlier signal
+            // left it: set means this is the second.
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&caught))?;
+            signal_hook::flag::register(sig, Arc::clone(&caught))?;
+            // Signal numbers are small and positive.
+            signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+        }
+        Ok(Interrupt { signal })
+    }
+
+    /// The signal that arrived, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self.signal.load(Ordering::Relaxed) {
+            0 => None,
+            n => i32::try_from(n).ok(),
+        }
+    }
+
+    /// An error if a signal arrived.
+    pub fn check(&self) -> Result<(), ClientError> {
+        self.signal()
+            .map_or(Ok(()), |s| Err(ClientError::interrupted(s)))
     }
 }
 
