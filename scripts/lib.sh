@@ -368,7 +368,7 @@ record_start() {
         -o "$RECORD_CSV" </dev/null 2>"$TMP/$2.record.log" &
     RECORD_PID=$!
     STARTED_PIDS+=("$RECORD_PID")
-    # The file is created once the recorder is connected and has asked.
+    # The file is created once the recorder has its first snapshot.
     wait_for_file "$RECORD_CSV" 10 || die "record did not start: $(cat "$TMP/$2.record.log")"
 }
 

@@ -230,7 +230,9 @@ One row per connection per snapshot: seconds since the first snapshot (the
 server's clock), id, peer, service, state, limit (what holds its bytes back),
 every buffer and kernel queue figure and every TCP_INFO field (tcp_*). An
 empty cell is a figure the kernel did not give. Rows are written after each
-snapshot; Ctrl-C stops the recording and keeps them.
+snapshot; Ctrl-C stops the recording and keeps them. No snapshot (not an
+admin address, or none in 10 s) is an error, exit 1, and no file; a --conn
+id the server does not list is a warning.
 
 Example:
   tcp-reactor record 127.0.0.1:7999 --secs 30 -o run.csv
@@ -253,7 +255,9 @@ struct RecordArgs {
     #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
     secs: f64,
 
-    /// The CSV file to write (replaced if it exists).
+    /// The CSV file to write: created, or replaced if it exists, once the
+    /// first snapshot has come (an address that sends none leaves it as it
+    /// was).
     #[arg(short, long, value_name = "FILE.csv")]
     output: PathBuf,
 
@@ -599,7 +603,7 @@ fn parse_secs(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
         _ => Err(format!(
-            "'{text}' is not a number of seconds between 0 and 86400"
+            "'{text}' is not a number of seconds more than 0 and at most 86400"
         )),
     }
 }

@@ -198,13 +198,23 @@ pub fn limit_runs(points: &[Point], step: f64) -> Vec<(f64, f64, &str)> {
     runs
 }
 
-/// The usual time between snapshots: the median gap between distinct
-/// sample times (0.1 s when there is only one).
+/// The usual time between snapshots: the median gap between one
+/// connection's consecutive samples (0.1 s when no connection has two).
+/// Gaps are taken per connection, not across all times: recordings merged
+/// onto one time axis (the demos put a server per recording, each from its
+/// own start) interleave their times, and the gaps between those are not
+/// the sampling interval.
 pub fn sampling_step(samples: &[Sample]) -> f64 {
-    let mut times: Vec<f64> = samples.iter().map(|s| s.time_secs).collect();
-    times.sort_by(f64::total_cmp);
-    times.dedup();
-    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut gaps: Vec<f64> = series(samples)
+        .iter()
+        .flat_map(|s| {
+            s.points
+                .windows(2)
+                .map(|w| w[1].time - w[0].time)
+                .filter(|gap| *gap > 0.0)
+                .collect::<Vec<f64>>()
+        })
+        .collect();
     gaps.sort_by(f64::total_cmp);
     gaps.get(gaps.len() / 2).copied().unwrap_or(0.1)
 }
