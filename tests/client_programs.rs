@@ -342,6 +342,17 @@ fn regression_a_timed_bench_ends_its_connections_cleanly_not_with_resets() {
     let closed = echo_closes(&server);
     assert_eq!(closed["error"], 0, "closes: {closed}");
     assert_eq!(closed["peer"], 20, "closes: {closed}");
+
+    // The same for short connections cut by the deadline mid-round.
+    let out = run_binary(
+        &[
+            "bench", &echo, "--short", "--conns", "10", "--size", "64", "--secs", "0.5",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let closed = echo_closes(&server);
+    assert_eq!(closed["error"], 0, "closes: {closed}");
 }
 
 #[test]
