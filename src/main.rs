@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch only: flags become a resolved
 //! configuration, which goes to the part of the crate that runs it.
 
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use tcp_reactor::logsink;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::admin::WATCH_MS;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
+use tcp_reactor::sockopt;
 use tcp_reactor::text::Encoding;
 
 /// A single-threaded TCP server on a hand-written mio reactor, with bounded,
@@ -59,6 +62,11 @@ enum Command {
 End of input (Ctrl-D, or the end of a pipe) half-closes the connection; every
 reply still on its way is shown before the client exits.
 
+On a terminal, lines are edited with the usual keys (arrows, Home/End,
+Ctrl-A/E/W/U, Backspace) and Up/Down recall this session's lines; what the
+server sends is printed above the line being typed. Ctrl-C closes the
+connection at once (exit 130). Piped input is sent line by line as it comes.
+
 On a terminal, control characters the server sends (another chat user's
 escape sequences, say) are shown escaped rather than obeyed: C0 controls but
 newline and tab, and DEL, as \\x and two hex digits (ESC is \\x1b, CR is
@@ -76,6 +84,19 @@ struct ClientArgs {
     /// Encoding of the text on the wire (the terminal stays UTF-8).
     #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
     encoding: Encoding,
+
+    /// Seconds to wait for each of the server's addresses to answer the
+    /// connect. Default 10: long enough for a busy server's full accept
+    /// queue (the kernel retries a dropped SYN after 1 s and 3 s), short
+    /// enough to tell you about a host that is down while you wait.
+    #[arg(short, long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    wait: f64,
+
+    /// End each line sent with CR LF instead of LF, for servers that want
+    /// it. Default off: LF is what the services here and the notes' client
+    /// expect.
+    #[arg(long)]
+    crlf: bool,
 
     #[command(flatten)]
     log: ClientLogArgs,
@@ -541,9 +562,28 @@ fn client(args: ClientArgs) -> ExitCode {
     let opts = ClientOptions {
         encoding: args.encoding,
         show: Show::for_stdout(),
+        crlf: args.crlf,
+        connect_timeout: Duration::from_secs_f64(args.wait),
         ..ClientOptions::new(addr)
     };
-    match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
+    let ended = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        // The line editor may still hold the terminal raw when the server
+        // ends the session: put it back as it was.
+        let stdin = std::io::stdin();
+        let saved = sockopt::terminal_mode(stdin.as_fd()).ok();
+        let ended = interactive::interactive_on_terminal(&opts);
+        if let Some(mode) = &saved {
+            let _ = sockopt::restore_terminal(stdin.as_fd(), mode);
+        }
+        if ended == Ok(Ended::ServerClosed) {
+            // Off the prompt line the editor left, before the log line.
+            println!();
+        }
+        ended
+    } else {
+        interactive::interactive(&opts, std::io::stdin(), std::io::stdout())
+    };
+    match ended {
         Ok(Ended::ServerClosed) => {
             info!("connection closed by server");
             ExitCode::SUCCESS
@@ -551,7 +591,7 @@ fn client(args: ClientArgs) -> ExitCode {
         Ok(Ended::InputEnded) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -661,7 +701,6 @@ fn bench(args: BenchArgs) -> ExitCode {
 
 fn top(args: TopArgs) -> ExitCode {
     args.log.init();
-    use std::io::IsTerminal;
     let mode = if args.stat {
         top::Mode::Stat
     } else if args.once || !std::io::stdout().is_terminal() {

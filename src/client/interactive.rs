@@ -16,6 +16,11 @@
 //! they came, for scripts. Which one is the caller's choice, made once from
 //! whether standard output is a terminal ([`Show::for_stdout`]).
 //!
+//! On a terminal ([`interactive_on_terminal`]) the lines come from
+//! `rustyline` instead, with line editing and this session's history, and
+//! the server's text is printed above the line being typed. `--crlf` ends
+//! lines with CR LF ([`ClientOptions::crlf`]).
+//!
 //! Two threads share the connection:
 //! - the calling thread reads the socket and writes to the output, until the
 //!   server closes or the connection fails;
@@ -37,6 +42,9 @@ use std::thread;
 use std::time::Duration;
 
 use encoding_rs::{CoderResult, Decoder};
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+use signal_hook::consts::SIGINT;
 
 use super::{CONNECT_TIMEOUT, ClientError, Target, connect_within, socket_error};
 use crate::text::{Encoding, escape_controls};
@@ -115,6 +123,8 @@ enum SenderEvent {
     InputEnded,
     /// Reading the input failed; the connection is being shut down.
     InputFailed(io::Error),
+    /// Ctrl-C at the line editor; the connection is being shut down.
+    Interrupted,
     /// Writing the socket failed.
     SendFailed(io::Error),
 }
@@ -130,34 +140,74 @@ pub fn interactive(
     input: impl Read + Send + 'static,
     mut output: impl Write,
 ) -> Result<Ended, ClientError> {
+    let (encoding, ending) = (opts.encoding, LineEnding::new(opts.crlf));
+    session(
+        opts,
+        move |socket, events| send_lines(BufReader::new(input), socket, encoding, ending, &events),
+        &mut output,
+    )
+}
+
+/// Runs a session on a terminal: each line is read with `rustyline` (line
+/// editing, and this session's lines as history: Up recalls them), and
+/// what the server sends is printed above the line being typed, as soon
+/// as it arrives (a read that does not end a line is shown as one). The
+/// prompt is [`PROMPT`]; Ctrl-D on an empty line ends the input (a
+/// half-close, as at the end of a pipe), Ctrl-C ends the session at once
+/// ([`ClientError::interrupted`]).
+///
+/// The editor puts the terminal in raw mode while it waits for a line. If
+/// the server closes meanwhile, this returns with the editor still waiting,
+/// so the caller must put the terminal back as it was before it exits
+/// ([`crate::sockopt::terminal_mode`]).
+pub fn interactive_on_terminal(opts: &ClientOptions) -> Result<Ended, ClientError> {
+    let config = rustyline::Config::builder()
+        .auto_add_history(true)
+        // A paste of several lines sends them as lines, one by one, as it
+        // would in a pipe.
+        .bracketed_paste(false)
+        .build();
+    let editor_error =
+        |e: ReadlineError| ClientError::new(format!("cannot edit lines on this terminal: {e}"));
+    let mut editor = DefaultEditor::with_config(config).map_err(editor_error)?;
+    let printer = editor.create_external_printer().map_err(editor_error)?;
+    let (encoding, ending) = (opts.encoding, LineEnding::new(opts.crlf));
+    session(
+        opts,
+        move |socket, events| edit_lines(editor, socket, encoding, ending, &events),
+        &mut Printed(printer),
+    )
+}
+
+/// What the line editor shows before the line being typed.
+pub const PROMPT: &str = "> ";
+
+/// Connects, runs `sender` on its own thread with a clone of the socket,
+/// and shows the server's bytes on `output` until it closes.
+fn session(
+    opts: &ClientOptions,
+    sender: impl FnOnce(TcpStream, Sender<SenderEvent>) + Send + 'static,
+    output: &mut dyn Write,
+) -> Result<Ended, ClientError> {
     let socket = connect_within(&opts.addr, opts.connect_timeout)?;
     let sender_socket = socket
         .try_clone()
         .map_err(|e| ClientError::new(format!("cannot share the connection: {e}")))?;
     let (events, sender_events) = mpsc::channel();
-    let encoding = opts.encoding;
-    let render = Render::new(encoding, opts.show);
-    let ending = LineEnding::new(opts.crlf);
+    let render = Render::new(opts.encoding, opts.show);
     thread::Builder::new()
         .name("client-input".to_string())
-        .spawn(move || {
-            send_lines(
-                BufReader::new(input),
-                sender_socket,
-                encoding,
-                ending,
-                &events,
-            )
-        })
+        .spawn(move || sender(sender_socket, events))
         .map_err(|e| ClientError::new(format!("cannot start the input thread: {e}")))?;
 
-    show_replies(socket, render, &mut output)?;
+    show_replies(socket, render, output)?;
 
     // The server has closed. Whatever the sender reported happened before
     // that close was seen, except for the race documented on `SendFailed`
     // below.
     match sender_events.try_recv() {
         Ok(SenderEvent::InputEnded) => Ok(Ended::InputEnded),
+        Ok(SenderEvent::Interrupted) => Err(ClientError::interrupted(SIGINT)),
         Ok(SenderEvent::InputFailed(e)) => {
             Err(ClientError::new(format!("cannot read the input: {e}")))
         }
@@ -167,6 +217,67 @@ pub fn interactive(
             Err(socket_error(&e))
         }
         Ok(SenderEvent::SendFailed(_)) | Err(_) => Ok(Ended::ServerClosed),
+    }
+}
+
+/// The line editor's printer as an output: each write (one read from the
+/// server, rendered) is printed above the line being edited.
+struct Printed<P: ExternalPrinter>(P);
+
+impl<P: ExternalPrinter> Write for Printed<P> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.0
+                .print(String::from_utf8_lossy(buf).into_owned())
+                .map_err(io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sender thread on a terminal: as [`send_lines`], with lines from the
+/// editor. Ctrl-C closes the connection both ways, which ends the session.
+fn edit_lines(
+    mut editor: DefaultEditor,
+    mut socket: TcpStream,
+    encoding: Encoding,
+    ending: LineEnding,
+    events: &Sender<SenderEvent>,
+) {
+    loop {
+        let line = match editor.readline(PROMPT) {
+            Ok(line) => line,
+            Err(ReadlineError::Eof) => {
+                let _ = events.send(SenderEvent::InputEnded);
+                // Fails only if the connection is already gone, which the
+                // calling thread sees for itself.
+                let _ = socket.shutdown(Shutdown::Write);
+                return;
+            }
+            Err(ReadlineError::Interrupted) => {
+                let _ = events.send(SenderEvent::Interrupted);
+                let _ = socket.shutdown(Shutdown::Both);
+                return;
+            }
+            Err(e) => {
+                let _ = events.send(SenderEvent::InputFailed(io::Error::other(e)));
+                let _ = socket.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        let mut wire = match encoding {
+            Encoding::Utf8 => line.into_bytes(),
+            Encoding::Gbk => encoding.encode(&line),
+        };
+        wire.extend_from_slice(ending.bytes());
+        if let Err(e) = socket.write_all(&wire) {
+            let _ = events.send(SenderEvent::SendFailed(e));
+            return;
+        }
     }
 }
 
