@@ -3,6 +3,13 @@
 //! `top` (a live view of the admin service's snapshots) and `record` (those
 //! snapshots, sampled to CSV). Unlike the server they are plain blocking
 //! programs, except `bench`, which runs its connections on one mio loop.
+//!
+//! What they share is here: [`Address`] (`HOST:PORT` as given, checked for
+//! form only) and [`Target`] (its addresses, resolved once), [`connect`],
+//! which tries each address in turn, [`ClientError`], one line with the
+//! exit status it asks for, and [`Interrupt`], SIGINT/SIGTERM caught for a
+//! program that must clean up. No logging set-up: `main` installs
+//! `simple_logger` for them.
 
 pub mod bench;
 pub mod get;
