@@ -65,7 +65,8 @@ while n < sent and (data := s.recv(1 << 20)):
 publish(".read", str(n))
 time.sleep(60)
 '
-# Five echo round trips of a short line; prints each one's time in ms.
+# Five echo round trips of a short line; prints its port, then each one's
+# time in ms.
 PINGER='
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
@@ -78,7 +79,7 @@ for i in range(5):
     while len(got) < len(msg):
         got += s.recv(100)
     times.append((time.perf_counter() - start) * 1000)
-print(" ".join(f"{t:.3f}" for t in times))
+print(s.getsockname()[1], " ".join(f"{t:.3f}" for t in times))
 '
 
 step "the server is up; its memory before any client"
@@ -89,6 +90,7 @@ step "a client writes up to $((GOAL / 1000000)) MB to echo and never reads"
 start_bg timeout 60 python3 -c "$WRITER" "$ECHO" "$GOAL" "$TMP/writer"
 wait_for_file "$TMP/writer.sent" 20 || die "the writer did not report"
 read -r SENT WPORT <"$TMP/writer.sent"
+plot_label "$WPORT" "the writer"
 echo "    the writer's send() calls took $SENT bytes ($((SENT / 1024)) KiB), then"
 echo "    send() blocked: no progress for 2 s, $((GOAL - SENT)) bytes short of its goal"
 
@@ -120,7 +122,8 @@ echo "    server VmRSS: $RSS_BEFORE kB before, $RSS_AFTER kB now" \
     "(+$((RSS_AFTER - RSS_BEFORE)) kB), while the client pushed $((SENT / 1024)) KiB"
 
 step "another client's echo round trips, while the writer is blocked"
-PINGS=$(timeout 20 python3 -c "$PINGER" "$ECHO")
+read -r PPORT PINGS < <(timeout 20 python3 -c "$PINGER" "$ECHO")
+plot_label "${PPORT:-0}" "another client"
 echo "    5 round trips, in ms: ${PINGS:-none (the client failed)}"
 explain <<'EOF'
 One thread serves both: the blocked connection costs it nothing, because the

@@ -77,6 +77,7 @@ download() {
     if [ "$mode" != quickack ]; then
         start_bg timeout 30 python3 -c "$CLIENT" "$files" "$TMP/$name-stall" stall
         wait_for_file "$TMP/$name-stall.port" || die "the client did not connect"
+        plot_label "$(cat "$TMP/$name-stall.port")" "${*:-default}, reads nothing"
         sleep 0.5
         echo "    a client that asked for 4M.bin and reads nothing:"
         show_clients "$admin"
@@ -84,6 +85,7 @@ download() {
         kill "$BG_PID"
     fi
     read -r bytes ms < <(timeout 30 python3 -c "$CLIENT" "$files" "$TMP/$name" "$mode")
+    plot_label "$(cat "$TMP/$name.port")" "${*:-default}, downloads ($mode)"
     echo "    a client that reads at once ($mode): $bytes bytes in $ms ms"
     # The download's own log lines: from its "conn N 127.0.0.1:PORT (files):
     # opened" on (N may be reused from the stalled client, closed before).

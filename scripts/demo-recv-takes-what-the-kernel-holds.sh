@@ -63,6 +63,9 @@ run() {
     read -r ECHOED same n nmin nmax < <(timeout 20 python3 -c "$CLIENT" "$(port_of echo)" "$SIZE")
     wait_for_log "read 0 bytes (end of input)"
     record_stop now
+    # The client's port, from the server's "conn N 127.0.0.1:PORT (echo): opened".
+    plot_label "$(sed -n 's/.*conn [0-9]* 127\.0\.0\.1:\([0-9]*\) (echo): opened.*/\1/p' "$SERVER_LOG" | head -n 1)" \
+        "--recv-buf $1"
     # Under --plot, the recorder's own admin connection is left out.
     admin_ids=$(sed -n 's/.*conn \([0-9]*\) .* (admin): opened.*/\1/p' "$SERVER_LOG" | paste -sd'|')
     [ -n "$admin_ids" ] && others="conn ($admin_ids): "

@@ -70,6 +70,7 @@ ask() {
     start_bg timeout 60 python3 -c "$NON_READER" "$FILES" "GET $2" "$TMP/$1"
     CLIENTS+=("$BG_PID")
     wait_for_file "$TMP/$1.port" || die "client $1 did not connect"
+    plot_label "$(cport "$1")" "client $1"
     for _ in $(seq 25); do
         now=$(client_field "$ADMIN" "$(cport "$1")" bytes_out)
         [ "$now" = "$last" ] && return

@@ -368,7 +368,7 @@ record_start() {
         -o "$RECORD_CSV" </dev/null 2>"$TMP/$2.record.log" &
     RECORD_PID=$!
     STARTED_PIDS+=("$RECORD_PID")
-    # The file is created once the recorder is connected and has asked.
+    # The file is created once the recorder has its first snapshot.
     wait_for_file "$RECORD_CSV" 10 || die "record did not start: $(cat "$TMP/$2.record.log")"
 }
 
@@ -394,8 +394,18 @@ record_stop() {
     wait "$RECORD_PID" 2>/dev/null
 }
 
+# plot_label PORT NAME: under --plot, titles the panel of the client whose
+# local port is PORT (on 127.0.0.1) "NAME: connection ...", so the picture
+# says what the text does (client A, B, C) rather than the server's ids.
+PLOT_LABELS=()
+plot_label() {
+    [ -n "$PLOT_DIR" ] || return 0
+    PLOT_LABELS+=(--label "127.0.0.1:$1=$2")
+}
+
 # plot_recording NAME CSV...: under --plot, draws the recordings (one CSV,
-# or several, each timed from its own start) into $PLOT_DIR/NAME.svg.
+# or several, each timed from its own start) into $PLOT_DIR/NAME.svg, with
+# the labels plot_label gave.
 plot_recording() {
     [ -n "$PLOT_DIR" ] || return 0
     local name=$1 all=$TMP/plot/$1.csv f
@@ -405,7 +415,7 @@ plot_recording() {
     for f in "$@"; do
         tail -n +2 -- "$f" >>"$all"
     done
-    "$BIN" plot "$all" -o "$PLOT_DIR/$name.svg" 2>"$TMP/$name.plot.log" ||
+    "$BIN" plot "$all" -o "$PLOT_DIR/$name.svg" "${PLOT_LABELS[@]}" 2>"$TMP/$name.plot.log" ||
         die "plot failed: $(cat "$TMP/$name.plot.log")"
     echo
     echo "picture of this run: $PLOT_DIR/$name.svg"

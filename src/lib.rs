@@ -20,8 +20,9 @@
 //!   when it is writable, so a stalled or departed log reader never blocks
 //!   or kills the loop (lines are dropped and counted instead).
 //!
-//! - [`client`]: the programs on the other end: `bench`, an echo load
-//!   generator; `record`, admin snapshots to CSV.
+//! - [`client`]: the programs on the other end: `client`, `get`, `top`;
+//!   `bench`, an echo load generator; `record`, admin snapshots to CSV;
+//!   the address parsing and connecting they share.
 //! - [`plot`]: a `record` CSV drawn as an SVG picture (file in, file out).
 //! - [`process`]: the process's own memory, descriptors and CPU time, read
 //!   from `/proc` for `metrics`.

@@ -1,13 +1,14 @@
 //! Command-line parsing and dispatch only: flags become a resolved
 //! configuration, which goes to the part of the crate that runs it.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use log::{LevelFilter, error};
+use log::{LevelFilter, error, info};
 
 use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
@@ -15,11 +16,14 @@ use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
 use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
+use tcp_reactor::client::{Address, Interrupt, Target};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
 use tcp_reactor::logsink;
+use tcp_reactor::plot::Label;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::admin::WATCH_MS;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
+use tcp_reactor::sockopt;
 use tcp_reactor::text::Encoding;
 
 /// A single-threaded TCP server on a hand-written mio reactor, with bounded,
@@ -59,6 +63,11 @@ enum Command {
 End of input (Ctrl-D, or the end of a pipe) half-closes the connection; every
 reply still on its way is shown before the client exits.
 
+On a terminal, lines are edited with the usual keys (arrows, Home/End,
+Ctrl-A/E/W/U, Backspace) and Up/Down recall this session's lines; what the
+server sends is printed above the line being typed. Ctrl-C closes the
+connection at once (exit 130). Piped input is sent line by line as it comes.
+
 On a terminal, control characters the server sends (another chat user's
 escape sequences, say) are shown escaped rather than obeyed: C0 controls but
 newline and tab, and DEL, as \\x and two hex digits (ESC is \\x1b, CR is
@@ -69,26 +78,45 @@ Examples:
   tcp-reactor client 127.0.0.1:7890
   printf 'a\\nb\\n' | tcp-reactor client 127.0.0.1:7890")]
 struct ClientArgs {
-    /// Server address, e.g. 127.0.0.1:7890.
-    addr: SocketAddr,
+    /// Server address: HOST:PORT, e.g. 127.0.0.1:7890, localhost:7890 or
+    /// [::1]:7890 (each address of a name is tried in turn).
+    addr: Address,
 
     /// Encoding of the text on the wire (the terminal stays UTF-8).
     #[arg(long, value_name = "utf-8|gbk", default_value = "utf-8")]
     encoding: Encoding,
+
+    /// Seconds to wait for each of the server's addresses to answer the
+    /// connect. Default 10: long enough for a busy server's full accept
+    /// queue (the kernel retries a dropped SYN after 1 s and 3 s), short
+    /// enough to tell you about a host that is down while you wait.
+    #[arg(short, long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    wait: f64,
+
+    /// End each line sent with CR LF instead of LF, for servers that want
+    /// it. Default off: LF is what the services here and the notes' client
+    /// expect.
+    #[arg(long)]
+    crlf: bool,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
 The file is written under a temporary name and renamed only when every byte
-has arrived, so a failed download leaves nothing behind.
+has arrived, so a failed download leaves nothing behind. Ctrl-C or SIGTERM
+removes the partial file too, and exits 130 or 143 as the signal would.
 
 Examples:
   tcp-reactor get 127.0.0.1:8000 notes.txt
   tcp-reactor get 127.0.0.1:8000 sub/data.bin -o /tmp/data.bin --force
   tcp-reactor get 127.0.0.1:8000 notes.txt -o - | less")]
 struct GetArgs {
-    /// Address of a files service, e.g. 127.0.0.1:8000.
-    addr: SocketAddr,
+    /// Address of a files service: HOST:PORT, e.g. 127.0.0.1:8000 or
+    /// localhost:8000.
+    addr: Address,
 
     /// File name, relative to the server's root.
     name: String,
@@ -102,9 +130,8 @@ struct GetArgs {
     #[arg(long)]
     force: bool,
 
-    /// No progress bar and no summary line.
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -117,8 +144,9 @@ trip, close); --conns says how many such loops run at once.
 Example:
   tcp-reactor bench 127.0.0.1:7788 --conns 1000 --size 64 --secs 5")]
 struct BenchArgs {
-    /// Address of an echo service, e.g. 127.0.0.1:7788.
-    addr: SocketAddr,
+    /// Address of an echo service: HOST:PORT, e.g. 127.0.0.1:7788 or
+    /// localhost:7788.
+    addr: Address,
 
     /// Connections open at once.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -161,6 +189,9 @@ struct BenchArgs {
     /// they close (scripts/bench.sh does), so closing is not counted as load.
     #[arg(long)]
     hold: bool,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -198,8 +229,9 @@ Examples:
   tcp-reactor top 127.0.0.1:7999 --once
   tcp-reactor top 127.0.0.1:7999 --stat --interval 1000")]
 struct TopArgs {
-    /// Address of an admin service, e.g. 127.0.0.1:7999.
-    addr: SocketAddr,
+    /// Address of an admin service: HOST:PORT, e.g. 127.0.0.1:7999 or
+    /// localhost:7999.
+    addr: Address,
 
     /// Milliseconds between snapshots (50 to 60000).
     #[arg(long, value_name = "MS", default_value_t = 250,
@@ -216,6 +248,9 @@ struct TopArgs {
     /// the server closes or Ctrl-C.
     #[arg(long)]
     stat: bool,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -224,14 +259,17 @@ One row per connection per snapshot: seconds since the first snapshot (the
 server's clock), id, peer, service, state, limit (what holds its bytes back),
 every buffer and kernel queue figure and every TCP_INFO field (tcp_*). An
 empty cell is a figure the kernel did not give. Rows are written after each
-snapshot; Ctrl-C stops the recording and keeps them.
+snapshot; Ctrl-C stops the recording and keeps them. No snapshot (not an
+admin address, or none in 10 s) is an error, exit 1, and no file; a --conn
+id the server does not list is a warning.
 
 Example:
   tcp-reactor record 127.0.0.1:7999 --secs 30 -o run.csv
   tcp-reactor plot run.csv -o run.svg")]
 struct RecordArgs {
-    /// Address of an admin service, e.g. 127.0.0.1:7999.
-    addr: SocketAddr,
+    /// Address of an admin service: HOST:PORT, e.g. 127.0.0.1:7999 or
+    /// localhost:7999.
+    addr: Address,
 
     /// Record only the connection with this id (from the admin 'clients'
     /// table); repeatable [default: every connection but admin ones].
@@ -246,9 +284,14 @@ struct RecordArgs {
     #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
     secs: f64,
 
-    /// The CSV file to write (replaced if it exists).
+    /// The CSV file to write: created, or replaced if it exists, once the
+    /// first snapshot has come (an address that sends none leaves it as it
+    /// was).
     #[arg(short, long, value_name = "FILE.csv")]
     output: PathBuf,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -256,7 +299,8 @@ struct RecordArgs {
 One panel per connection, at most 6 (those that held the most bytes first):
 a stacked area of the bytes in the kernel receive queue, the receive buffer,
 the send buffer, the kernel send queue (unsent, and in flight), and a strip
-coloured by what held the bytes back (the limit column).
+coloured by what held the bytes back (the limit column). Each sample holds
+until the next: snapshots are drawn as steps, not joined by slopes.
 
 Example:
   tcp-reactor plot run.csv -o run.svg")]
@@ -267,6 +311,15 @@ struct PlotArgs {
     /// The SVG file to write (replaced if it exists).
     #[arg(short, long, value_name = "FILE.svg")]
     output: PathBuf,
+
+    /// Name a connection's panel, by its peer or its id: '127.0.0.1:5000=client
+    /// A' titles it "client A: connection ...". Repeatable. Default: panels
+    /// are titled by the server's connection id and peer only.
+    #[arg(long = "label", value_name = "PEER=NAME")]
+    labels: Vec<Label>,
+
+    #[command(flatten)]
+    log: ClientLogArgs,
 }
 
 #[derive(Args, Debug)]
@@ -337,9 +390,10 @@ struct ServeArgs {
     so_rcvbuf: Option<usize>,
 
     /// SO_SNDBUF for accepted sockets; Linux doubles the figure. Default:
-    /// kernel autotuning. A tiny one makes the server wait for an ACK after
-    /// nearly every write, and a receiver's delayed ACKs (up to 40 ms each)
-    /// then dominate: a 4 MiB download with 4K took 1.9 s instead of 5 ms.
+    /// kernel autotuning. A tiny one makes the server wait for an ACK before
+    /// most writes: a 4 MiB download over loopback with 4K took 7-50 ms
+    /// (median 8) against 3-9 ms (median 4) with the default (README,
+    /// Kernel buffer sizes).
     #[arg(long, value_name = "BYTES", value_parser = config::parse_size)]
     so_sndbuf: Option<usize>,
 
@@ -449,6 +503,41 @@ impl LogArgs {
     }
 }
 
+/// `-v`/`-q` of the client programs. They log through `simple_logger`, in
+/// the server's line format: a client that blocks on a stalled stderr
+/// stalls only itself.
+#[derive(Args, Debug)]
+struct ClientLogArgs {
+    /// More log output: -v debug (each address a name resolved to, each
+    /// connection attempt), -vv trace. RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less output: -q warnings and errors only (get: no progress bar and
+    /// no summary line either), -qq errors only.
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+impl ClientLogArgs {
+    /// Installs `simple_logger` at the level the flags ask for (as
+    /// [`LogArgs::level`]).
+    fn init(&self) {
+        let level = LogArgs {
+            verbose: self.verbose,
+            quiet: self.quiet,
+        }
+        .level();
+        // The line editor's own debug lines say nothing about the server.
+        let logger = simple_logger::SimpleLogger::new()
+            .with_level(level)
+            .with_module_level("rustyline", level.min(LevelFilter::Warn))
+            .with_utc_timestamps();
+        // Only fails if a logger is already set, which nothing here does.
+        let _ = logger.init();
+    }
+}
+
 /// How long the last flush at exit may wait for a slow log reader, so the
 /// summary line is not lost; a reader stalled for good costs no more.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -471,42 +560,90 @@ fn main() -> ExitCode {
     code
 }
 
+/// The address's every address, looked up once; a failure is reported
+/// here, as one line.
+fn resolve(addr: &Address) -> Result<Target, ExitCode> {
+    addr.resolve().map_err(|e| {
+        error!("{e}");
+        ExitCode::FAILURE
+    })
+}
+
 fn client(args: ClientArgs) -> ExitCode {
+    args.log.init();
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let opts = ClientOptions {
-        addr: args.addr,
         encoding: args.encoding,
         show: Show::for_stdout(),
+        crlf: args.crlf,
+        connect_timeout: Duration::from_secs_f64(args.wait),
+        ..ClientOptions::new(addr)
     };
-    match interactive::interactive(&opts, std::io::stdin(), std::io::stdout()) {
+    let ended = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        // The line editor may still hold the terminal raw when the server
+        // ends the session: put it back as it was.
+        let stdin = std::io::stdin();
+        let saved = sockopt::terminal_mode(stdin.as_fd()).ok();
+        let ended = interactive::interactive_on_terminal(&opts);
+        if let Some(mode) = &saved {
+            let _ = sockopt::restore_terminal(stdin.as_fd(), mode);
+        }
+        if ended == Ok(Ended::ServerClosed) {
+            // Off the prompt line the editor left, before the log line.
+            println!();
+        }
+        ended
+    } else {
+        interactive::interactive(&opts, std::io::stdin(), std::io::stdout())
+    };
+    match ended {
         Ok(Ended::ServerClosed) => {
-            eprintln!("connection closed by server");
+            info!("connection closed by server");
             ExitCode::SUCCESS
         }
         Ok(Ended::InputEnded) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            error!("{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
 fn get(args: GetArgs) -> ExitCode {
+    args.log.init();
+    let quiet = args.log.quiet > 0;
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
+    let interrupt = match Interrupt::catch() {
+        Ok(interrupt) => interrupt,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = GetOptions {
+        interrupt: Some(interrupt),
         output: args.output,
         force: args.force,
-        quiet: args.quiet,
-        ..GetOptions::new(args.addr, args.name)
+        quiet,
+        ..GetOptions::new(addr, args.name)
     };
     match get::get(&opts) {
         Ok(summary) => {
-            if !args.quiet {
+            // The report of the download, not a diagnostic.
+            if !quiet {
                 eprintln!("{summary}");
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            error!("{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -522,7 +659,7 @@ fn parse_secs(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
         _ => Err(format!(
-            "'{text}' is not a number of seconds between 0 and 86400"
+            "'{text}' is not a number of seconds more than 0 and at most 86400"
         )),
     }
 }
@@ -537,8 +674,13 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
+    args.log.init();
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let config = BenchConfig {
-        addr: args.addr,
+        addr,
         conns: args.conns as usize,
         size: args.size,
         duration: Duration::from_secs_f64(args.secs),
@@ -567,14 +709,14 @@ fn bench(args: BenchArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn top(args: TopArgs) -> ExitCode {
-    use std::io::IsTerminal;
+    args.log.init();
     let mode = if args.stat {
         top::Mode::Stat
     } else if args.once || !std::io::stdout().is_terminal() {
@@ -582,23 +724,32 @@ fn top(args: TopArgs) -> ExitCode {
     } else {
         top::Mode::Live
     };
+    let addr = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let config = TopConfig {
-        addr: args.addr,
+        addr,
         interval: Duration::from_millis(args.interval),
         mode,
     };
     match top::run(&config, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn record(args: RecordArgs) -> ExitCode {
+    args.log.init();
+    let admin = match resolve(&args.addr) {
+        Ok(addr) => addr,
+        Err(code) => return code,
+    };
     let opts = RecordOptions {
-        admin: args.addr,
+        admin,
         conns: args.conns,
         interval_ms: args.interval,
         duration: Duration::from_secs_f64(args.secs),
@@ -610,14 +761,15 @@ fn record(args: RecordArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn plot(args: PlotArgs) -> ExitCode {
-    match tcp_reactor::plot::plot(&args.input, &args.output) {
+    args.log.init();
+    match tcp_reactor::plot::plot(&args.input, &args.output, &args.labels) {
         Ok(summary) => {
             eprintln!(
                 "drew {} of {} connections to '{}'",
@@ -628,7 +780,7 @@ fn plot(args: PlotArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -642,10 +794,29 @@ fn usage_error(e: clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    let text = e.to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see --help)");
+    // No subcommand at all: the help is the answer, as a usage error.
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    eprintln!("{} (see --help)", one_line(&e.render().to_string()));
     ExitCode::from(2)
+}
+
+/// The first paragraph of a clap error (what is wrong, before its tip and
+/// usage), on one line. The first line alone is not enough: a missing
+/// argument's names are on the lines below "the following required
+/// arguments were not provided:".
+fn one_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    match words.join(" ") {
+        line if line.is_empty() => "error: invalid arguments".to_string(),
+        line => line,
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

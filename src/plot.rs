@@ -4,8 +4,10 @@
 //! most bytes first): a stacked area of the bytes waiting in each place on
 //! the connection's path, bottom to top in the order a byte travels
 //! ([`LAYERS`]), and above it a strip coloured by the `limit` column, so
-//! what held the bytes back reads off the same time axis. One legend for
-//! all panels.
+//! what held the bytes back reads off the same time axis. Each sample is
+//! drawn as a step held until the next one ([`steps`]): a snapshot says
+//! nothing of the moments between two. One legend for all panels; a
+//! [`Label`] names a connection's panel (`client A`).
 //!
 //! Reading the CSV ([`read_samples`]), turning rows into series
 //! ([`series`]), choosing panels ([`select_panels`]) and drawing
@@ -115,6 +117,9 @@ pub struct Series {
     pub id: usize,
     pub peer: String,
     pub service: String,
+    /// A name for the panel's title, from [`Label`]s (the demos call their
+    /// clients A, B, C).
+    pub label: Option<String>,
     /// The last SO_SNDBUF figure seen: it tells recordings of servers with
     /// different `--so-sndbuf` apart.
     pub so_sndbuf: Option<u64>,
@@ -156,6 +161,7 @@ pub fn series(samples: &[Sample]) -> Vec<Series> {
                 id: s.id,
                 peer: s.peer.clone(),
                 service: s.service.clone(),
+                label: None,
                 so_sndbuf: None,
                 points: Vec::new(),
             });
@@ -171,6 +177,55 @@ pub fn series(samples: &[Sample]) -> Vec<Series> {
     }
     for s in &mut out {
         s.points.sort_by(|a, b| a.time.total_cmp(&b.time));
+    }
+    out
+}
+
+/// A name for the panels of one connection: `PEER=NAME` (the peer as the
+/// recording gives it, `127.0.0.1:5000`) or `ID=NAME` (a connection id,
+/// which names every connection that had it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    key: String,
+    name: String,
+}
+
+impl std::str::FromStr for Label {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Label, String> {
+        match text.split_once('=') {
+            Some((key, name)) if !key.is_empty() && !name.is_empty() => Ok(Label {
+                key: key.to_string(),
+                name: name.to_string(),
+            }),
+            _ => Err(format!(
+                "'{text}' is not PEER=NAME or ID=NAME (example: 127.0.0.1:5000=client A)"
+            )),
+        }
+    }
+}
+
+/// Gives each series the name the first matching label has for it.
+pub fn apply_labels(all: &mut [Series], labels: &[Label]) {
+    for s in all {
+        s.label = labels
+            .iter()
+            .find(|l| l.key == s.peer || l.key == s.id.to_string())
+            .map(|l| l.name.clone());
+    }
+}
+
+/// A series' samples as a step line: each value held from its sample to
+/// the next, the last one until `last_until`; consecutive points share an
+/// x or a y, never a slope, since the server's figures are snapshots and
+/// nothing is known of the bytes between two of them.
+pub fn steps(points: &[(f64, f64)], last_until: f64) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        out.push((x, y));
+        let until = points.get(i + 1).map_or(last_until.max(x), |next| next.0);
+        out.push((until, y));
     }
     out
 }
@@ -198,13 +253,23 @@ pub fn limit_runs(points: &[Point], step: f64) -> Vec<(f64, f64, &str)> {
     runs
 }
 
-/// The usual time between snapshots: the median gap between distinct
-/// sample times (0.1 s when there is only one).
+/// The usual time between snapshots: the median gap between one
+/// connection's consecutive samples (0.1 s when no connection has two).
+/// Gaps are taken per connection, not across all times: recordings merged
+/// onto one time axis (the demos put a server per recording, each from its
+/// own start) interleave their times, and the gaps between those are not
+/// the sampling interval.
 pub fn sampling_step(samples: &[Sample]) -> f64 {
-    let mut times: Vec<f64> = samples.iter().map(|s| s.time_secs).collect();
-    times.sort_by(f64::total_cmp);
-    times.dedup();
-    let mut gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut gaps: Vec<f64> = series(samples)
+        .iter()
+        .flat_map(|s| {
+            s.points
+                .windows(2)
+                .map(|w| w[1].time - w[0].time)
+                .filter(|gap| *gap > 0.0)
+                .collect::<Vec<f64>>()
+        })
+        .collect();
     gaps.sort_by(f64::total_cmp);
     gaps.get(gaps.len() / 2).copied().unwrap_or(0.1)
 }
@@ -265,14 +330,16 @@ pub struct PlotSummary {
     pub connections: usize,
 }
 
-/// Reads the recording `input` and writes its picture to `output`.
-pub fn plot(input: &Path, output: &Path) -> Result<PlotSummary, ClientError> {
+/// Reads the recording `input` and writes its picture to `output`, each
+/// panel named by the first of `labels` that matches it.
+pub fn plot(input: &Path, output: &Path, labels: &[Label]) -> Result<PlotSummary, ClientError> {
     let samples = read_samples(input)?;
     let name = input.file_name().map_or_else(
         || input.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let all = series(&samples);
+    let mut all = series(&samples);
+    apply_labels(&mut all, labels);
     let connections = all.len();
     let step = sampling_step(&samples);
     let end = samples.iter().map(|s| s.time_secs).fold(0.0, f64::max);
@@ -440,8 +507,13 @@ fn draw_panel(
         .so_sndbuf
         .map(|b| format!(", SO_SNDBUF {}", human_bytes(b as f64)))
         .unwrap_or_default();
+    let label = series
+        .label
+        .as_ref()
+        .map(|l| format!("{l}: "))
+        .unwrap_or_default();
     let title = format!(
-        "connection {} ({}, peer {}{sndbuf}): at most {} waiting",
+        "{label}connection {} ({}, peer {}{sndbuf}): at most {} waiting",
         series.id,
         series.service,
         series.peer,
@@ -530,16 +602,20 @@ fn draw_panel(
             ("sans-serif", 15).into_font().color(&RGBColor(90, 90, 90)),
         )))?;
     }
-    let single = series.points.len() == 1;
+    // Each sample holds until the next (and the last for one step, as in
+    // the limit strip): steps, not slopes between snapshots.
+    let last_until = series
+        .points
+        .last()
+        .map_or(x_end, |p| (p.time + step).min(x_end));
     for layer in (0..LAYERS.len()).rev() {
         let stacked = |p: &Point| p.bytes[..=layer].iter().sum::<u64>() as f64 / unit;
-        let mut data: Vec<(f64, f64)> =
-            series.points.iter().map(|p| (p.time, stacked(p))).collect();
-        if single {
-            // One sample is drawn as a bar one step wide.
-            data.push((data[0].0 + step, data[0].1));
-        }
-        chart.draw_series(AreaSeries::new(data, 0.0, LAYERS[layer].colour.filled()))?;
+        let data: Vec<(f64, f64)> = series.points.iter().map(|p| (p.time, stacked(p))).collect();
+        chart.draw_series(AreaSeries::new(
+            steps(&data, last_until),
+            0.0,
+            LAYERS[layer].colour.filled(),
+        ))?;
     }
     // A connection whose samples stop before the recording does closed
     // (written over the areas, which would hide it).
@@ -695,5 +771,94 @@ mod tests {
         }
         assert!(svg.contains("connection 0 (echo, peer 127.0.0.1:1"));
         assert!(svg.contains("bytes waiting") && svg.contains("seconds"));
+    }
+
+    #[test]
+    fn steps_hold_each_value_until_the_next_sample() {
+        assert_eq!(
+            steps(&[(0.0, 1.0), (0.5, 3.0), (1.0, 2.0)], 1.25),
+            [
+                (0.0, 1.0),
+                (0.5, 1.0),
+                (0.5, 3.0),
+                (1.0, 3.0),
+                (1.0, 2.0),
+                (1.25, 2.0)
+            ]
+        );
+        assert_eq!(steps(&[(2.0, 5.0)], 2.5), [(2.0, 5.0), (2.5, 5.0)]);
+        assert!(steps(&[], 1.0).is_empty());
+    }
+
+    #[test]
+    fn labels_name_panels_by_peer_or_id() {
+        let mut all = series(&[sample(0.0, 3, "127.0.0.1:5000"), sample(0.0, 4, "x")]);
+        let labels: Vec<Label> = ["127.0.0.1:5000=client C", "4=the other"]
+            .iter()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        apply_labels(&mut all, &labels);
+        assert_eq!(all[0].label.as_deref(), Some("client C"));
+        assert_eq!(all[1].label.as_deref(), Some("the other"));
+        for bad in ["nolabel", "=x", "x="] {
+            assert!(bad.parse::<Label>().unwrap_err().contains(bad));
+        }
+        let svg = render_svg("t.csv", &all, 2, 0.0, 0.1).unwrap();
+        assert!(svg.contains("client C: connection 3 (echo"), "{svg}");
+    }
+
+    #[test]
+    fn regression_merged_recordings_say_their_own_interval() {
+        // Two recordings of 50 ms each, put on one time axis 20 ms apart
+        // (as the demos merge a server per recording): the distinct times
+        // are 20 and 30 ms apart, the sampling is not.
+        let mut rows = Vec::new();
+        for i in 0..10 {
+            rows.push(sample(i as f64 * 0.05, 1, "a"));
+            rows.push(sample(0.02 + i as f64 * 0.05, 1, "b"));
+        }
+        let step = sampling_step(&rows);
+        assert!((step - 0.05).abs() < 1e-9, "step {step}");
+    }
+
+    /// Every `points="x,y x,y ..."` list of polygons in `svg`.
+    fn polygons(svg: &str) -> Vec<Vec<(f64, f64)>> {
+        svg.split("<polygon")
+            .skip(1)
+            .map(|rest| {
+                let at = rest.find("points=\"").expect("a polygon has points") + 8;
+                let list = &rest[at..at + rest[at..].find('"').expect("closing quote")];
+                list.split_whitespace()
+                    .map(|xy| {
+                        let (x, y) = xy.split_once(',').expect("x,y");
+                        (x.parse().expect("x"), y.parse().expect("y"))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn regression_samples_are_drawn_as_steps_not_joined_by_slopes() {
+        let mut rows = vec![
+            sample(0.0, 0, "p"),
+            sample(0.5, 0, "p"),
+            sample(1.0, 0, "p"),
+        ];
+        rows[1].send_buf_used = 60_000;
+        let svg = render_svg("t.csv", &series(&rows), 1, 1.0, 0.5).unwrap();
+        let shapes = polygons(&svg);
+        assert!(!shapes.is_empty(), "the layers are polygons");
+        for shape in shapes {
+            for pair in shape.windows(2) {
+                let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+                assert!(
+                    x0 == x1 || y0 == y1,
+                    "a sloping edge from {:?} to {:?}",
+                    pair[0],
+                    pair[1]
+                );
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! System calls the standard library and `mio` do not offer: listening
 //! sockets with a deep accept backlog and optional `SO_REUSEPORT`, the kernel
 //! queue ioctls, and the two directory-relative opens (`openat2`, `openat`)
-//! the files service resolves names with; and the two raw calls the log sink
+//! the files service resolves names with; the two raw calls the log sink
 //! makes on standard error (a zero-wait `poll` for `POLLOUT`, and one
-//! `write`).
+//! `write`); and saving and restoring a terminal's settings, for the
+//! interactive client.
 //!
 //! Every `unsafe` of the crate is here, each behind a safe function; no
 //! policy (what to open, what a failure means) is decided here.
@@ -333,6 +334,34 @@ pub fn open_files_limit() -> Option<u64> {
     // SAFETY: one valid, writable rlimit struct.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+
+/// A terminal's settings (`termios`), taken by [`terminal_mode`] to be put
+/// back by [`restore_terminal`]: the interactive client's line editor puts
+/// the terminal in raw mode while it waits for a line, and a session the
+/// server ends meanwhile must not leave the user's terminal raw.
+pub struct TerminalMode(libc::termios);
+
+/// The settings of the terminal `fd`; an error if it is not a terminal.
+pub fn terminal_mode(fd: BorrowedFd<'_>) -> io::Result<TerminalMode> {
+    // SAFETY: termios is plain integers and arrays; all zeros is valid,
+    // and tcgetattr overwrites it.
+    let mut mode: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to one termios; the borrowed fd stays open
+    // for the call.
+    if unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut mode) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TerminalMode(mode))
+}
+
+/// Puts the terminal `fd` back as `mode` was, at once (`TCSANOW`).
+pub fn restore_terminal(fd: BorrowedFd<'_>, mode: &TerminalMode) -> io::Result<()> {
+    // SAFETY: a valid pointer to one termios read by the call; the borrowed
+    // fd stays open for the call.
+    if unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &mode.0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

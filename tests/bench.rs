@@ -31,7 +31,7 @@ fn rss_anon_kib() -> u64 {
 /// `duration` only bounds a run on a machine far slower than expected.
 fn run(addr: SocketAddr, conns: usize, rounds: u64) -> BenchReport {
     let report = bench::run(BenchConfig {
-        addr,
+        addr: addr.into(),
         conns,
         size: 16,
         duration: Duration::from_secs(120),

@@ -251,9 +251,8 @@ fn start_session(
     let (tx, result) = mpsc::channel();
     thread::spawn(move || {
         let opts = ClientOptions {
-            addr,
             encoding,
-            show: Show::Raw,
+            ..ClientOptions::new(addr)
         };
         let _ = tx.send(interactive::interactive(&opts, input, output));
     });
@@ -484,11 +483,7 @@ fn client_sends_each_piped_line_and_shows_every_reply() {
     let (addr, script) = fake_server(line_ack_server);
     let result = bounded(move || {
         let mut output = Vec::new();
-        let opts = ClientOptions {
-            addr,
-            encoding: Encoding::Utf8,
-            show: Show::Raw,
-        };
+        let opts = ClientOptions::new(addr);
         interactive::interactive(&opts, Cursor::new(b"a\nb\n".to_vec()), &mut output)
             .map(|ended| (ended, output))
     });
@@ -512,9 +507,8 @@ fn session_output(show: Show) -> Vec<u8> {
     let (ended, output) = bounded(move || {
         let mut output = Vec::new();
         let opts = ClientOptions {
-            addr,
-            encoding: Encoding::Utf8,
             show,
+            ..ClientOptions::new(addr)
         };
         interactive::interactive(&opts, Cursor::new(Vec::new()), &mut output)
             .map(|ended| (ended, output))
@@ -653,4 +647,94 @@ fn client_talks_gbk_to_the_real_ack_server_until_exit() {
     assert_eq!(finish(&session), Ok(Ended::ServerClosed));
     assert!(server.wait_for_log("你好"), "log: {:?}", server.log());
     drop(lines);
+}
+
+// ---- get: signals and unwritable outputs ----
+
+/// Runs the `get` binary into `dir` against a server that announces a
+/// megabyte, sends 100 KB and then stalls; once the partial file is on
+/// disk, sends `signal`. Returns the exit status, stderr and what is left
+/// in `dir`.
+fn get_interrupted_by(signal: &str) -> (std::process::ExitStatus, String, Vec<String>) {
+    let dir = TempDir::new();
+    let (release, held) = mpsc::channel::<()>();
+    let (addr, script) = fake_server(move |mut stream| {
+        assert_eq!(request(&mut stream), b"GET big.bin\n");
+        let mut reply = b"OK 1000000\n".to_vec();
+        reply.extend_from_slice(&pattern(100_000));
+        stream.write_all(&reply).unwrap();
+        // Stall, the download half done, until the test is over.
+        let _ = held.recv_timeout(WAIT);
+    });
+    let mut child = std::process::Command::new(support::binary())
+        .args(["get", &addr.to_string(), "big.bin", "-q"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run get");
+    let deadline = Instant::now() + WAIT;
+    // The partial file holds every byte sent so far (the write that puts
+    // them there happens before `get` waits on the socket again).
+    let partial = |dir: &TempDir| {
+        dir.entries().iter().any(|n| {
+            n.starts_with(".big.bin.part.")
+                && fs::metadata(dir.path().join(n)).is_ok_and(|m| m.len() == 100_000)
+        })
+    };
+    while !partial(&dir) {
+        assert!(
+            Instant::now() < deadline,
+            "no partial file: {:?}",
+            dir.entries()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    let status = support::wait_bounded(&mut child);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr was piped")
+        .read_to_string(&mut stderr)
+        .unwrap();
+    release.send(()).unwrap();
+    wait_script(&script);
+    (status, stderr, dir.entries())
+}
+
+#[test]
+fn regression_get_interrupted_by_sigint_removes_its_partial_file_and_exits_130() {
+    let (status, stderr, left) = get_interrupted_by("INT");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(status.code(), Some(130), "{status}: {stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
+
+#[test]
+fn regression_get_interrupted_by_sigterm_removes_its_partial_file_and_exits_143() {
+    let (status, stderr, left) = get_interrupted_by("TERM");
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(status.code(), Some(143), "{status}: {stderr}");
+}
+
+#[test]
+fn regression_an_unwritable_output_is_named_as_the_user_gave_it() {
+    let dir = TempDir::new();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback port 0");
+    let addr = listener.local_addr().unwrap();
+    let output = dir.path().join("no-such-dir").join("out.bin");
+    let err = run_get(get_to(addr, "f", &output)).expect_err("unwritable");
+    let text = err.to_string();
+    assert!(
+        text.contains(&output.display().to_string()),
+        "names {}: {text}",
+        output.display()
+    );
+    assert!(!text.contains(".part"), "{text}");
 }

@@ -179,7 +179,7 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
         assert_eq!(run.status.code(), Some(1), "{input:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{input:?}: {stderr}");
         assert!(
-            stderr.starts_with("error: ") && stderr.contains(says),
+            stderr.contains(" ERROR ") && stderr.contains(says),
             "{stderr}"
         );
     }
@@ -204,4 +204,117 @@ fn plot_of_a_missing_or_malformed_csv_fails_in_one_line() {
     );
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.contains("No connection was open"));
+}
+
+/// `record ADDR --secs SECS -o out` plus `extra`: the exit code and stderr.
+fn record_run(addr: &str, secs: &str, out: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![
+        "record",
+        addr,
+        "--secs",
+        secs,
+        "--interval",
+        "100",
+        "-o",
+        out.to_str().expect("temp paths are UTF-8"),
+    ];
+    args.extend_from_slice(extra);
+    let run = run_binary(&args, b"");
+    (
+        run.status.code(),
+        String::from_utf8_lossy(&run.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn regression_record_at_an_echo_port_keeps_the_existing_file() {
+    let server = server();
+    let dir = TempDir::new("record-keep");
+    let csv = dir.path().join("precious.csv");
+    std::fs::write(&csv, "a recording worth keeping\n").unwrap();
+    let (code, stderr) = record_run(&server.addr("echo").to_string(), "5", &csv, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "a recording worth keeping\n"
+    );
+}
+
+#[test]
+fn regression_record_at_a_files_or_chat_port_fails_and_writes_nothing() {
+    let root = TempDir::new("record-files-root");
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=files",
+        "-l",
+        "127.0.0.1:0=chat",
+        "--root",
+        root.arg(),
+    ]);
+    let dir = TempDir::new("record-files");
+    for service in ["files", "chat"] {
+        let csv = dir.path().join(format!("{service}.csv"));
+        let (code, stderr) = record_run(&server.addr(service).to_string(), "1", &csv, &[]);
+        assert_eq!(code, Some(1), "{service}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{service}: {stderr}");
+        assert!(stderr.contains("snapshot"), "{service}: {stderr}");
+        assert!(!csv.exists(), "{service}: a file was written");
+    }
+}
+
+#[test]
+fn regression_record_of_an_unknown_conn_warns() {
+    let server = server();
+    let dir = TempDir::new("record-unknown");
+    let csv = dir.path().join("none.csv");
+    let admin = server.addr("admin").to_string();
+    let (code, stderr) = record_run(&admin, "0.3", &csv, &["--conn", "999"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains(" WARN "))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(warning.contains("999"), "{warning}");
+    // -qq: errors only.
+    let (code, stderr) = record_run(&admin, "0.3", &csv, &["--conn", "999", "-qq"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(" WARN "), "{stderr}");
+}
+
+#[test]
+fn plot_labels_name_the_panels() {
+    let dir = TempDir::new("plot-label");
+    let csv = dir.path().join("two.csv");
+    let svg = dir.path().join("two.svg");
+    let mut rows = HEADER.join(",");
+    rows.push('\n');
+    for (id, peer) in [(3, "127.0.0.1:5000"), (1, "127.0.0.1:5001")] {
+        for t in ["0.0", "0.05"] {
+            rows.push_str(&format!(
+                "{t},{id},{peer},files,paused,peer-window,1.0,0.0,0,65536,100,65536,,4000,4000,,,0,0,,,,,,,,,,,,,\n"
+            ));
+        }
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let run = run_binary(
+        &[
+            "plot",
+            csv.to_str().unwrap(),
+            "-o",
+            svg.to_str().unwrap(),
+            "--label",
+            "127.0.0.1:5000=client C",
+            "--label",
+            "127.0.0.1:5001=client A",
+        ],
+        b"",
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.contains("client C: connection 3"), "{picture}");
+    assert!(picture.contains("client A: connection 1"));
 }

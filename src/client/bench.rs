@@ -12,26 +12,35 @@
 //! the connect and round-trip latencies apart. [`BenchReport::to_json`] gives
 //! every figure as one JSON line, for scripts.
 //!
+//! Every connection ends cleanly (`close_cleanly`): its write side shut,
+//! the echoes still on their way read up to the server's close, then
+//! closed, so a run cut by its deadline costs the server no resets. A run
+//! in which no connection could be made is an error, not a report.
+//!
 //! Like the server, it is a mio readiness loop, so thousands of connections
 //! cost no threads and the generator stays cheap next to the server it
 //! measures. Latencies go into a fixed-size histogram ([`Latencies`]), so
 //! its memory is the same for a one-second run and a one-day run.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::Target;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    pub addr: SocketAddr,
+    /// The echo server; when its name has several addresses, the first
+    /// that accepts a connection is used for the whole run.
+    pub addr: Target,
     pub conns: usize,
     pub size: usize,
     pub duration: Duration,
@@ -61,6 +70,8 @@ pub struct BenchReport {
     pub config: BenchConfig,
     /// From the first connect call until every connection was established.
     pub connect_time: Duration,
+    /// Connections established (with `short`, over the whole run).
+    pub connected: usize,
     /// From the end of connecting until the last connection finished.
     pub elapsed: Duration,
     pub round_trips: u64,
@@ -103,6 +114,7 @@ impl BenchReport {
             "size": c.size,
             "rate": c.rate,
             "connect_ms": ms(self.connect_time),
+            "connected": self.connected,
             "secs": self.elapsed.as_secs_f64(),
             "round_trips": self.round_trips,
             "msgs_per_sec": self.rate(),
@@ -137,7 +149,7 @@ impl fmt::Display for BenchReport {
         writeln!(
             f,
             "connected {} in {:.1} ms",
-            c.conns - self.failures.len().min(c.conns),
+            self.connected,
             ms(self.connect_time)
         )?;
         let mib = (self.round_trips as f64 * c.size as f64) / (1024.0 * 1024.0);
@@ -180,6 +192,20 @@ impl BenchReport {
         for failure in self.failures.iter().take(5) {
             write!(f, "\n  {failure}")?;
         }
+        if self.connected > 0
+            && self.round_trips == 0
+            && self.failures.len() >= self.connected
+            && self
+                .failures
+                .iter()
+                .all(|failure| failure.contains(WRONG_BYTES))
+        {
+            write!(
+                f,
+                "\nevery connection had wrong bytes echoed: is {} an echo service?",
+                self.config.addr
+            )?;
+        }
         Ok(())
     }
 }
@@ -204,6 +230,9 @@ fn write_percentiles(f: &mut fmt::Formatter<'_>, name: &str, l: &Latencies) -> f
     }
     Ok(())
 }
+
+/// How a connection that got other bytes back than it sent fails.
+const WRONG_BYTES: &str = "wrong bytes echoed";
 
 /// Round-trip latencies, counted in a histogram whose size is fixed when it
 /// is made: recording costs no memory, however many round trips a run does
@@ -295,6 +324,8 @@ fn ms(d: Duration) -> f64 {
 
 struct Conn {
     socket: TcpStream,
+    /// Its token with the run's poller.
+    token: Token,
     connected: bool,
     /// Bytes of the current message written / echoed back so far.
     sent: usize,
@@ -318,15 +349,97 @@ pub fn run(config: BenchConfig) -> io::Result<BenchReport> {
 
 /// The connections of a finished echo run, still open: a measuring script
 /// can read the report while the server has not yet seen them close, so
-/// the closing is not counted as load. Dropping it closes them.
-pub struct Held(#[allow(dead_code)] Vec<Conn>);
+/// the closing is not counted as load. Dropping it closes them cleanly
+/// (`close_cleanly`).
+pub struct Held {
+    /// The run's poller, with `conns` registered; `None` holding none.
+    poll: Option<Poll>,
+    conns: Vec<Conn>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(poll) = &mut self.poll {
+            close_cleanly(poll, std::mem::take(&mut self.conns));
+        }
+    }
+}
+
+/// How long the clean close of a finished run may wait for the server's
+/// last echoes and its FIN: a live echo server sends them within a round
+/// trip; one that does not by then is closed anyway (with a reset, as
+/// before).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Ends every connection the way a polite client does: shut the write
+/// side, read (and discard) what the server still echoes until its FIN,
+/// then close. Dropping a socket with unread echo in its receive queue, as
+/// a timed run's connections had at the deadline, makes the kernel send a
+/// reset, and the server counted each as `closed: error`. Bounded by
+/// [`CLOSE_WAIT`].
+fn close_cleanly(poll: &mut Poll, mut conns: Vec<Conn>) {
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let mut scratch = vec![0u8; 64 * 1024];
+    // Still waiting for the server's FIN.
+    let mut open = 0;
+    for conn in &mut conns {
+        conn.done = !conn.connected || conn.socket.shutdown(Shutdown::Write).is_err();
+        // Edge-triggered: what is readable already gives no new event.
+        if !conn.done {
+            conn.done = drain(conn, &mut scratch);
+        }
+        if !conn.done {
+            open += 1;
+        }
+    }
+    let by_token: HashMap<Token, usize> = conns
+        .iter()
+        .enumerate()
+        .map(|(at, conn)| (conn.token, at))
+        .collect();
+    let mut events = Events::with_capacity(1024);
+    while open > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || poll.poll(&mut events, Some(left)).is_err() {
+            break;
+        }
+        for event in events.iter() {
+            let Some(conn) = by_token.get(&event.token()).map(|&at| &mut conns[at]) else {
+                continue;
+            };
+            if !conn.done && drain(conn, &mut scratch) {
+                conn.done = true;
+                open -= 1;
+            }
+        }
+    }
+}
+
+/// Reads and discards until the socket would block (false) or the server
+/// closed or failed (true).
+fn drain(conn: &mut Conn, scratch: &mut [u8]) -> bool {
+    loop {
+        match conn.socket.read(scratch) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
 
 /// [`run`], but the echo connections are handed back open instead of
 /// closed (a `short` run holds none: its connections close as it goes).
 pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
     if config.short {
-        return run_short(config).map(|report| (report, Held(Vec::new())));
+        let held = Held {
+            poll: None,
+            conns: Vec::new(),
+        };
+        return run_short(config).map(|report| (report, held));
     }
+    let addr = pick_address(&config.addr)?;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (message, mut scratch) = message_and_scratch(config.size);
@@ -335,10 +448,13 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
 
     let start = Instant::now();
     for i in 0..config.conns {
-        let conn = open(&poll, i, config.addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", config.addr)))?;
+        let conn = open(&poll, i, addr).map_err(|e| cannot_connect(&config.addr, &e))?;
         conns.push(conn);
     }
+    // The first connect failure: when no connection is established, it is
+    // the whole run's error, one line instead of a report of nothing.
+    let mut refused: Option<io::Error> = None;
+    let mut connected = 0;
 
     // Connect phase: wait for every connection's first writable event.
     let connect_deadline = start + config.duration.max(Duration::from_secs(10));
@@ -358,11 +474,13 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
             match conn.socket.take_error() {
                 Ok(None) if conn.socket.peer_addr().is_ok() => {
                     conn.connected = true;
+                    connected += 1;
                     pending -= 1;
                 }
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     failures.push(format!("connection {}: {e}", event.token().0));
+                    refused.get_or_insert(e);
                     conn.done = true;
                     pending -= 1;
                 }
@@ -370,6 +488,11 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
         }
     }
     let connect_time = start.elapsed();
+    if connected == 0
+        && let Some(e) = refused
+    {
+        return Err(cannot_connect(&config.addr, &e));
+    }
 
     // Load phase.
     let begin = Instant::now();
@@ -436,12 +559,17 @@ pub fn run_holding(config: BenchConfig) -> io::Result<(BenchReport, Held)> {
         round_trips: latencies.len(),
         config,
         connect_time,
+        connected,
         elapsed,
         latencies,
         connects: Latencies::new(),
         failures,
     };
-    Ok((report, Held(conns)))
+    let held = Held {
+        poll: Some(poll),
+        conns,
+    };
+    Ok((report, held))
 }
 
 /// One loop of a `short` run: the connection of its current round, if any.
@@ -457,6 +585,7 @@ struct ShortLoop {
 /// connection fails stops there (its failure is reported), so a server that
 /// refuses every connection ends the run at once rather than spinning.
 fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
+    let addr = pick_address(&config.addr)?;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (message, mut scratch) = message_and_scratch(config.size);
@@ -479,14 +608,20 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
         })
         .collect();
     let mut active = 0;
+    // As in a long run: with no connection ever established, the first
+    // failure is the run's error.
+    let mut refused: Option<io::Error> = None;
     for (i, l) in loops.iter_mut().enumerate() {
-        match open(&poll, i, config.addr) {
+        match open(&poll, i, addr) {
             Ok(conn) => {
                 l.conn = Some(conn);
                 l.connecting_since = Instant::now();
                 active += 1;
             }
-            Err(e) => failures.push(format!("connection {i}: connect: {e}")),
+            Err(e) => {
+                failures.push(format!("connection {i}: connect: {e}"));
+                refused.get_or_insert(e);
+            }
         }
     }
     while active > 0 {
@@ -513,6 +648,7 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
                     Ok(None) => continue,
                     Ok(Some(e)) | Err(e) => {
                         failures.push(format!("connection {i}: connect: {e}"));
+                        refused.get_or_insert(e);
                         conn.done = true;
                     }
                 }
@@ -552,21 +688,31 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
                 active -= 1;
                 continue;
             }
-            match open(&poll, i, config.addr) {
+            match open(&poll, i, addr) {
                 Ok(conn) => {
                     l.conn = Some(conn);
                     l.connecting_since = Instant::now();
                 }
                 Err(e) => {
                     failures.push(format!("connection {i}: connect: {e}"));
+                    refused.get_or_insert(e);
                     active -= 1;
                 }
             }
         }
     }
     let elapsed = begin.elapsed();
+    // The connections of rounds the deadline cut short.
+    let unfinished: Vec<Conn> = loops.into_iter().filter_map(|l| l.conn).collect();
+    close_cleanly(&mut poll, unfinished);
+    if connects.is_empty()
+        && let Some(e) = refused
+    {
+        return Err(cannot_connect(&config.addr, &e));
+    }
     Ok(BenchReport {
         round_trips: latencies.len(),
+        connected: connects.len() as usize,
         config,
         connect_time: Duration::ZERO,
         elapsed,
@@ -574,6 +720,22 @@ fn run_short(config: BenchConfig) -> io::Result<BenchReport> {
         connects,
         failures,
     })
+}
+
+/// A connect failure as the run's error: `cannot connect to ADDR: WHY`.
+fn cannot_connect(target: &Target, e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot connect to {target}: {e}"))
+}
+
+/// The address a run connects to: the target's only one or, when a name
+/// has several, the first that accepts a connection. That probe is closed
+/// at once, before the run, and not measured.
+fn pick_address(target: &Target) -> io::Result<SocketAddr> {
+    if let [only] = target.addrs() {
+        return Ok(*only);
+    }
+    let probe = super::connect(target).map_err(|e| io::Error::other(e.to_string()))?;
+    probe.peer_addr()
 }
 
 /// The message every round sends (`size` bytes counting up modulo 251, so
@@ -594,6 +756,7 @@ fn open(poll: &Poll, i: usize, addr: SocketAddr) -> io::Result<Conn> {
     )?;
     Ok(Conn {
         socket,
+        token: Token(i),
         connected: false,
         sent: 0,
         echoed: 0,
@@ -687,7 +850,7 @@ fn pump(
             Ok(0) => return Err("server closed the connection".to_string()),
             Ok(n) => {
                 if scratch[..n] != message[conn.echoed..conn.echoed + n] {
-                    return Err(format!("wrong bytes echoed at offset {}", conn.echoed));
+                    return Err(format!("{WRONG_BYTES} at offset {}", conn.echoed));
                 }
                 conn.echoed += n;
             }

@@ -6,24 +6,25 @@
 //! bytes arrived and then the server closed: a short or long transfer, a
 //! reset or a stall is an error, never a file.
 //!
-//! Files are written to a hidden temporary file next to the target and
-//! renamed over it only on success, so a failed download leaves neither a
-//! partial target nor the temporary file (a process killed by a signal can
-//! leave the temporary file, named `.NAME.part.PID`). An existing target is
-//! kept unless `force` is set, and that is checked before the server is
-//! contacted.
-//!
-//! Also here, because both client programs use them: [`ClientError`] and
-//! [`connect`].
+//! Files are written to a hidden temporary file next to the target
+//! (`.NAME.part.PID`) and renamed over it only on success, so a failed
+//! download leaves neither a partial target nor the temporary file. With
+//! an [`Interrupt`] (the command line sets one), SIGINT or SIGTERM is a
+//! failure too: the wait for the server's next bytes notices it within
+//! [`Interrupt::CHECK_EVERY`], the temporary file is removed, and the error
+//! carries the signal for the exit status (130, 143). Only SIGKILL, or a
+//! second signal while the first is being handled, can leave the temporary
+//! file. An existing target is kept unless `force` is set, and that is
+//! checked before the server is contacted.
 
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{ClientError, connect, socket_error};
+use super::{ClientError, Interrupt, Target, connect, socket_error};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How long `get` waits for the next byte before giving up on a stalled
@@ -42,7 +43,7 @@ const CHUNK: usize = 64 * 1024;
 /// What to download, and where to.
 #[derive(Clone, Debug)]
 pub struct GetOptions {
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// The name the server resolves inside its root.
     pub name: String,
     /// Where to save: `None` is the last component of `name` in the current
@@ -55,19 +56,23 @@ pub struct GetOptions {
     pub quiet: bool,
     /// Longest silence from the server before giving up (non-zero).
     pub idle_timeout: Duration,
+    /// SIGINT/SIGTERM, watched while waiting for the server; `None` leaves
+    /// signals to the caller.
+    pub interrupt: Option<Interrupt>,
 }
 
 impl GetOptions {
     /// Options with the defaults: save under the name's last component, keep
     /// existing files, show progress on a terminal, [`IDLE_TIMEOUT`].
-    pub fn new(addr: SocketAddr, name: impl Into<String>) -> GetOptions {
+    pub fn new(addr: impl Into<Target>, name: impl Into<String>) -> GetOptions {
         GetOptions {
-            addr,
+            addr: addr.into(),
             name: name.into(),
             output: None,
             force: false,
             quiet: false,
             idle_timeout: IDLE_TIMEOUT,
+            interrupt: None,
         }
     }
 }
@@ -119,7 +124,11 @@ pub fn get(opts: &GetOptions) -> Result<GetSummary, ClientError> {
     let target = target_path(&opts.name, opts.output.as_deref())?;
     check_target(&target, opts.force)?;
     let mut part = PartFile::create(&target)?;
-    let bytes = download(opts, &mut part)?;
+    // On any failure `part` is dropped here, which removes its file.
+    let bytes = download(opts, &mut part).map_err(|e| match opts.interrupt {
+        Some(_) if e.exit_code() != 1 => e.and("; the partial file was removed"),
+        _ => e,
+    })?;
     part.commit(opts.force)?;
     Ok(GetSummary {
         bytes,
@@ -133,9 +142,14 @@ pub fn get(opts: &GetOptions) -> Result<GetSummary, ClientError> {
 /// caller decides what to keep.
 pub fn download(opts: &GetOptions, sink: &mut dyn Write) -> Result<u64, ClientError> {
     check_name(&opts.name)?;
-    let mut stream = connect(opts.addr)?;
+    let mut stream = connect(&opts.addr)?;
+    if let Some(interrupt) = &opts.interrupt {
+        interrupt.check()?;
+    }
+    // Reads wake at least every CHECK_EVERY to look for a signal; the idle
+    // timeout is counted across them.
     stream
-        .set_read_timeout(Some(opts.idle_timeout))
+        .set_read_timeout(Some(opts.idle_timeout.min(Interrupt::CHECK_EVERY)))
         .and_then(|()| stream.set_write_timeout(Some(opts.idle_timeout)))
         .map_err(|e| socket_error(&e))?;
     let request = format!("GET {}\n", opts.name);
@@ -147,6 +161,7 @@ pub fn download(opts: &GetOptions, sink: &mut dyn Write) -> Result<u64, ClientEr
     let mut receiver = Receiver {
         stream,
         idle_timeout: opts.idle_timeout,
+        interrupt: opts.interrupt.clone(),
         buf: vec![0; CHUNK],
     };
     let (size, header_end, filled) = receiver.header(&opts.name)?;
@@ -228,11 +243,13 @@ impl PartFile {
         // `target_path` and `check_target` guarantee a file name.
         let name = target.file_name().unwrap_or_default().to_string_lossy();
         let path = target.with_file_name(format!(".{name}.part.{}", std::process::id()));
+        // The error names the file the user asked for: the temporary name
+        // is ours, and means nothing to them.
         let file = File::options()
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| ClientError::new(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| ClientError::new(format!("cannot write {}: {e}", target.display())))?;
         Ok(PartFile {
             file,
             path,
@@ -305,17 +322,24 @@ fn progress_style() -> ProgressStyle {
 
 /// The reading half of a download.
 struct Receiver {
+    /// Its read timeout is at most [`Interrupt::CHECK_EVERY`].
     stream: TcpStream,
     idle_timeout: Duration,
+    interrupt: Option<Interrupt>,
     /// Holds the header and any body bytes that came with it, then each
     /// chunk of body in turn.
     buf: Vec<u8>,
 }
 
 impl Receiver {
-    /// Reads into `buf[from..]`; 0 means the server closed.
+    /// Reads into `buf[from..]`; 0 means the server closed. Fails after
+    /// `idle_timeout` without a byte, or when a signal arrived.
     fn read(&mut self, from: usize) -> Result<usize, ClientError> {
+        let deadline = Instant::now() + self.idle_timeout;
         loop {
+            if let Some(interrupt) = &self.interrupt {
+                interrupt.check()?;
+            }
             match self.stream.read(&mut self.buf[from..]) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -326,6 +350,9 @@ impl Receiver {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    if Instant::now() < deadline {
+                        continue;
+                    }
                     return Err(ClientError::new(format!(
                         "server sent nothing for {} s",
                         self.idle_timeout.as_secs_f64()

@@ -16,6 +16,11 @@
 //! they came, for scripts. Which one is the caller's choice, made once from
 //! whether standard output is a terminal ([`Show::for_stdout`]).
 //!
+//! On a terminal ([`interactive_on_terminal`]) the lines come from
+//! `rustyline` instead, with line editing and this session's history, and
+//! the server's text is printed above the line being typed. `--crlf` ends
+//! lines with CR LF ([`ClientOptions::crlf`]).
+//!
 //! Two threads share the connection:
 //! - the calling thread reads the socket and writes to the output, until the
 //!   server closes or the connection fails;
@@ -31,22 +36,44 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::thread;
+use std::time::Duration;
 
 use encoding_rs::{CoderResult, Decoder};
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+use signal_hook::consts::SIGINT;
 
-use super::{ClientError, connect, socket_error};
+use super::{CONNECT_TIMEOUT, ClientError, Target, connect_within, socket_error};
 use crate::text::{Encoding, escape_controls};
 
-/// Where to connect, the encoding of the text on the wire, and how to show
-/// what the server sends.
-#[derive(Clone, Copy, Debug)]
+/// Where to connect, the encoding of the text on the wire, how lines end,
+/// and how to show what the server sends.
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
-    pub addr: SocketAddr,
+    pub addr: Target,
     pub encoding: Encoding,
     pub show: Show,
+    /// End each line sent with `\r\n` (a line that already ends so is
+    /// not given a second `\r`), for servers that want CRLF.
+    pub crlf: bool,
+    /// How long each connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    /// UTF-8, shown raw, lines ending `\n`, [`CONNECT_TIMEOUT`].
+    pub fn new(addr: impl Into<Target>) -> ClientOptions {
+        ClientOptions {
+            addr: addr.into(),
+            encoding: Encoding::Utf8,
+            show: Show::Raw,
+            crlf: false,
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// How the server's text is written to the output.
@@ -96,6 +123,8 @@ enum SenderEvent {
     InputEnded,
     /// Reading the input failed; the connection is being shut down.
     InputFailed(io::Error),
+    /// Ctrl-C at the line editor; the connection is being shut down.
+    Interrupted,
     /// Writing the socket failed.
     SendFailed(io::Error),
 }
@@ -111,25 +140,74 @@ pub fn interactive(
     input: impl Read + Send + 'static,
     mut output: impl Write,
 ) -> Result<Ended, ClientError> {
-    let socket = connect(opts.addr)?;
+    let (encoding, ending) = (opts.encoding, LineEnding::new(opts.crlf));
+    session(
+        opts,
+        move |socket, events| send_lines(BufReader::new(input), socket, encoding, ending, &events),
+        &mut output,
+    )
+}
+
+/// Runs a session on a terminal: each line is read with `rustyline` (line
+/// editing, and this session's lines as history: Up recalls them), and
+/// what the server sends is printed above the line being typed, as soon
+/// as it arrives (a read that does not end a line is shown as one). The
+/// prompt is [`PROMPT`]; Ctrl-D on an empty line ends the input (a
+/// half-close, as at the end of a pipe), Ctrl-C ends the session at once
+/// ([`ClientError::interrupted`]).
+///
+/// The editor puts the terminal in raw mode while it waits for a line. If
+/// the server closes meanwhile, this returns with the editor still waiting,
+/// so the caller must put the terminal back as it was before it exits
+/// ([`crate::sockopt::terminal_mode`]).
+pub fn interactive_on_terminal(opts: &ClientOptions) -> Result<Ended, ClientError> {
+    let config = rustyline::Config::builder()
+        .auto_add_history(true)
+        // A paste of several lines sends them as lines, one by one, as it
+        // would in a pipe.
+        .bracketed_paste(false)
+        .build();
+    let editor_error =
+        |e: ReadlineError| ClientError::new(format!("cannot edit lines on this terminal: {e}"));
+    let mut editor = DefaultEditor::with_config(config).map_err(editor_error)?;
+    let printer = editor.create_external_printer().map_err(editor_error)?;
+    let (encoding, ending) = (opts.encoding, LineEnding::new(opts.crlf));
+    session(
+        opts,
+        move |socket, events| edit_lines(editor, socket, encoding, ending, &events),
+        &mut Printed(printer),
+    )
+}
+
+/// What the line editor shows before the line being typed.
+pub const PROMPT: &str = "> ";
+
+/// Connects, runs `sender` on its own thread with a clone of the socket,
+/// and shows the server's bytes on `output` until it closes.
+fn session(
+    opts: &ClientOptions,
+    sender: impl FnOnce(TcpStream, Sender<SenderEvent>) + Send + 'static,
+    output: &mut dyn Write,
+) -> Result<Ended, ClientError> {
+    let socket = connect_within(&opts.addr, opts.connect_timeout)?;
     let sender_socket = socket
         .try_clone()
         .map_err(|e| ClientError::new(format!("cannot share the connection: {e}")))?;
     let (events, sender_events) = mpsc::channel();
-    let encoding = opts.encoding;
-    let render = Render::new(encoding, opts.show);
+    let render = Render::new(opts.encoding, opts.show);
     thread::Builder::new()
         .name("client-input".to_string())
-        .spawn(move || send_lines(BufReader::new(input), sender_socket, encoding, &events))
+        .spawn(move || sender(sender_socket, events))
         .map_err(|e| ClientError::new(format!("cannot start the input thread: {e}")))?;
 
-    show_replies(socket, render, &mut output)?;
+    show_replies(socket, render, output)?;
 
     // The server has closed. Whatever the sender reported happened before
     // that close was seen, except for the race documented on `SendFailed`
     // below.
     match sender_events.try_recv() {
         Ok(SenderEvent::InputEnded) => Ok(Ended::InputEnded),
+        Ok(SenderEvent::Interrupted) => Err(ClientError::interrupted(SIGINT)),
         Ok(SenderEvent::InputFailed(e)) => {
             Err(ClientError::new(format!("cannot read the input: {e}")))
         }
@@ -139,6 +217,67 @@ pub fn interactive(
             Err(socket_error(&e))
         }
         Ok(SenderEvent::SendFailed(_)) | Err(_) => Ok(Ended::ServerClosed),
+    }
+}
+
+/// The line editor's printer as an output: each write (one read from the
+/// server, rendered) is printed above the line being edited.
+struct Printed<P: ExternalPrinter>(P);
+
+impl<P: ExternalPrinter> Write for Printed<P> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !buf.is_empty() {
+            self.0
+                .print(String::from_utf8_lossy(buf).into_owned())
+                .map_err(io::Error::other)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sender thread on a terminal: as [`send_lines`], with lines from the
+/// editor. Ctrl-C closes the connection both ways, which ends the session.
+fn edit_lines(
+    mut editor: DefaultEditor,
+    mut socket: TcpStream,
+    encoding: Encoding,
+    ending: LineEnding,
+    events: &Sender<SenderEvent>,
+) {
+    loop {
+        let line = match editor.readline(PROMPT) {
+            Ok(line) => line,
+            Err(ReadlineError::Eof) => {
+                let _ = events.send(SenderEvent::InputEnded);
+                // Fails only if the connection is already gone, which the
+                // calling thread sees for itself.
+                let _ = socket.shutdown(Shutdown::Write);
+                return;
+            }
+            Err(ReadlineError::Interrupted) => {
+                let _ = events.send(SenderEvent::Interrupted);
+                let _ = socket.shutdown(Shutdown::Both);
+                return;
+            }
+            Err(e) => {
+                let _ = events.send(SenderEvent::InputFailed(io::Error::other(e)));
+                let _ = socket.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        let mut wire = match encoding {
+            Encoding::Utf8 => line.into_bytes(),
+            Encoding::Gbk => encoding.encode(&line),
+        };
+        wire.extend_from_slice(ending.bytes());
+        if let Err(e) = socket.write_all(&wire) {
+            let _ = events.send(SenderEvent::SendFailed(e));
+            return;
+        }
     }
 }
 
@@ -234,13 +373,52 @@ fn decode(decoder: &mut Decoder, mut bytes: &[u8], last: bool, text: &mut String
     }
 }
 
-/// The sender thread: each input line, encoded, with `\n`; at the end of
-/// input, a half-close. Reports how it ended on `events` before acting on
-/// it, so the calling thread knows by the time the server's close arrives.
+/// How each line sent ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineEnding {
+    /// `\n`, after the line exactly as it came (a `\r` before its `\n`
+    /// stays): what the client always sent.
+    Lf,
+    /// `\r\n`, after the line without any `\r\n` or `\n` it ended with.
+    CrLf,
+}
+
+impl LineEnding {
+    fn new(crlf: bool) -> LineEnding {
+        if crlf {
+            LineEnding::CrLf
+        } else {
+            LineEnding::Lf
+        }
+    }
+
+    /// Takes the line's own ending off `line` (as read, `\n` included).
+    fn strip(self, line: &mut Vec<u8>) {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if self == LineEnding::CrLf && line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+    }
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            LineEnding::Lf => b"\n",
+            LineEnding::CrLf => b"\r\n",
+        }
+    }
+}
+
+/// The sender thread: each input line, encoded, with its `ending`; at the
+/// end of input, a half-close. Reports how it ended on `events` before
+/// acting on it, so the calling thread knows by the time the server's close
+/// arrives.
 fn send_lines(
     mut input: impl BufRead,
     mut socket: TcpStream,
     encoding: Encoding,
+    ending: LineEnding,
     events: &Sender<SenderEvent>,
 ) {
     let mut line = Vec::new();
@@ -262,14 +440,12 @@ fn send_lines(
                 return;
             }
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
+        ending.strip(&mut line);
         let mut wire = match encoding {
             Encoding::Utf8 => std::mem::take(&mut line),
             Encoding::Gbk => encoding.encode(&String::from_utf8_lossy(&line)),
         };
-        wire.push(b'\n');
+        wire.extend_from_slice(ending.bytes());
         let sent = socket.write_all(&wire);
         if encoding == Encoding::Utf8 {
             // Keep the allocation for the next line.

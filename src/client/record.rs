@@ -9,23 +9,27 @@
 //! kernel did not say) is an empty cell, never 0.
 //!
 //! The parsing ([`Snapshot`], [`rows`]) is pure; [`record`] does the I/O.
-//! Rows are flushed after each snapshot and the loop stops on SIGINT or
-//! SIGTERM, at `--secs`, or when the server closes, so the file always ends
-//! at a whole snapshot. Plotting is in [`crate::plot`], not here.
+//! The file is created only after a first snapshot has parsed, so an
+//! address that is not an admin service is an error and an existing file
+//! is left as it was. Rows are flushed after each snapshot and the loop
+//! stops on SIGINT or SIGTERM, at `--secs`, or when the server closes, so
+//! the file always ends at a whole snapshot. A `--conn` id the first
+//! snapshot does not list is a warning. Plotting is in [`crate::plot`],
+//! not here.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use log::warn;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{Row, Snapshot};
-use super::{ClientError, connect, socket_error};
+use super::{ClientError, Target, connect, socket_error};
 
 /// Longest snapshot line accepted: 100,000 connections (the most `bench`
 /// opens) at about 900 bytes a row is 90 MB. A peer that sends more without
@@ -41,7 +45,7 @@ const POLL: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
     /// An admin listener.
-    pub admin: SocketAddr,
+    pub admin: Target,
     /// Connection ids to record; empty means every connection but the
     /// admin ones. Ids are the server's slab keys, so a closed connection's
     /// id can be given to a newer one: rows carry the peer too.
@@ -270,8 +274,19 @@ pub fn csv_writer<W: Write>(out: W) -> csv::Result<csv::Writer<W>> {
     Ok(writer)
 }
 
+/// How long the first snapshot may take before the address is judged not
+/// to be an admin service (a chat or ack service, say, reads `watch` as a
+/// message and never answers). An admin service sends its first snapshot at
+/// once; one with many connections renders it in steps between its other
+/// work, which `top` allows 10 s for too.
+pub const FIRST_SNAPSHOT: Duration = Duration::from_secs(10);
+
 /// Records `opts.admin` into `opts.output` until the deadline, the server
 /// closes, or SIGINT/SIGTERM.
+///
+/// The output is created (or replaced) only once a first snapshot has
+/// parsed: an address that is not an admin service, or one that sends
+/// nothing, is an error and leaves an existing file as it was.
 pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
     let stop_signal = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -280,13 +295,13 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
     }
     let started = Instant::now();
     let deadline = started + opts.duration;
-    // Connected first, so an address with nothing behind it leaves no file.
-    let mut stream = connect(opts.admin)?;
+    let first_deadline = started + FIRST_SNAPSHOT;
+    let mut stream = connect(&opts.admin)?;
     stream
         .write_all(format!("watch {}\n", opts.interval_ms).as_bytes())
         .map_err(|e| socket_error(&e))?;
-    let file = File::create(&opts.output).map_err(|e| file_error(&opts.output, &e))?;
-    let mut csv = csv_writer(io::BufWriter::new(file)).map_err(|e| csv_error(&opts.output, e))?;
+    // Created at the first snapshot.
+    let mut csv: Option<csv::Writer<io::BufWriter<File>>> = None;
     let mut reader = BufReader::new(stream);
     let selection = Selection::new(&opts.conns);
     let mut line = Vec::new();
@@ -297,8 +312,12 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
         if stop_signal.load(Ordering::Relaxed) {
             break Stop::Signal;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         if left.is_zero() {
+            break Stop::Deadline;
+        }
+        if csv.is_none() && now >= first_deadline {
             break Stop::Deadline;
         }
         reader
@@ -331,6 +350,16 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
         }
         let snapshot = parse_snapshot(&line)?;
         line.clear();
+        let csv = match &mut csv {
+            Some(csv) => csv,
+            None => {
+                warn_unknown(&opts.conns, &snapshot);
+                let file = File::create(&opts.output).map_err(|e| file_error(&opts.output, &e))?;
+                csv.insert(
+                    csv_writer(io::BufWriter::new(file)).map_err(|e| csv_error(&opts.output, e))?,
+                )
+            }
+        };
         let start = *start.get_or_insert(snapshot.stats.uptime_secs);
         for row in rows(&snapshot, start, &selection) {
             seen.insert((row.id, row.peer.clone()));
@@ -343,6 +372,9 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
         // parses up to its last flush.
         csv.flush().map_err(|e| file_error(&opts.output, &e))?;
     };
+    let Some(mut csv) = csv else {
+        return Err(no_snapshot(opts, stop, started.elapsed()));
+    };
     csv.flush().map_err(|e| file_error(&opts.output, &e))?;
     Ok(RecordSummary {
         snapshots,
@@ -350,6 +382,45 @@ pub fn record(opts: &RecordOptions) -> Result<RecordSummary, ClientError> {
         connections: seen.len(),
         stop,
         output: opts.output.clone(),
+    })
+}
+
+/// Warns of each `--conn` id the first snapshot does not list: the user
+/// most likely mistyped it, or it closed, and its rows would be none.
+fn warn_unknown(ids: &[usize], snapshot: &Snapshot) {
+    let listed: BTreeSet<u64> = snapshot.clients.iter().map(|c| c.id).collect();
+    for id in ids {
+        if !listed.contains(&(*id as u64)) {
+            let now: Vec<String> = listed.iter().map(u64::to_string).collect();
+            warn!(
+                "--conn {id}: no such connection now (ids: {}); it gets rows only if a connection with that id opens",
+                if now.is_empty() {
+                    "none".to_string()
+                } else {
+                    now.join(", ")
+                }
+            );
+        }
+    }
+}
+
+/// The error for a recording that ended before any snapshot came.
+fn no_snapshot(opts: &RecordOptions, stop: Stop, waited: Duration) -> ClientError {
+    let admin = &opts.admin;
+    ClientError::new(match stop {
+        Stop::ServerClosed => format!(
+            "{admin} closed the connection without a snapshot: is this an admin address? ('{}' not written)",
+            opts.output.display()
+        ),
+        Stop::Deadline => format!(
+            "no snapshot from {admin} in {:.1} s: is this an admin address? ('{}' not written)",
+            waited.as_secs_f64(),
+            opts.output.display()
+        ),
+        Stop::Signal => format!(
+            "interrupted before the first snapshot; '{}' not written",
+            opts.output.display()
+        ),
     })
 }
 

@@ -22,7 +22,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{ClientError, connect, socket_error};
+use super::{ClientError, Target, connect, socket_error};
 use model::{Snapshot, Top};
 
 /// What `top` shows.
@@ -39,7 +39,7 @@ pub enum Mode {
 /// A resolved `top` command line.
 #[derive(Clone, Debug)]
 pub struct TopConfig {
-    pub addr: SocketAddr,
+    pub addr: Target,
     /// Between snapshots; within the admin service's `watch` range.
     pub interval: Duration,
     pub mode: Mode,
@@ -60,7 +60,7 @@ pub fn stall_timeout(interval: Duration) -> Duration {
 
 /// The stream of snapshots from one admin connection.
 pub struct Feed {
-    addr: SocketAddr,
+    addr: Target,
     reader: BufReader<TcpStream>,
     /// This end's address as the server sees it, to mark our own row.
     local: Option<SocketAddr>,
@@ -73,7 +73,7 @@ pub struct Feed {
 
 impl Feed {
     /// Connects to `addr` and asks for a snapshot every `interval`.
-    pub fn open(addr: SocketAddr, interval: Duration) -> Result<Feed, ClientError> {
+    pub fn open(addr: &Target, interval: Duration) -> Result<Feed, ClientError> {
         let mut stream = connect(addr)?;
         let stall = stall_timeout(interval);
         stream
@@ -82,7 +82,7 @@ impl Feed {
             .map_err(|e| socket_error(&e))?;
         writeln!(stream, "watch {}", interval.as_millis()).map_err(|e| socket_error(&e))?;
         Ok(Feed {
-            addr,
+            addr: addr.clone(),
             local: stream.local_addr().ok(),
             reader: BufReader::new(stream),
             started: false,
@@ -166,7 +166,7 @@ pub fn top_for(feed: &Feed) -> Top {
 /// Runs `top` as configured. The plain modes write to `out`; `Live` takes
 /// the terminal (the caller checks that standard output is one).
 pub fn run(config: &TopConfig, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut feed = Feed::open(config.addr, config.interval)?;
+    let mut feed = Feed::open(&config.addr, config.interval)?;
     let result = match config.mode {
         Mode::Live => return screen::run(feed, &config.addr.to_string()),
         Mode::Once => once(config, &mut feed, out),
