@@ -424,7 +424,10 @@ mod tests {
             text.contains("# TYPE tcp_reactor_accepted_total counter\n"),
             "{text}"
         );
-        assert!(text.contains("# HELP tcp_reactor_accepted_total Connections accepted"), "{text}");
+        assert!(
+            text.contains("# HELP tcp_reactor_accepted_total Connections accepted"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE tcp_reactor_connections gauge\n"));
         assert!(text.contains("tcp_reactor_accepted_total{service=\"echo\"} 7\n"));
         assert!(!text.contains("# EOF"));

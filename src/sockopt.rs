@@ -334,6 +334,7 @@ pub fn open_files_limit() -> Option<u64> {
     // SAFETY: one valid, writable rlimit struct.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
 
 /// A terminal's settings (`termios`), taken by [`terminal_mode`] to be put
 /// back by [`restore_terminal`]: the interactive client's line editor puts
