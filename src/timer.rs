@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// No key: the end of the list, or an unlinked entry's neighbours.
 const NIL: u32 = u32::MAX;
 
-/// Keys must be below this: [`NIL`] is not a key.
+/// The largest key a list takes (the next value marks "no key").
 pub const MAX_KEY: usize = NIL as usize - 1;
 
 #[derive(Clone, Copy, Debug)]
