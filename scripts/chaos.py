@@ -584,13 +584,16 @@ class Load:
         """An admin connection left idle (after a command, or from the
         start): closed at --admin-idle-timeout, never before, cleanly."""
         async with self.idle_admin_sem:
+            # The server's clock starts at its accept, or at its answer to
+            # `help`: after these, never before.
+            t0 = now()
             s = await self.connect("admin")
             with s:
                 prefix = b""
                 if random.random() < 0.5:
+                    t0 = now()
                     await self.send(s, b"help\n")
                     prefix = await asyncio.wait_for(self.recv(s), 10)
-                t0 = now()
                 try:
                     got = await asyncio.wait_for(self.read_all(s, 1 << 20, prefix),
                                                  ADMIN_IDLE_TIMEOUT + DEADLINE_SLACK)
