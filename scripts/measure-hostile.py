@@ -498,7 +498,7 @@ def scrape(port, timeout=10.0):
     lines = head.decode(errors="replace").split("\r\n")
     retry = next((l.split(":", 1)[1].strip() for l in lines[1:]
                   if l.lower().startswith("retry-after:")), None)
-    return {"status": lines[0] if data else "", "retry_after": retry, "body": len(body),
+    return {"status": lines[0].strip() if data else "", "retry_after": retry, "body": len(body),
             "secs": now() - t0, "error": error}
 
 

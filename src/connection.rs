@@ -17,8 +17,9 @@
 //!
 //! Stopping input and discarding input are different things, and the
 //! [`Phase`] says which applies:
-//! - the **server** ends a conversation (signal, idle timeout, a chat receiver
-//!   that cannot keep up) with [`Connection::finish`]: nothing more is read,
+//! - the **server** ends a conversation (signal, idle timeout, request
+//!   timeout, eviction at `--max-conns`, a chat receiver that cannot keep
+//!   up) with [`Connection::finish`]: nothing more is read,
 //!   but the service still consumes what was already read (echo echoes it, ack
 //!   answers every complete message) and every reply is flushed
 //!   ([`Phase::Finishing`]);
