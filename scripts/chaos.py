@@ -14,7 +14,11 @@
         well-behaved (good) or hostile behaviours against every service for
         SECS seconds; counts per behaviour go to OUT as JSON (and to PROGRESS,
         if given, every 2 s). Well-behaved clients check every byte; what
-        they find wrong is a violation.
+        they find wrong is a violation. The server's --request-timeout and
+        --admin-idle-timeout come from $CHAOS_REQUEST_TIMEOUT and
+        $CHAOS_ADMIN_IDLE_TIMEOUT (default: the server's defaults): slow
+        loris and idle admin clients check that they are ended then, never
+        before.
     chaos.py report GOOD HOSTILE READER
         the table of counts, the violations; exit 1 if there are any.
     chaos.py sample SAMPLES ELAPSED PID ADMIN-PORT PROGRESS...
@@ -51,6 +55,17 @@ HOST, now, why, write_json, query, Lines = mh.HOST, mh.now, mh.why, mh.write_jso
 ACK_REPLY = "收到请求\n".encode()
 MAX_OPS = 2_000_000  # per process, whatever SECS says
 GOOD_TIMEOUT = 20.0  # seconds a well-behaved exchange may take
+# The server's deadlines, as chaos.sh starts it.
+REQUEST_TIMEOUT = float(os.environ.get("CHAOS_REQUEST_TIMEOUT", "10"))
+ADMIN_IDLE_TIMEOUT = float(os.environ.get("CHAOS_ADMIN_IDLE_TIMEOUT", "60"))
+# Seconds a deadline may be late under chaos's load before it counts as
+# never kept (inside GOOD_TIMEOUT with the deadlines chaos.sh sets).
+DEADLINE_SLACK = 10.0
+# Idle admin clients at once: with the hostile (6) and well-behaved (4)
+# admin clients, two slots of the reserve of 16 stay free for the
+# script's own `stats`.
+IDLE_ADMINS = 4
+SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
 
 
 def payload(sid, seq):
@@ -257,6 +272,8 @@ class Load:
     def refusal(data):
         if data.startswith(b"ERR server full") or data.startswith(b"ERR too many"):
             raise Refused(data.split(b"\n")[0].decode(errors="replace"))
+        if data.startswith(b"HTTP/1.0 503 "):
+            raise Refused("HTTP 503 (the admin reserve is full)")
 
     def violation(self, name, text):
         raise Violation(f"{name}: {text}")
@@ -344,6 +361,21 @@ class Load:
                 self.violation("admin", f"{cmd.decode()}: not JSON: {got[:80]!r}")
         elif not got or got.startswith(b"ERR"):
             self.violation("admin", f"{cmd.decode()}: {got[:80]!r}")
+
+    async def good_scrape(self):
+        """A Prometheus scrape: one HTTP answer with the whole exposition,
+        then the server closes."""
+        async with self.admin_sem:
+            s = await self.connect("admin")
+            with s:
+                await self.send_pieces(s, SCRAPE)
+                got = await self.read_all(s)
+        self.refusal(got)
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = [l for l in head.split(b"\r\n") if l.startswith(b"Content-Length: ")]
+        if (not head.startswith(b"HTTP/1.0 200 OK\r\n") or not body.endswith(b"# EOF\n")
+                or length != [b"Content-Length: %d" % len(body)]):
+            self.violation("scrape", f"GET /metrics: {got[:80]!r} ... {got[-20:]!r}")
 
     async def good_chat(self):
         self.sid += 1
@@ -437,6 +469,7 @@ class Load:
         svc = random.choice(self.SERVICES)
         req = {"echo": b"slow bytes\n", "ack": b"slow ack line\n", "files": b"GET small.txt\n",
                "chat": b"slow chat line\n", "admin": b"stats\n"}[svc]
+        t0 = now()
         s = await self.hostile_conn(svc)
         with s:
             for b in req:
@@ -445,9 +478,14 @@ class Load:
             if svc == "files":
                 self.shut(s)
                 got = await asyncio.wait_for(self.read_all(s), 10)
+                # A request trickled past --request-timeout is cut off,
+                # never one that came whole before it.
+                if got == b"ERR request timeout\n" and now() - t0 >= REQUEST_TIMEOUT:
+                    return
                 if got != b"OK %d\n" % len(self.files["small.txt"]) + self.files["small.txt"]:
                     self.refusal(got)
-                    raise Violation(f"slowloris GET small.txt: got {got[:60]!r}")
+                    raise Violation(f"slowloris GET small.txt: got {got[:60]!r} after "
+                                    f"{now() - t0:.2f} s")
 
     async def h_flood(self):
         svc = random.choice(("echo", "ack", "chat"))
@@ -517,6 +555,90 @@ class Load:
             self.refusal(got)
             raise Violation(f"{n}-byte name: got {got[:60]!r}, want ERR name too long")
 
+    async def h_loris(self):
+        """Half a files request, then silence: ended at --request-timeout,
+        never before, with `ERR request timeout` (GET) or no bytes (what
+        could still be a bare name), and closed."""
+        bare = random.random() < 0.3
+        t0 = now()
+        s = await self.connect("files")
+        with s:
+            await self.send(s, b"GE" if bare else b"GET small.t")
+            try:
+                got = await asyncio.wait_for(self.read_all(s, 1 << 20),
+                                             REQUEST_TIMEOUT + DEADLINE_SLACK)
+            except asyncio.TimeoutError:
+                raise Violation(f"slow loris: not ended {REQUEST_TIMEOUT + DEADLINE_SLACK:.0f} s "
+                                f"after connecting (--request-timeout {REQUEST_TIMEOUT:g})")
+        elapsed = now() - t0
+        self.refusal(got)
+        want = b"" if bare else b"ERR request timeout\n"
+        if got != want:
+            raise Violation(f"slow loris ({'bare' if bare else 'GET'}): got {got[:60]!r}, "
+                            f"want {want!r}")
+        if elapsed < REQUEST_TIMEOUT:
+            raise Violation(f"slow loris ended after {elapsed:.2f} s, before --request-timeout "
+                            f"{REQUEST_TIMEOUT:g}")
+
+    async def h_idle_admin(self):
+        """An admin connection left idle (after a command, or from the
+        start): closed at --admin-idle-timeout, never before, cleanly."""
+        async with self.idle_admin_sem:
+            # The server's clock starts at its accept, or at its answer to
+            # `help`: after these, never before.
+            t0 = now()
+            s = await self.connect("admin")
+            with s:
+                prefix = b""
+                if random.random() < 0.5:
+                    t0 = now()
+                    await self.send(s, b"help\n")
+                    prefix = await asyncio.wait_for(self.recv(s), 10)
+                try:
+                    got = await asyncio.wait_for(self.read_all(s, 1 << 20, prefix),
+                                                 ADMIN_IDLE_TIMEOUT + DEADLINE_SLACK)
+                except asyncio.TimeoutError:
+                    raise Violation(f"idle admin: still open {ADMIN_IDLE_TIMEOUT + DEADLINE_SLACK:.0f}"
+                                    f" s later (--admin-idle-timeout {ADMIN_IDLE_TIMEOUT:g})")
+            elapsed = now() - t0
+        self.refusal(got)
+        if got and not (got.startswith(b"commands:") and b"ERR" not in got):
+            raise Violation(f"idle admin: got {got[:60]!r}")
+        if elapsed < ADMIN_IDLE_TIMEOUT - 0.05:
+            raise Violation(f"idle admin closed after {elapsed:.2f} s, before "
+                            f"--admin-idle-timeout {ADMIN_IDLE_TIMEOUT:g}")
+
+    # What admin's HTTP face must answer, and the text connection that
+    # turns to HTTP: (request, the answer's start, what it must not hold).
+    HTTP_CASES = (
+        (b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.0 200 OK\r\n", b"# EOF"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 12\r\n\r\nstats\nhelp\n",
+         b"HTTP/1.0 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n", b"uptime"),
+        (b"GET /other HTTP/1.0\r\n\r\n", b"HTTP/1.0 404 ", b"# EOF"),
+        (b"GET /metrics HTTX/1.1\r\n\r\n", b"HTTP/1.0 400 ", b"# EOF"),
+        (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\nstats\n",
+         b"HTTP/1.0 431 ", b"uptime"),
+        (b"help\nPOST /x HTTP/1.1\r\nHost: x\r\n\r\nstats\n", b"commands:", b"uptime"),
+    )
+
+    async def h_http(self):
+        """Not a scrape: HEAD, POST with commands as its body, other paths,
+        garbage, a header too long, a text connection turning to HTTP."""
+        request, want, never = random.choice(self.HTTP_CASES)
+        async with self.admin_sem:
+            s = await self.connect("admin")
+            with s:
+                task = asyncio.ensure_future(self.send_pieces(s, request))
+                try:
+                    got = await asyncio.wait_for(self.read_all(s, 1 << 20), 10)
+                finally:
+                    task.cancel()
+        self.refusal(got)
+        if not got.startswith(want) or never in got or got.count(b"HTTP/") > 1:
+            raise Violation(f"admin {request[:30]!r}: got {got[:80]!r}")
+        if request.startswith(b"HEAD ") and not got.endswith(b"\r\n\r\n"):
+            raise Violation(f"admin HEAD: a body came: {got[-40:]!r}")
+
     async def h_reset_download(self):
         s = await self.connect("files")
         await self.send(s, b"GET big.bin\n")
@@ -575,14 +697,17 @@ class Load:
         if self.good:
             return [("echo", 3, self.good_echo), ("ack", 3, self.good_ack),
                     ("get", 3, self.good_get), ("list", 1, self.good_list),
-                    ("admin", 1, self.good_admin), ("chat-sender", 3, self.good_chat)]
+                    ("admin", 1, self.good_admin), ("scrape", 1, self.good_scrape),
+                    ("chat-sender", 3, self.good_chat)]
         return [("clean-close", 2, self.h_clean_close), ("reset", 2, self.h_reset),
                 ("half-close", 2, self.h_half_close), ("stall", 3, self.h_stall),
                 ("slowloris", 2, self.h_slowloris), ("flood", 2, self.h_flood),
                 ("chat-paste", 1, self.h_paste), ("long-line", 1, self.h_long_line),
                 ("reset-download", 2, self.h_reset_download),
                 ("reset-chat-line", 2, self.h_reset_chat_line),
-                ("bad-admin", 1, self.h_bad_admin), ("bad-name", 2, self.h_bad_name)]
+                ("bad-admin", 1, self.h_bad_admin), ("bad-name", 2, self.h_bad_name),
+                ("loris", 1, self.h_loris), ("idle-admin", 1, self.h_idle_admin),
+                ("http", 1, self.h_http)]
 
     async def worker(self, end, table, weights):
         while now() < end and self.ops < MAX_OPS:
@@ -626,6 +751,7 @@ class Load:
 
     async def run(self):
         self.admin_sem = asyncio.Semaphore(4 if self.good else 6)
+        self.idle_admin_sem = asyncio.Semaphore(IDLE_ADMINS)
         table = [(n, f) for n, _, f in self.behaviours()]
         weights = [w for _, w, _ in self.behaviours()]
         end = now() + self.secs

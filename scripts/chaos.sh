@@ -4,9 +4,11 @@
 # concurrent clients doing random hostile things to all of them at once
 # (clean closes, resets, half-closes, stalls, slowloris, floods without
 # reading, chat pastes, over-long lines, resets mid-download and mid-line,
-# bad admin commands, hostile file names), while well-behaved clients check
-# every byte: echo byte for byte, ack one reply per message, GET and bare
-# downloads byte-exact or a clean ERR, LIST exact, admin answers, and a chat
+# bad admin commands, hostile file names, files requests left half-sent,
+# idle admin connections, HTTP on admin that is not a scrape), while
+# well-behaved clients check every byte: echo byte for byte, ack one reply
+# per message, GET and bare downloads byte-exact or a clean ERR, LIST exact,
+# admin answers, a Prometheus scrape, and a chat
 # member that reads as fast as it can gets every line of every well-behaved
 # sender, in order, intact, and is never dropped.
 #
@@ -29,6 +31,12 @@ fi
 # Concurrent clients in each process (CHAOS_HOSTILE, CHAOS_GOOD override).
 HOSTILE=${CHAOS_HOSTILE:-250}
 GOOD=${CHAOS_GOOD:-30}
+# The server's request and admin idle deadlines, short so that slow loris
+# and idle admin clients see them kept (and not broken early) many times in
+# a 20 s run; chaos.py reads them too. 3 s also cuts off some of the
+# slowloris clients that trickle a request over up to 4 s.
+export CHAOS_REQUEST_TIMEOUT=${CHAOS_REQUEST_TIMEOUT:-3}
+export CHAOS_ADMIN_IDLE_TIMEOUT=${CHAOS_ADMIN_IDLE_TIMEOUT:-2}
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -56,7 +64,8 @@ chaos_root() {
 start_chaos_server() {
     local svc
     start_server -l 127.0.0.1:0=echo -l 127.0.0.1:0=ack -l 127.0.0.1:0=files \
-        -l 127.0.0.1:0=chat -l 127.0.0.1:0=admin --root "$ROOT"
+        -l 127.0.0.1:0=chat -l 127.0.0.1:0=admin --root "$ROOT" \
+        --request-timeout "$CHAOS_REQUEST_TIMEOUT" --admin-idle-timeout "$CHAOS_ADMIN_IDLE_TIMEOUT"
     PORTS=$TMP/ports.json
     {
         printf '{'

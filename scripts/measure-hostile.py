@@ -7,7 +7,8 @@
         trips are done; writes READY after its first trip, every trip (start,
         duration) and its errors to OUT as JSON.
     measure-hostile.py ROW PID PORT... OUT
-        a hostile client (paste, joins, list, admin, full, partial) against
+        a hostile client (paste, joins, list, admin, full, partial,
+        idleadmin, loris) against
         the server with process id PID; its results, with the time window it
         acted in and the server's memory from /proc, go to OUT as JSON, with
         the server's `stats json` (admin port $MH_ADMIN) and the warnings in
@@ -477,6 +478,93 @@ def row_partial(pid, port, service, out, n=3000, limit=60.0):
     })
 
 
+def scrape(port, timeout=10.0):
+    """One Prometheus scrape of admin on `port`: the status line, the
+    Retry-After header if any, the body's size and the seconds it took."""
+    t0 = now()
+    request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
+    data, error = b"", None
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(request)
+            while len(data) < 1 << 24:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as e:
+        error = why(e)
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    retry = next((l.split(":", 1)[1].strip() for l in lines[1:]
+                  if l.lower().startswith("retry-after:")), None)
+    return {"status": lines[0].strip() if data else "", "retry_after": retry, "body": len(body),
+            "secs": now() - t0, "error": error}
+
+
+def row_idleadmin(pid, admin_port, out, n=16, limit=90.0):
+    """The whole admin reserve held by idle connections, then scrapes once a
+    second until one is answered 200 (bounded)."""
+    pid, port = int(pid), int(admin_port)
+    m0 = mem(pid)
+    t0 = now()
+    idle = [socket.create_connection((HOST, port), timeout=5) for _ in range(int(n))]
+    time.sleep(0.2)  # all accepted: they hold the reserve
+    scrapes = [dict(scrape(port), at=now() - t0)]
+    while not scrapes[-1]["status"].startswith("HTTP/1.0 200") and now() - t0 < limit:
+        time.sleep(1)
+        scrapes.append(dict(scrape(port), at=now() - t0))
+    closed = 0
+    for s in idle:
+        s.setblocking(False)
+        try:
+            closed += s.recv(64) == b""
+        except OSError:
+            pass
+        s.close()
+    finish(out, {"window": [t0, now()], "n": int(n), "scrapes": scrapes, "closed": closed,
+                 "mem0": m0, "mem1": mem(pid)})
+
+
+def row_loris(pid, files_port, out, n=299, limit=60.0):
+    """n files connections send `GET a.t` and stop (with the echo client,
+    the server's --max-conns 300 are taken); a newcomer asks for a.t once
+    every 100 ms until it is served (bounded)."""
+    pid, port = int(pid), int(files_port)
+    m0 = mem(pid)
+    t0 = now()
+    sel = selectors.DefaultSelector()
+    loris = []
+    for _ in range(int(n)):
+        s = socket.create_connection((HOST, port), timeout=5)
+        s.sendall(b"GET a.t")
+        s.setblocking(False)
+        c = Lines(s)
+        c.got = []
+        c.on_line = c.got.append
+        loris.append(c)
+        sel.register(s, selectors.EVENT_READ, c)
+    filled = now()
+    attempts, first, served = 0, None, None
+    while now() - filled < limit:
+        attempts += 1
+        data, _, error = query(port, b"GET a.t", timeout=5)
+        if first is None:
+            first = data.split(b"\n")[0].decode(errors="replace") or error or "nothing"
+        if data.startswith(b"OK "):
+            served = now() - filled
+            break
+        pump(sel, 0.1)  # the loris read what they are sent meanwhile
+    settle(sel, 0.5, 5)
+    answers = collections.Counter(b"/".join(c.got).decode(errors="replace") or
+                                  ("closed, no bytes" if c.eof else c.error or "nothing")
+                                  for c in loris)
+    finish(out, {"window": [t0, now()], "n": int(n), "fill_secs": filled - t0,
+                 "attempts": attempts, "first": first, "served_after": served,
+                 "loris_answers": answers.most_common(4),
+                 "loris_closed": sum(c.eof for c in loris), "mem0": m0, "mem1": mem(pid)})
+
+
 # --------------------------------------------------------------------------
 # Reports.
 
@@ -645,6 +733,30 @@ def report(row, probe_path, row_path, label=""):
           f"one-byte sends), {c['too_slow']} too slow, {c['eof']} closed, {c['errors']} errors; "
           f"server VmRSS {r['mem0']['VmRSS']} -> {r['mem1']['VmRSS']} (connected) -> "
           f"{r['mem2']['VmRSS']} kB (sent); {probe_text(probe)}")
+    elif row == "idleadmin":
+        sc = r["scrapes"]
+        last = sc[-1]
+        first = sc[0]
+        retry = f", Retry-After {first['retry_after']}" if first["retry_after"] else ""
+        ok = last["status"].startswith("HTTP/1.0 200")
+        p(f"{r['n']} idle admin connections, then a scrape: first answered "
+          f"'{first['status'] or first['error'] or 'nothing'}'{retry}; a scrape answered 200 "
+          + (f"after {last['at']:.1f} s" if ok else "never") + f" ({len(sc)} scrapes, once a "
+          f"second; target: 200 within --admin-idle-timeout); {rt_text(probe, w)}")
+        statuses = collections.Counter(x["status"] or x["error"] or "nothing" for x in sc)
+        p(f"    answers: " + ", ".join(f"{n} x '{k}'" for k, n in statuses.items())
+          + f"; {r['closed']} of {r['n']} idle ones closed by the server; {probe_text(probe)}")
+    elif row == "loris":
+        served = r["served_after"]
+        p(f"slow loris: {r['n']} files connections sent 'GET a.t' and stopped, filling "
+          f"--max-conns 300 with the echo client: a newcomer was served "
+          + (f"after {served:.1f} s" if served is not None else "never")
+          + f" (target: within --request-timeout, 10 s); {rt_text(probe, w)}; "
+          f"RSS {growth(r)}")
+        p(f"    the newcomer's first answer '{r['first']}', {r['attempts']} tries; the loris "
+          f"got " + ", ".join(f"{n} x '{k}'" for k, n in r["loris_answers"])
+          + f", {r['loris_closed']} closed; filled in {r['fill_secs']:.1f} s; "
+          f"{probe_text(probe)}")
     else:
         sys.exit(f"unknown row {row}")
     line = snap_text(r)
@@ -660,7 +772,8 @@ def main():
         report(*args)
     else:
         {"paste": row_paste, "joins": row_joins, "list": row_list, "admin": row_admin,
-         "full": row_full, "partial": row_partial}[cmd](*args)
+         "full": row_full, "partial": row_partial, "idleadmin": row_idleadmin,
+         "loris": row_loris}[cmd](*args)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,12 @@
 #   full     --max-conns 100 filled; the operator asks admin `stats`
 #   partial  3,000 ack clients, then 3,000 chat clients, each sending one
 #            byte without a newline and staying
+#   idleadmin  16 idle admin connections (the whole reserve), then a
+#            Prometheus scrape once a second: what it is answered, and when
+#            it gets 200 (default flags: --admin-idle-timeout 60)
+#   loris    --max-conns 300 filled by 299 files connections that send
+#            'GET a.t' and stop (slow loris): how long until a newcomer is
+#            served (default flags: --request-timeout 10)
 #
 # A measurement, not a test: it exits non-zero only if it could not run.
 # Every client loop is bounded in count and time; everything is on
@@ -26,12 +32,12 @@
 # Needs python3 (scripts/measure-hostile.py holds the clients).
 
 set -uo pipefail
-all_rows=(paste joins list admin full partial)
+all_rows=(paste joins list admin full partial idleadmin loris)
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 for row in "${rows[@]}"; do
     case $row in
-        paste | joins | list | admin | full | partial) ;;
+        paste | joins | list | admin | full | partial | idleadmin | loris) ;;
         *)
             echo "usage: $0 [ROW...]   rows: ${all_rows[*]}" >&2
             exit 2
@@ -218,6 +224,18 @@ row_partial() {
     measure partial "$(port_of chat)" chat
 }
 
+row_idleadmin() {
+    fresh
+    measure idleadmin "$(port_of admin)"
+}
+
+row_loris() {
+    local root=$TMP/loris
+    mkdir -p "$root" && printf 'hello\n' >"$root/a.t" || die "cannot make $root"
+    fresh -l 127.0.0.1:0=files --root "$root" --max-conns 300
+    measure loris "$(port_of files)"
+}
+
 ADMIN_PORT=
 echo "tcp-reactor hostile clients: $TCP_REACTOR"
 echo "($(nproc) CPUs; the clients share them with the server, so a few ms of noise are the machine's)"
@@ -230,6 +248,8 @@ for row in "${rows[@]}"; do
         admin) row_admin ;;
         full) row_full ;;
         partial) row_partial ;;
+        idleadmin) row_idleadmin ;;
+        loris) row_loris ;;
     esac
 done
 [ -n "$SERVER_PID" ] && stop "$SERVER_PID"

@@ -37,6 +37,17 @@ pub struct ServerConfig {
     pub max_conns_per_ip: Option<usize>,
     /// Close connections with no traffic for this long (`--idle-timeout`).
     pub idle_timeout: Option<Duration>,
+    /// A request (files, or HTTP on admin) must arrive whole within this
+    /// long of the connection starting to wait for it
+    /// (`--request-timeout`); `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Close an admin connection not in `watch` with no traffic for this
+    /// long (`--admin-idle-timeout`); `None`: never.
+    pub admin_idle_timeout: Option<Duration>,
+    /// At `--max-conns`, the connection idle the longest is ended to admit a
+    /// newcomer if it has been idle this long (`--evict-idle-after`);
+    /// `None`: never.
+    pub evict_idle_after: Option<Duration>,
     /// How long a graceful shutdown may flush before it gives up.
     pub shutdown_timeout: Duration,
     /// Chat members' queue limits.

@@ -17,8 +17,9 @@
 //!
 //! Stopping input and discarding input are different things, and the
 //! [`Phase`] says which applies:
-//! - the **server** ends a conversation (signal, idle timeout, a chat receiver
-//!   that cannot keep up) with [`Connection::finish`]: nothing more is read,
+//! - the **server** ends a conversation (signal, idle timeout, request
+//!   timeout, eviction at `--max-conns`, a chat receiver that cannot keep
+//!   up) with [`Connection::finish`]: nothing more is read,
 //!   but the service still consumes what was already read (echo echoes it, ack
 //!   answers every complete message) and every reply is flushed
 //!   ([`Phase::Finishing`]);
@@ -451,6 +452,34 @@ impl Connection {
         self.close_reason = reason;
         self.phase = Phase::Finishing;
         true
+    }
+
+    /// The service is waiting for a request to arrive whole (see
+    /// [`Service::awaiting_request`]); only while the conversation is open.
+    pub fn awaiting_request(&self) -> bool {
+        self.phase.is_open() && self.service.awaiting_request()
+    }
+
+    /// An admin `watch` is on (see [`Service::is_watching`]).
+    pub fn is_watching(&self) -> bool {
+        self.service.is_watching()
+    }
+
+    /// The request the service awaited did not arrive whole in time: the
+    /// unfinished request is dropped (it timed out; nothing more is read),
+    /// the service answers as its protocol says, and the server ends the
+    /// conversation as [`Connection::finish`] does, counted as a timeout.
+    /// True if the phase changed (its deadline starts now).
+    pub fn time_out_request(&mut self) -> bool {
+        if !self.awaiting_request() {
+            return false;
+        }
+        let received = self.io.as_ref().map_or(&[][..], |b| b.recv.data());
+        self.service.time_out_request(received);
+        if let Some(b) = &mut self.io {
+            b.recv.clear();
+        }
+        self.finish(CloseReason::Timeout)
     }
 
     /// The state the admin view shows: reading, paused (by backpressure, or

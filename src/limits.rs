@@ -6,7 +6,11 @@
 //! the clients already connected. Admin connections do not count against
 //! either cap (an operator needs `stats` most when clients fill the server,
 //! as HAProxy keeps its stats socket outside `maxconn`); they have a reserve
-//! of their own, [`ADMIN_RESERVE`]. Pure: no I/O here.
+//! of their own, [`ADMIN_RESERVE`]. When the reserve is full, a few more
+//! ([`ADMIN_REFUSALS`]) are held just long enough to be refused in their own
+//! protocol. At `--max-conns` the reactor may evict the idlest connection to
+//! admit a newcomer ([`Admission::per_ip_allows`] says whether the newcomer
+//! would then get in). Pure: no I/O here.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +31,14 @@ pub enum Refusal {
 /// operators and scripts, not a way around the cap (each can ask for a
 /// table of every connection).
 pub const ADMIN_RESERVE: usize = 16;
+
+/// Admin clients refused (the reserve full) that are held at once while
+/// their first bytes are awaited, so each is refused in its own protocol
+/// (an HTTP `503`, or the `ERR` line). A few: a scraper and an operator or
+/// two retrying; past it a refusal is decided at once, from whatever bytes
+/// have arrived, and each held one costs a descriptor for at most
+/// `REFUSAL_WAIT` (see the reactor).
+pub const ADMIN_REFUSALS: usize = 16;
 
 impl Refusal {
     /// A short name for counters.
@@ -79,13 +91,20 @@ impl Admission {
         if self.max_total.is_some_and(|max| self.total >= max) {
             return Err(Refusal::Full);
         }
-        let count = self.per_ip.get(&ip).copied().unwrap_or(0);
-        if self.max_per_ip.is_some_and(|max| count >= max) {
+        if !self.per_ip_allows(ip) {
             return Err(Refusal::PerIp(ip));
         }
-        self.per_ip.insert(ip, count + 1);
+        *self.per_ip.entry(ip).or_insert(0) += 1;
         self.total += 1;
         Ok(())
+    }
+
+    /// Whether the per-IP cap would let one more connection from `ip` in
+    /// (the total cap aside): eviction at `--max-conns` makes room only for
+    /// a newcomer that is admitted then.
+    pub fn per_ip_allows(&self, ip: IpAddr) -> bool {
+        let count = self.per_ip.get(&ip).copied().unwrap_or(0);
+        self.max_per_ip.is_none_or(|max| count < max)
     }
 
     /// Forgets one admitted connection from `ip`.
@@ -174,6 +193,17 @@ mod tests {
             Refusal::PerIp(ip(1)).to_string(),
             "ERR too many connections from 127.0.0.1"
         );
+    }
+
+    #[test]
+    fn per_ip_allows_says_what_the_per_ip_cap_alone_decides() {
+        let mut a = Admission::new(Some(1), Some(1));
+        assert!(a.per_ip_allows(ip(1)));
+        a.admit(ip(1)).unwrap();
+        assert!(!a.per_ip_allows(ip(1)), "at its own cap");
+        assert!(a.per_ip_allows(ip(2)), "the total cap is not its business");
+        assert_eq!(a.admit(ip(2)), Err(Refusal::Full));
+        assert!(Admission::new(None, None).per_ip_allows(ip(1)));
     }
 
     #[test]

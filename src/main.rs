@@ -340,15 +340,18 @@ Services:
          --chat-soft-secs, or past --chat-hard-limit) is disconnected
   admin  'stats', 'clients' (buffers, kernel queues, TCP_INFO and what limits
          each connection), either with 'json'; 'metrics' (Prometheus text,
-         also as HTTP GET /metrics); 'watch MS' (a JSON snapshot every MS
-         milliseconds); 'help'. Loopback only without --admin-anywhere
+         also as HTTP GET or HEAD /metrics: a connection that opens with an
+         HTTP request line gets HTTP answers only); 'watch MS' (a JSON
+         snapshot every MS milliseconds); 'help'. Loopback only without
+         --admin-anywhere
 
 Without --listen: echo on 127.0.0.1:7788, ack on 127.0.0.1:7890, files on
 127.0.0.1:8000, chat on 127.0.0.1:9090 and admin on 127.0.0.1:7999, all on
 loopback.
 Port 0 picks a free port; the log says 'listening on ADDR (SERVICE)' for each.
 
-Closing: when the server ends a conversation (SIGINT/SIGTERM, --idle-timeout)
+Closing: when the server ends a conversation (SIGINT/SIGTERM, --idle-timeout,
+--request-timeout, --admin-idle-timeout, an eviction at --max-conns)
 it reads nothing more but answers every byte it already read, flushes, and
 closes once the client has acknowledged the last byte. A download that cannot
 complete (the file shrank) ends with a reset, never a clean close.
@@ -421,6 +424,32 @@ struct ServeArgs {
     /// flushed, then it closes. 0 = never.
     #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_secs_or_zero)]
     idle_timeout: f64,
+
+    /// A files request, or an HTTP request on admin, must arrive whole (to
+    /// its newline, or its blank line) within this many seconds; then files
+    /// answers 'ERR request timeout' (a bare name: nothing), HTTP '408
+    /// Request Timeout', and the connection closes. 10 s is dozens of round
+    /// trips on the worst link, while without it a client that trickles its
+    /// request (slow loris) holds its slot for ever (nginx's
+    /// client_header_timeout). 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs_or_zero)]
+    request_timeout: f64,
+
+    /// Close an admin connection that is not in 'watch' after this many
+    /// seconds with no byte read or written. 60 s outlasts any operator's
+    /// pause between commands, while without it 16 forgotten connections
+    /// take the whole admin reserve for ever and lock the operator and the
+    /// scraper out. 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_secs_or_zero)]
+    admin_idle_timeout: f64,
+
+    /// When --max-conns is reached, the connection idle the longest, if idle
+    /// for at least this many seconds, is ended (an idle close, counted
+    /// 'evicted') to admit the newcomer. 60 s: a connection that quiet
+    /// yields to one that wants to talk now (Envoy's overload manager
+    /// shortens idle timeouts the same way). 0 = never evict.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_secs_or_zero)]
+    evict_idle_after: f64,
 
     /// Short connections: close each connection once its first reply is
     /// sent (ack: one message; echo: the first burst).
@@ -655,6 +684,11 @@ fn parse_secs_or_zero(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A `SECS` flag where 0 means never: `None` for 0.
+fn secs_or_never(secs: f64) -> Option<Duration> {
+    (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
 fn parse_secs(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
@@ -884,7 +918,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         so_sndbuf: args.so_sndbuf,
         max_conns: (args.max_conns > 0).then_some(args.max_conns),
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
-        idle_timeout: (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout)),
+        idle_timeout: secs_or_never(args.idle_timeout),
+        request_timeout: secs_or_never(args.request_timeout),
+        admin_idle_timeout: secs_or_never(args.admin_idle_timeout),
+        evict_idle_after: secs_or_never(args.evict_idle_after),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         chat: ChatLimits {
             soft: args.chat_soft_limit,

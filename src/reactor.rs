@@ -19,12 +19,32 @@
 //! its turns have moved [`PASS_SLICE`] bytes, then polls again: fresh events
 //! (a small request) go before the rest of the bulk work.
 //!
-//! Time: deadlines (idle, the deadline of every phase after `Open`, accept
-//! back-off, shutdown) are kept in O(1) structures and the poll timeout is
-//! the nearest of them; no event scans all connections. The one periodic
-//! check is of the connections the server closed and whose last bytes the
-//! client has not yet acknowledged (every 20 ms, only those), since no event
-//! says a kernel send queue has drained.
+//! Time: deadlines (idle, request, admin idle, the deadline of every phase
+//! after `Open`, refused admin clients, accept back-off, shutdown) are kept
+//! in O(1) structures and the poll timeout is the nearest of them; no event
+//! scans all connections. The one periodic check is of the connections the
+//! server closed and whose last bytes the client has not yet acknowledged
+//! (every 20 ms, only those), since no event says a kernel send queue has
+//! drained.
+//!
+//! # Deadlines
+//!
+//! Every wait has one, each in a [`DeadlineList`] (one timeout per list, so
+//! touch order is expiry order):
+//!
+//! | waiting for | deadline (default) | then |
+//! |---|---|---|
+//! | a request to arrive whole (files; admin's HTTP head) | `--request-timeout` (10 s) from when the service starts waiting; activity does not put it off | the service answers (`ERR request timeout`, nothing for a bare name, `408`) and the server finishes the conversation (`timeout`) |
+//! | anything, on an admin connection not in `watch` | `--admin-idle-timeout` (60 s) after its last byte | idle close (`idle`) |
+//! | room, at `--max-conns` | a newcomer arrives and the idlest open connection (admin aside) has been idle `--evict-idle-after` (60 s) | it is ended as an idle close (`evicted`) and its slot goes to the newcomer at once; otherwise the newcomer gets `ERR server full` |
+//! | a refused admin client's first bytes | [`REFUSAL_WAIT`] (1 s) | answered in its protocol: `503` with `Retry-After`, or the `ERR` line |
+//! | the peer, after either side ended the conversation | [`LINGER`] (5 s), pushed back while bytes leave | reset if bytes are owed, else closed |
+//! | any byte, on any connection | `--idle-timeout` (never) | idle close (`idle`) |
+//!
+//! A peer that vanished without a FIN is the kernel's to find (TCP
+//! keepalive). A service says whether it awaits a request
+//! ([`Connection::awaiting_request`]); the reactor starts and stops the
+//! request deadline from that after every turn and names no protocol for it.
 //!
 //! Closing (see [`crate::connection`] for the phases): the server ends a
 //! conversation with [`Connection::finish`] (signal, idle timeout, a chat
@@ -36,7 +56,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -70,6 +90,18 @@ const SIGNAL_TOKEN: usize = LISTENER_TOKEN_TOP - MAX_LISTENERS;
 /// a second one exits at once.
 const STOP_SIGNALS: [(libc::c_int, &str); 2] =
     [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")];
+
+/// Refused admin clients' tokens, just below the signal pipes':
+/// `REFUSED_TOKEN - i` for key `i` of [`Server::refused`] (fewer than
+/// [`limits::ADMIN_REFUSALS`]).
+const REFUSED_TOKEN: usize = SIGNAL_TOKEN - STOP_SIGNALS.len();
+
+/// How long a refused admin client may take to send its first bytes, which
+/// say whether it speaks HTTP (a `503`) or text (the `ERR` line); and then
+/// how long it may take to close after the answer. An HTTP client sends its
+/// request with its first packet; one second is many round trips, and a
+/// client that sends nothing gets the `ERR` line then.
+pub const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
 /// The deadline of every phase after `Open`: how long a connection may go
 /// without sending a byte while it finishes or drains what it owes, and how
@@ -136,6 +168,25 @@ struct Listener {
     kind: ServiceKind,
 }
 
+/// An admin client refused because the reserve is full, held (outside the
+/// connection table, with a descriptor of its own) until its first bytes
+/// say which protocol to refuse it in, and then until it closes, for at
+/// most [`REFUSAL_WAIT`] each.
+struct Refused {
+    socket: TcpStream,
+    peer: SocketAddr,
+    /// The first bytes, up to [`FIRST_BYTES`]: enough to tell an HTTP
+    /// method ([`admin::first_bytes`]).
+    first: Vec<u8>,
+    /// The answer was written and our side shut: input is read and dropped
+    /// until the client closes, so the close does not reset the answer.
+    answered: bool,
+}
+
+/// The longest HTTP method and its space: what deciding the protocol of a
+/// refused admin client takes.
+const FIRST_BYTES: usize = 8;
+
 /// The two tables rendered in steps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Table {
@@ -187,8 +238,28 @@ pub struct Server {
     awaiting_ack: HashSet<usize>,
     /// Tags the next accepted connection's token.
     next_generation: u32,
-    /// Every connection, by when it has been idle too long.
-    idle: Option<DeadlineList>,
+    /// Every open connection in order of its last activity, the longest
+    /// idle first (a list with no timeout: see [`crate::timer`]). Its head
+    /// is what `--idle-timeout` ends, and, admin aside, what eviction at
+    /// `--max-conns` ends. `None` when neither applies.
+    activity: Option<DeadlineList>,
+    /// Open connections whose service awaits a request, by when it must
+    /// have arrived whole (`--request-timeout`): touched once when the wait
+    /// starts and never by activity, so a request trickled a byte at a time
+    /// (slow loris) times out all the same.
+    requests: Option<DeadlineList>,
+    /// Open admin connections not in `watch`, by when they have been idle
+    /// too long (`--admin-idle-timeout`), so forgotten ones cannot hold the
+    /// admin reserve.
+    admin_idle: Option<DeadlineList>,
+    /// Connections evicted at `--max-conns` whose admission slot went to the
+    /// newcomer at once: not to be given back again when they close.
+    evicted: HashSet<usize>,
+    /// Refused admin clients awaiting their first bytes or their close (at
+    /// most [`limits::ADMIN_REFUSALS`]).
+    refused: Slab<Refused>,
+    /// Their deadlines, [`REFUSAL_WAIT`] after each step.
+    refused_deadlines: DeadlineList,
     admission: Admission,
     /// The chat room: members, flow control, pending announcements.
     chat: ChatRoom,
@@ -269,7 +340,14 @@ impl Server {
             phase_deadlines: DeadlineList::new(LINGER),
             awaiting_ack: HashSet::new(),
             next_generation: 0,
-            idle: config.idle_timeout.map(DeadlineList::new),
+            activity: (config.idle_timeout.is_some()
+                || (config.max_conns.is_some() && config.evict_idle_after.is_some()))
+            .then(|| DeadlineList::new(Duration::ZERO)),
+            requests: config.request_timeout.map(DeadlineList::new),
+            admin_idle: config.admin_idle_timeout.map(DeadlineList::new),
+            evicted: HashSet::new(),
+            refused: Slab::with_capacity(limits::ADMIN_REFUSALS),
+            refused_deadlines: DeadlineList::new(REFUSAL_WAIT),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
             chat: ChatRoom::new(config.chat),
             admin_rows_left: ROWS_PER_TURN,
@@ -368,6 +446,10 @@ impl Server {
                     }
                     continue;
                 }
+                if token > REFUSED_TOKEN - limits::ADMIN_REFUSALS {
+                    self.serve_refused(REFUSED_TOKEN - token, now, false);
+                    continue;
+                }
                 let key = token & KEY_MASK;
                 let Some(conn) = self
                     .conns
@@ -433,10 +515,20 @@ impl Server {
             self.phase_deadlines.next_deadline(),
             self.chat.next_deadline(),
             self.shutdown_deadline,
-            self.idle.as_ref().and_then(|l| l.next_deadline()),
+            self.idle_deadline(),
+            self.requests.as_ref().and_then(|l| l.next_deadline()),
+            self.admin_idle.as_ref().and_then(|l| l.next_deadline()),
+            self.refused_deadlines.next_deadline(),
             self.accept_paused_until,
             self.next_drain_check,
         ])
+    }
+
+    /// When the connection idle the longest reaches `--idle-timeout`.
+    fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.idle_timeout?;
+        let last = self.activity.as_ref()?.next_deadline()?;
+        Some(last + timeout)
     }
 
     /// Drains the signal pipes; how many stop signals arrived.
@@ -516,11 +608,14 @@ impl Server {
     }
 
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, kind: ServiceKind, now: Instant) {
-        let admitted = if kind == ServiceKind::Admin {
+        let mut admitted = if kind == ServiceKind::Admin {
             self.admission.admit_admin()
         } else {
             self.admission.admit(peer.ip())
         };
+        if admitted == Err(limits::Refusal::Full) && self.evict_idlest(peer.ip(), now) {
+            admitted = self.admission.admit(peer.ip());
+        }
         if let Err(refusal) = admitted {
             let reason = match refusal {
                 limits::Refusal::Full | limits::Refusal::AdminFull => RefuseReason::Full,
@@ -528,7 +623,11 @@ impl Server {
             };
             self.stats.refused(kind, reason);
             warn!("{peer} ({kind}): refused: {refusal}");
-            refuse(&mut socket, &refusal.to_string());
+            if refusal == limits::Refusal::AdminFull {
+                self.refuse_admin(socket, peer, now);
+            } else {
+                refuse(&mut socket, &refusal.to_string());
+            }
             return;
         }
         if self.config.nodelay
@@ -540,7 +639,7 @@ impl Server {
         let key = entry.key();
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1) & GENERATION_MASK;
-        let registered = if key > KEY_MASK {
+        let registered = if key > KEY_MASK.min(crate::timer::MAX_KEY) {
             // Unreachable in practice (it needs 2^32 open connections), but
             // a token collision would be silent, so refuse loudly instead.
             Err(io::Error::other("connection table full"))
@@ -557,10 +656,10 @@ impl Server {
             return;
         }
         debug!("conn {key} {peer} ({kind}): opened");
-        entry.insert(Connection::new(socket, peer, kind, generation, now));
-        if let Some(idle) = &mut self.idle {
-            idle.touch(key, now);
-        }
+        let conn = entry.insert(Connection::new(socket, peer, kind, generation, now));
+        let awaiting = conn.awaiting_request();
+        // The accept is its first activity.
+        self.track_open(key, kind, true, awaiting, false, now);
         self.stats.opened(kind);
         if kind == ServiceKind::Chat {
             self.chat.join(key, peer);
@@ -600,12 +699,8 @@ impl Server {
         let phase = conn.phase();
         // Discarded input is not activity: only bytes the service took or
         // sent keep a connection from being idle.
-        if phase.is_open()
-            && report.bytes_in + report.bytes_out > 0
-            && let Some(idle) = &mut self.idle
-        {
-            idle.touch(key, now);
-        }
+        let moved = report.bytes_in + report.bytes_out > 0;
+        let (awaiting, watching) = (conn.awaiting_request(), conn.is_watching());
         let next = report.next;
         if report.paused {
             self.counters.pauses += 1;
@@ -621,6 +716,9 @@ impl Server {
             conn.set_wake_at(None);
         }
         let (kind, queued_cost) = (conn.kind, conn.shared_cost());
+        if phase.is_open() {
+            self.track_open(key, kind, moved, awaiting, watching, now);
+        }
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
         if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
             // Judged now that the turn has tried to write to it.
@@ -665,14 +763,214 @@ impl Server {
             self.phase_deadlines.touch(key, now);
         }
         if changed {
-            if let Some(idle) = &mut self.idle {
-                idle.remove(key);
-            }
+            self.forget_open_deadlines(key);
             if phase == (Phase::Closing { discard: false }) {
                 self.awaiting_ack.insert(key);
                 self.next_drain_check.get_or_insert(now + DRAIN_CHECK);
             }
         }
+    }
+
+    /// Keeps the deadlines of open connection `key` (of `kind`) in step with
+    /// its last turn: activity (`moved`) makes it the most recently active
+    /// and puts off its idle deadlines; the request deadline starts when its
+    /// service starts waiting for a request (`awaiting`) and ends when the
+    /// request has come, never pushed back meanwhile; an admin connection in
+    /// `watch` (`watching`) has no idle deadline of its own.
+    fn track_open(
+        &mut self,
+        key: usize,
+        kind: ServiceKind,
+        moved: bool,
+        awaiting: bool,
+        watching: bool,
+        now: Instant,
+    ) {
+        if moved && let Some(activity) = &mut self.activity {
+            activity.touch(key, now);
+        }
+        if kind == ServiceKind::Admin
+            && let Some(admin_idle) = &mut self.admin_idle
+        {
+            if watching {
+                admin_idle.remove(key);
+            } else if moved || !admin_idle.contains(key) {
+                admin_idle.touch(key, now);
+            }
+        }
+        if let Some(requests) = &mut self.requests {
+            if !awaiting {
+                requests.remove(key);
+            } else if !requests.contains(key) {
+                requests.touch(key, now);
+            }
+        }
+    }
+
+    /// Connection `key`'s conversation is over (or the connection is): the
+    /// deadlines of an open one no longer apply.
+    fn forget_open_deadlines(&mut self, key: usize) {
+        for list in [&mut self.activity, &mut self.requests, &mut self.admin_idle]
+            .into_iter()
+            .flatten()
+        {
+            list.remove(key);
+        }
+    }
+
+    /// At `--max-conns`: ends the connection idle the longest, admin aside,
+    /// if it has been idle for `--evict-idle-after`, as an idle close
+    /// (answered, flushed, closed), and gives its admission slot to the
+    /// newcomer from `ip` at once; the evicted one finishes outside the cap,
+    /// within its phase deadlines. Only for a newcomer the per-IP cap lets
+    /// in. True if one was evicted.
+    fn evict_idlest(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let (Some(activity), Some(after)) = (&self.activity, self.config.evict_idle_after) else {
+            return false;
+        };
+        if !self.admission.per_ip_allows(ip) {
+            return false;
+        }
+        // Admin connections (at most the reserve) are in the activity order
+        // too but hold no slot of the cap: passed over, a bounded walk.
+        let idlest = activity
+            .oldest()
+            .take(limits::ADMIN_RESERVE + 1)
+            .find(|(key, _)| {
+                self.conns
+                    .get(*key)
+                    .is_some_and(|c| c.kind != ServiceKind::Admin)
+            });
+        let Some((key, last_active)) = idlest.filter(|(_, last)| *last + after <= now) else {
+            return false;
+        };
+        let Some(conn) = self.conns.get(key) else {
+            return false;
+        };
+        warn!(
+            "conn {key} {} ({}): idle for {:?} at --max-conns: evicted to admit a newcomer",
+            conn.peer(),
+            conn.kind,
+            now.saturating_duration_since(last_active)
+        );
+        self.admission.release(conn.peer().ip());
+        self.evicted.insert(key);
+        self.finish(key, CloseReason::Evicted, now);
+        true
+    }
+
+    /// Ends connection `key`, whose request did not arrive whole within
+    /// `--request-timeout`: its service answers as its protocol says, then
+    /// the server finishes the conversation.
+    fn time_out_request(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.time_out_request() {
+            warn!(
+                "conn {key} {} ({}): request not complete within {:?}; ending",
+                conn.peer(),
+                conn.kind,
+                self.config.request_timeout.unwrap_or_default()
+            );
+            self.track_phase(key, Phase::Finishing, true, false, now);
+        }
+        self.drive(key, now);
+    }
+
+    /// Refuses admin client `socket` (the reserve is full) in its own
+    /// protocol: held in [`Server::refused`] until its first bytes come, or
+    /// at once, from whatever has arrived, when that is full too.
+    fn refuse_admin(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        let retry_after = self.retry_after(now);
+        if self.refused.len() >= limits::ADMIN_REFUSALS {
+            refuse_with(&mut socket, |first| refusal_answer(first, retry_after));
+            return;
+        }
+        let key = self.refused.vacant_key();
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(REFUSED_TOKEN - key),
+            Interest::READABLE,
+        ) {
+            debug!("{peer}: cannot register a refused admin client: {e}");
+            refuse_with(&mut socket, |first| refusal_answer(first, retry_after));
+            return;
+        }
+        self.refused.insert(Refused {
+            socket,
+            peer,
+            first: Vec::new(),
+            answered: false,
+        });
+        self.refused_deadlines.touch(key, now);
+        // Its first bytes may be here already.
+        self.serve_refused(key, now, false);
+    }
+
+    /// Reads what refused admin client `key` sent; answers it once its
+    /// first bytes tell its protocol, it ended, or its wait is over
+    /// (`expired`); closes it once it closes too, or its wait after the
+    /// answer is over.
+    fn serve_refused(&mut self, key: usize, now: Instant, expired: bool) {
+        let retry_after = self.retry_after(now);
+        let Some(r) = self.refused.get_mut(key) else {
+            return;
+        };
+        let was_answered = r.answered;
+        let mut sink = [0u8; 4096];
+        let mut ended = false;
+        // Bounded: a client that floods is cut off by its deadline, not
+        // served for ever in one turn.
+        for _ in 0..16 {
+            match r.socket.read(&mut sink) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    let room = FIRST_BYTES.saturating_sub(r.first.len());
+                    r.first.extend_from_slice(&sink[..n.min(room)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // Reset by the client: nobody to answer.
+                    r.answered = true;
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let known = admin::first_bytes(&r.first) != admin::FirstBytes::Unknown;
+        if !r.answered && (known || ended || expired) {
+            // A fresh socket's send queue is empty: this short write does
+            // not block.
+            let _ = r.socket.write_all(&refusal_answer(&r.first, retry_after));
+            let _ = r.socket.shutdown(Shutdown::Write);
+            r.answered = true;
+            debug!("{}: refused admin client answered", r.peer);
+            self.refused_deadlines.touch(key, now);
+        }
+        if ended || (expired && was_answered) {
+            // Closing the only descriptor takes it out of the epoll set.
+            self.refused.remove(key);
+            self.refused_deadlines.remove(key);
+        }
+    }
+
+    /// The `Retry-After` a refused admin client is told, in seconds: until
+    /// the admin connection idle the longest reaches
+    /// `--admin-idle-timeout` and frees its slot, or 1 when none is idle
+    /// (commands take moments).
+    fn retry_after(&self, now: Instant) -> u64 {
+        self.admin_idle
+            .as_ref()
+            .and_then(DeadlineList::next_deadline)
+            .map_or(1, |at| {
+                at.saturating_duration_since(now).as_secs_f64().ceil() as u64
+            })
+            .max(1)
     }
 
     /// Carries out what connection `key`'s service asked for.
@@ -946,8 +1244,25 @@ impl Server {
             let secs = self.chat.limits().soft_for.as_secs_f64();
             self.dismiss(key, &format!("over the soft limit for {secs} s"), now);
         }
-        while let Some(key) = self.idle.as_mut().and_then(|l| l.pop_expired(now)) {
+        if let Some(timeout) = self.config.idle_timeout
+            && let Some(idle_since) = now.checked_sub(timeout)
+        {
+            while let Some(key) = self
+                .activity
+                .as_mut()
+                .and_then(|l| l.pop_expired(idle_since))
+            {
+                self.finish(key, CloseReason::Idle, now);
+            }
+        }
+        while let Some(key) = self.requests.as_mut().and_then(|l| l.pop_expired(now)) {
+            self.time_out_request(key, now);
+        }
+        while let Some(key) = self.admin_idle.as_mut().and_then(|l| l.pop_expired(now)) {
             self.finish(key, CloseReason::Idle, now);
+        }
+        while let Some(key) = self.refused_deadlines.pop_expired(now) {
+            self.serve_refused(key, now, true);
         }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
@@ -1068,10 +1383,10 @@ impl Server {
         let mut conn = self.conns.try_remove(key)?;
         self.phase_deadlines.remove(key);
         self.awaiting_ack.remove(&key);
-        if let Some(idle) = &mut self.idle {
-            idle.remove(key);
+        self.forget_open_deadlines(key);
+        if !self.evicted.remove(&key) {
+            self.release_admission(conn.kind, conn.peer());
         }
-        self.release_admission(conn.kind, conn.peer());
         // No `deregister`: closing the socket's only descriptor (accepted
         // with SOCK_CLOEXEC, never duplicated) takes it out of the epoll set,
         // which saves an epoll_ctl per connection. An event already drained
@@ -1125,14 +1440,40 @@ fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) ->
 /// Tells a client it is refused, then closes. What it already sent is read
 /// and dropped first, so the close is not a reset that destroys the line.
 fn refuse(socket: &mut TcpStream, line: &str) {
+    refuse_with(socket, |_| format!("{line}\n").into_bytes());
+}
+
+/// As [`refuse`], with the answer made from the client's first bytes (up
+/// to [`FIRST_BYTES`] of what has arrived).
+fn refuse_with(socket: &mut TcpStream, answer: impl FnOnce(&[u8]) -> Vec<u8>) {
     let mut sink = [0u8; 4096];
+    let mut first = Vec::new();
     for _ in 0..16 {
         match socket.read(&mut sink) {
-            Ok(n) if n > 0 => {}
+            Ok(n) if n > 0 => {
+                let room = FIRST_BYTES.saturating_sub(first.len());
+                first.extend_from_slice(&sink[..n.min(room)]);
+            }
             _ => break,
         }
     }
     // A fresh socket's send queue is empty: this write does not block.
-    let _ = socket.write_all(format!("{line}\n").as_bytes());
+    let _ = socket.write_all(&answer(&first));
     let _ = socket.shutdown(Shutdown::Write);
+}
+
+/// What a refused admin client is told, in the protocol its `first` bytes
+/// speak: HTTP gets `503` with `Retry-After` (headers only for `HEAD`),
+/// anything else the `ERR` line.
+fn refusal_answer(first: &[u8], retry_after: u64) -> Vec<u8> {
+    if admin::first_bytes(first) != admin::FirstBytes::Http {
+        return format!("{}\n", limits::Refusal::AdminFull).into_bytes();
+    }
+    admin::http_response(
+        "503 Service Unavailable",
+        &format!("Retry-After: {retry_after}\r\n"),
+        "text/plain; charset=utf-8",
+        b"too many admin connections\n",
+        first.starts_with(b"HEAD "),
+    )
 }

@@ -19,15 +19,23 @@ pub enum CloseReason {
     Limit,
     /// The server was shutting down.
     Shutdown,
+    /// A request did not arrive whole within `--request-timeout` (a slow
+    /// loris, a stalled HTTP request on admin).
+    Timeout,
+    /// `--max-conns` was reached and this connection, idle the longest (for
+    /// at least `--evict-idle-after`), made room for a newcomer.
+    Evicted,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::Peer,
         CloseReason::Idle,
         CloseReason::Error,
         CloseReason::Limit,
         CloseReason::Shutdown,
+        CloseReason::Timeout,
+        CloseReason::Evicted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +45,8 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Limit => "limit",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Timeout => "timeout",
+            CloseReason::Evicted => "evicted",
         }
     }
 }

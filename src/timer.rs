@@ -5,20 +5,33 @@
 //! moves a connection to the tail, the head is the next to expire. Every
 //! operation is O(1), and no operation ever scans the connections. The links
 //! live in a vector indexed by the connection's slab key, so the list
-//! allocates nothing per touch.
+//! allocates nothing per touch, and each link is 16 bytes (32-bit keys, a
+//! 64-bit nanosecond stamp): a list over 10,000 connections costs 160 KB.
+//!
+//! A list with a zero timeout is simply the connections in order of their
+//! last touch, the longest untouched first: the reactor's activity order,
+//! from which both `--idle-timeout` (the head, once it is that old) and the
+//! eviction of the idlest connection at `--max-conns` are read
+//! ([`DeadlineList::pop_expired`] with `now` minus the timeout,
+//! [`DeadlineList::oldest`]).
 //!
 //! Pure: no I/O, and time is always passed in as `now`.
 
 use std::time::{Duration, Instant};
 
-const NIL: usize = usize::MAX;
+/// No key: the end of the list, or an unlinked entry's neighbours.
+const NIL: u32 = u32::MAX;
+
+/// The largest key a list takes (the next value marks "no key").
+pub const MAX_KEY: usize = NIL as usize - 1;
 
 #[derive(Clone, Copy, Debug)]
 struct Link {
-    prev: usize,
-    next: usize,
-    deadline: Instant,
-    linked: bool,
+    prev: u32,
+    next: u32,
+    /// The deadline, in nanoseconds since the list's epoch, plus one; 0:
+    /// not in the list.
+    at: u64,
 }
 
 /// Connections ordered by deadline, all with the same timeout.
@@ -29,9 +42,12 @@ struct Link {
 pub struct DeadlineList {
     timeout: Duration,
     links: Vec<Link>,
-    head: usize,
-    tail: usize,
+    head: u32,
+    tail: u32,
     len: usize,
+    /// The first deadline set: stamps count from it. Deadlines never go
+    /// backwards, so none is before it.
+    epoch: Option<Instant>,
 }
 
 impl DeadlineList {
@@ -43,6 +59,7 @@ impl DeadlineList {
             head: NIL,
             tail: NIL,
             len: 0,
+            epoch: None,
         }
     }
 
@@ -58,78 +75,108 @@ impl DeadlineList {
 
     /// Whether `key` is in the list.
     pub fn contains(&self, key: usize) -> bool {
-        self.links.get(key).is_some_and(|l| l.linked)
+        self.links.get(key).is_some_and(|l| l.at != 0)
     }
 
     /// Sets `key`'s deadline to `now + timeout`, adding it if absent.
     ///
     /// `now` must not go backwards between calls (it comes from a monotonic
-    /// clock), which keeps the list ordered.
+    /// clock), which keeps the list ordered. `key` is at most [`MAX_KEY`]
+    /// (the reactor's keys are: it refuses a connection past it).
     pub fn touch(&mut self, key: usize, now: Instant) {
+        assert!(key <= MAX_KEY, "key {key} past the list's 32-bit keys");
         self.remove(key);
         if key >= self.links.len() {
             let filler = Link {
                 prev: NIL,
                 next: NIL,
-                deadline: now,
-                linked: false,
+                at: 0,
             };
             self.links.resize(key + 1, filler);
         }
         let deadline = now + self.timeout;
+        let epoch = *self.epoch.get_or_insert(deadline);
+        // 584 years of nanoseconds fit; a deadline before the epoch would
+        // be time going backwards, which the assertion below catches.
+        let at = u64::try_from(deadline.saturating_duration_since(epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            + 1;
         debug_assert!(
-            self.tail == NIL || self.links[self.tail].deadline <= deadline,
+            self.tail == NIL || self.links[self.tail as usize].at <= at,
             "time went backwards"
         );
+        // `key <= MAX_KEY` was asserted: it fits, and is not NIL.
+        let k = key as u32;
         self.links[key] = Link {
             prev: self.tail,
             next: NIL,
-            deadline,
-            linked: true,
+            at,
         };
         if self.tail == NIL {
-            self.head = key;
+            self.head = k;
         } else {
-            self.links[self.tail].next = key;
+            self.links[self.tail as usize].next = k;
         }
-        self.tail = key;
+        self.tail = k;
         self.len += 1;
     }
 
     /// Takes `key` out of the list, if it is in.
     pub fn remove(&mut self, key: usize) {
-        let Some(link) = self.links.get(key).copied().filter(|l| l.linked) else {
+        let Some(link) = self.links.get(key).copied().filter(|l| l.at != 0) else {
             return;
         };
         if link.prev == NIL {
             self.head = link.next;
         } else {
-            self.links[link.prev].next = link.next;
+            self.links[link.prev as usize].next = link.next;
         }
         if link.next == NIL {
             self.tail = link.prev;
         } else {
-            self.links[link.next].prev = link.prev;
+            self.links[link.next as usize].prev = link.prev;
         }
-        self.links[key].linked = false;
+        self.links[key].at = 0;
         self.len -= 1;
+    }
+
+    /// The deadline a link's stamp stands for.
+    fn instant(&self, at: u64) -> Instant {
+        // A linked entry's stamp was made after the epoch was set.
+        let epoch = self.epoch.expect("a linked entry set the epoch");
+        epoch + Duration::from_nanos(at - 1)
     }
 
     /// The earliest deadline in the list.
     pub fn next_deadline(&self) -> Option<Instant> {
-        (self.head != NIL).then(|| self.links[self.head].deadline)
+        (self.head != NIL).then(|| self.instant(self.links[self.head as usize].at))
     }
 
     /// Takes out and returns one key whose deadline is at or before `now`,
     /// earliest first.
     pub fn pop_expired(&mut self, now: Instant) -> Option<usize> {
-        let head = self.head;
-        if head != NIL && self.links[head].deadline <= now {
+        let head = self.head as usize;
+        if self.head != NIL && self.instant(self.links[head].at) <= now {
             self.remove(head);
             Some(head)
         } else {
             None
         }
+    }
+
+    /// The keys and deadlines from the earliest on, in order; take as few
+    /// as needed (each step is O(1)).
+    pub fn oldest(&self) -> impl Iterator<Item = (usize, Instant)> + '_ {
+        let mut key = self.head;
+        std::iter::from_fn(move || {
+            if key == NIL {
+                return None;
+            }
+            let link = self.links[key as usize];
+            let item = (key as usize, self.instant(link.at));
+            key = link.next;
+            Some(item)
+        })
     }
 }
 
@@ -199,6 +246,32 @@ mod tests {
         }
         assert_eq!(expired, vec![0, 2]);
         assert!(list.is_empty());
+    }
+
+    #[test]
+    fn a_link_is_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<Link>(), 16);
+    }
+
+    #[test]
+    fn with_no_timeout_the_list_is_the_activity_order() {
+        let t0 = Instant::now();
+        let mut list = DeadlineList::new(Duration::ZERO);
+        list.touch(4, t0);
+        list.touch(2, t0 + secs(1));
+        list.touch(9, t0 + secs(2));
+        list.touch(4, t0 + secs(3));
+        let order: Vec<(usize, Instant)> = list.oldest().collect();
+        assert_eq!(
+            order,
+            vec![(2, t0 + secs(1)), (9, t0 + secs(2)), (4, t0 + secs(3))]
+        );
+        // Idle for 1.6 s or more at t0 + 3.5 s: the first one only.
+        let idle_for = Duration::from_millis(1600);
+        let now = t0 + Duration::from_millis(3500);
+        assert_eq!(list.pop_expired(now - idle_for), Some(2));
+        assert_eq!(list.pop_expired(now - idle_for), None);
+        assert_eq!(list.oldest().take(1).count(), 1);
     }
 
     #[test]

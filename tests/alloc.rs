@@ -79,6 +79,9 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
         max_conns: None,
         max_conns_per_ip: None,
         idle_timeout: None,
+        request_timeout: None,
+        admin_idle_timeout: None,
+        evict_idle_after: None,
         shutdown_timeout: Duration::from_secs(1),
         chat: ChatLimits::default(),
         service: ServiceConfig {

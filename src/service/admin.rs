@@ -3,19 +3,39 @@
 //! send buffer, kernel send queue.
 //!
 //! Commands: `stats`, `clients` (each also as `stats json` / `clients json`,
-//! one JSON line), `help`, `quit`. The service only parses commands and
-//! formats answers. Figures about other connections are the reactor's: a
-//! `stats` or `clients` command becomes an [`Effect::Query`], the reactor
-//! gathers a snapshot, and hands the formatted answer back with
-//! [`Admin::deliver`]. No I/O here.
+//! one JSON line), `metrics`, `watch MS`, `help`, `quit`. The service only
+//! parses commands and formats answers. Figures about other connections are
+//! the reactor's: a `stats` or `clients` command becomes an
+//! [`Effect::Query`], the reactor gathers a snapshot, and hands the
+//! formatted answer back with [`Admin::deliver`]. No I/O here.
+//!
+//! # The HTTP face
+//!
+//! A connection whose first bytes are an HTTP method and a space
+//! ([`first_bytes`]) speaks HTTP to the end, one request, then close:
+//! `GET` and `HEAD` of `/metrics` get the Prometheus text (`HEAD`: the
+//! headers only), any other path `404`, any other method `405` with
+//! `Allow: GET, HEAD`, a request line that is not `METHOD TARGET
+//! HTTP/1.x` `400`, a head over [`MAX_HTTP_HEAD`] bytes or
+//! [`MAX_HTTP_HEADERS`] lines `431` (`414` for the request line alone), and
+//! one that does not arrive whole within `--request-timeout` `408` (the
+//! reactor keeps that deadline, from [`Admin::awaiting_request`], and calls
+//! [`Admin::time_out_request`]). Whatever follows the head (a `POST` body)
+//! is never read as commands: the answer closes the conversation.
+//!
+//! A text connection that sends `POST` or `Host:` as a command is a web
+//! page talking across protocols (a browser can post to any local port):
+//! it is closed and logged, as Redis does (`securityWarningCommand`).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use log::warn;
 use serde::Serialize;
 
 use super::{Effect, Io, Outcome};
+use crate::metrics::{self, Format};
 use crate::sockopt::TcpInfo;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
 
@@ -47,8 +67,51 @@ pub enum Query {
 pub const WATCH_MS: std::ops::RangeInclusive<u64> = 50..=60_000;
 
 /// Most header lines of an HTTP request read before the answer: a scraper
-/// sends a handful; anything that keeps sending is not one.
-const MAX_HTTP_HEADERS: usize = 64;
+/// sends a handful; anything that keeps sending is not one (`431`).
+pub const MAX_HTTP_HEADERS: usize = 64;
+
+/// Most bytes of an HTTP request's head, request line and headers: a
+/// scrape's is a few hundred; nginx allows 32 KiB by default
+/// (`large_client_header_buffers 4 8k`). Past it the answer is `431` (`414`
+/// for a request line alone that long), rather than reading on.
+pub const MAX_HTTP_HEAD: usize = 32 * 1024;
+
+/// The methods a connection's first bytes are checked against: one of
+/// them and a space make it an HTTP connection ([`first_bytes`]).
+const HTTP_METHODS: [&[u8]; 9] = [
+    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+];
+
+/// What a connection's first bytes say about the protocol it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// An HTTP method and a space.
+    Http,
+    /// Anything else: the text commands.
+    Text,
+    /// Too few bytes to tell (none, or the start of a method).
+    Unknown,
+}
+
+/// Decides from a connection's first bytes whether it speaks HTTP. Methods
+/// are case-sensitive in HTTP, and no text command is a method in capitals,
+/// so an operator typing `stats` is never taken for a browser.
+pub fn first_bytes(head: &[u8]) -> FirstBytes {
+    let mut unknown = false;
+    for method in HTTP_METHODS {
+        let token = method.iter().chain(b" ");
+        let matched = head.iter().zip(token).take_while(|(a, b)| a == b).count();
+        if matched == method.len() + 1 {
+            return FirstBytes::Http;
+        }
+        unknown |= matched == head.len();
+    }
+    if unknown {
+        FirstBytes::Unknown
+    } else {
+        FirstBytes::Text
+    }
+}
 
 /// A `watch` in progress.
 #[derive(Debug)]
@@ -63,12 +126,37 @@ struct Watch {
 /// An HTTP request (a Prometheus scrape) being read or answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Http {
-    /// Reading header lines up to the blank one; `metrics`: the path was
-    /// `/metrics`.
-    Headers { metrics: bool, lines: usize },
-    /// The answer was asked for (or is the 404); close once it is sent.
-    Answering,
+    /// Reading the request: its line (`ask` is `None` until it has come),
+    /// then header lines up to the blank one. `head`: the method was
+    /// `HEAD`, so no answer has a body. `lines` and `bytes` of the head so
+    /// far, bounded by [`MAX_HTTP_HEADERS`] and [`MAX_HTTP_HEAD`].
+    Request {
+        ask: Option<Ask>,
+        head: bool,
+        lines: usize,
+        bytes: usize,
+        /// An `Accept` header asked for OpenMetrics.
+        open_metrics: bool,
+    },
+    /// The answer is asked for or being written; close once it is sent.
+    /// `head`: the headers only. `open_metrics`: the request's `Accept`
+    /// asked for OpenMetrics (otherwise the text format 0.0.4).
+    Answering { head: bool, open_metrics: bool },
+    /// The request did not arrive whole in time: the `408` goes out, then
+    /// the reactor closes the connection. Nothing more is read.
+    TimedOut,
 }
+
+/// What an HTTP request line asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ask {
+    Metrics,
+    NotFound,
+    NotAllowed,
+}
+
+/// The text of an answer that is not the metrics.
+const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// Where a `clients` answer stands: the next connection key to look at,
 /// and how many rows were sent so far.
@@ -116,6 +204,9 @@ pub struct Admin {
     /// The rest of a line longer than the buffer is being dropped, up to
     /// its newline: none of it is a command.
     discarding: bool,
+    /// The first bytes have been judged text ([`first_bytes`]): lines are
+    /// commands from now on.
+    spoken: bool,
 }
 
 impl Admin {
@@ -123,6 +214,28 @@ impl Admin {
     /// written out: the connection is not done even with no input left.
     pub fn is_producing(&self) -> bool {
         self.awaiting || self.sent < self.pending.len() || self.next.is_some()
+    }
+
+    /// An HTTP request is being read: the reactor holds it to
+    /// `--request-timeout`.
+    pub fn awaiting_request(&self) -> bool {
+        matches!(self.http, Some(Http::Request { .. }))
+    }
+
+    /// The request did not arrive whole in time: a `408` is all that is
+    /// sent from now on. The reactor then ends the connection.
+    pub fn time_out_request(&mut self) {
+        if let Some(Http::Request { head, .. }) = self.http {
+            self.pending =
+                http_response("408 Request Timeout", "", PLAIN, b"request timeout\n", head);
+            self.sent = 0;
+            self.http = Some(Http::TimedOut);
+        }
+    }
+
+    /// A `watch` is on: the connection is quiet by design, never idle.
+    pub fn is_watching(&self) -> bool {
+        self.watch.is_some()
     }
 
     /// Snapshots a `watch` skipped because its client had not read the
@@ -137,14 +250,24 @@ impl Admin {
         self.awaiting = false;
         self.sent = 0;
         self.next = next;
-        self.pending = if self.http == Some(Http::Answering) {
-            http_response(
-                "200 OK",
-                crate::metrics::Format::OpenMetrics.content_type(),
-                &answer,
-            )
-        } else {
-            answer
+        self.pending = match self.http {
+            Some(Http::Answering { head, open_metrics }) => {
+                // The reactor renders OpenMetrics (what the text command
+                // gets); a scraper that did not ask for it gets format 0.0.4.
+                let format = if open_metrics {
+                    Format::OpenMetrics
+                } else {
+                    Format::Text
+                };
+                let body = match format {
+                    Format::OpenMetrics => answer,
+                    Format::Text => {
+                        metrics::to_text_format(&String::from_utf8_lossy(&answer)).into_bytes()
+                    }
+                };
+                http_response("200 OK", "", format.content_type(), &body, head)
+            }
+            _ => answer,
         };
     }
 
@@ -177,8 +300,18 @@ impl Admin {
                 self.awaiting = true;
                 return Outcome::proceed(false).with_effect(Effect::Query(next));
             }
-            if self.http == Some(Http::Answering) {
-                return Outcome::close_after_flush();
+            match self.http {
+                Some(Http::TimedOut) => {
+                    // The reactor ends the connection once the 408 is out.
+                    io.input.clear();
+                    return Outcome::proceed(false);
+                }
+                Some(Http::Answering { .. }) => return Outcome::close_after_flush(),
+                Some(Http::Request { .. }) => match self.read_http(io) {
+                    Some(outcome) => return outcome,
+                    None => continue,
+                },
+                None => {}
             }
             if let Some(watch) = &mut self.watch {
                 if io.eof && io.input.is_empty() {
@@ -211,6 +344,28 @@ impl Admin {
                 return Outcome::proceed(false).with_effect(Effect::Query(Query::Watch {
                     cursor: Cursor::default(),
                 }));
+            }
+            if !self.spoken {
+                match first_bytes(io.input.data()) {
+                    FirstBytes::Http => {
+                        self.http = Some(Http::Request {
+                            ask: None,
+                            head: false,
+                            lines: 0,
+                            bytes: 0,
+                            open_metrics: false,
+                        });
+                        continue;
+                    }
+                    // At most a method's length, with no newline: more
+                    // bytes will tell (or the end of input).
+                    FirstBytes::Unknown
+                        if !io.eof && memchr::memchr(b'\n', io.input.data()).is_none() =>
+                    {
+                        return Outcome::proceed(false);
+                    }
+                    _ => self.spoken = true,
+                }
             }
             let data = io.input.data();
             let from = self.scanned.min(data.len());
@@ -254,36 +409,17 @@ impl Admin {
             let command = String::from_utf8_lossy(line).trim().to_ascii_lowercase();
             io.input.consume(consumed);
             let words: Vec<&str> = command.split_whitespace().collect();
-            if let Some(Http::Headers { metrics, lines }) = self.http {
-                if !words.is_empty() {
-                    if lines >= MAX_HTTP_HEADERS {
-                        self.http = Some(Http::Answering);
-                        self.pending =
-                            http_response("400 Bad Request", "text/plain", b"too many headers\n");
-                    } else {
-                        self.http = Some(Http::Headers {
-                            metrics,
-                            lines: lines + 1,
-                        });
-                    }
-                    continue;
-                }
-                self.http = Some(Http::Answering);
-                if !metrics {
-                    self.pending = http_response("404 Not Found", "text/plain", b"try /metrics\n");
-                    continue;
-                }
-                self.awaiting = true;
-                return Outcome::proceed(false).with_effect(Effect::Query(Query::Metrics));
+            if words.first() == Some(&"post") || command.starts_with("host:") {
+                warn!(
+                    "admin {}: '{}' sent as a command: a cross-protocol attempt (HTTP from a web page?); closing",
+                    io.peer,
+                    words.first().copied().unwrap_or_default()
+                );
+                io.input.clear();
+                self.scanned = 0;
+                return Outcome::close_after_flush();
             }
             let query = match words.as_slice() {
-                ["get", path, version] if version.starts_with("http/") => {
-                    self.http = Some(Http::Headers {
-                        metrics: *path == "/metrics",
-                        lines: 0,
-                    });
-                    continue;
-                }
                 [] => continue,
                 ["help"] => {
                     self.pending = HELP.as_bytes().to_vec();
@@ -326,14 +462,189 @@ impl Admin {
     }
 }
 
-/// An HTTP/1.0 response with `body`.
-fn http_response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+impl Admin {
+    /// Reads the HTTP request's head a line at a time; `Some` to return
+    /// that outcome, `None` to go on (an answer is pending, or a line was
+    /// taken).
+    fn read_http(&mut self, io: &mut Io<'_>) -> Option<Outcome> {
+        let Some(Http::Request {
+            ask,
+            head,
+            lines,
+            bytes,
+            open_metrics,
+        }) = self.http
+        else {
+            return None;
+        };
+        let data = io.input.data();
+        let from = self.scanned.min(data.len());
+        let Some(pos) = memchr::memchr(b'\n', &data[from..]).map(|at| from + at) else {
+            self.scanned = data.len();
+            if bytes + data.len() > MAX_HTTP_HEAD || io.input.is_full() {
+                // This line cannot end within the limit: answered now, and
+                // the rest is never read as anything.
+                io.input.clear();
+                self.scanned = 0;
+                let status = match ask {
+                    None => "414 URI Too Long",
+                    Some(_) => "431 Request Header Fields Too Large",
+                };
+                self.answer_http(status, "", b"request head too large\n", head);
+            } else if io.eof {
+                io.input.clear();
+                self.scanned = 0;
+                self.answer_http(
+                    "400 Bad Request",
+                    "",
+                    b"the request ended inside its head\n",
+                    head,
+                );
+            } else {
+                return Some(Outcome::proceed(false));
+            }
+            return None;
+        };
+        self.scanned = 0;
+        let line = &data[..pos];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let bytes = bytes + pos + 1;
+        enum Step {
+            Line(Http),
+            Answer(Ask, bool, bool),
+            Refuse(&'static str, &'static [u8], bool),
+        }
+        let step = match ask {
+            _ if bytes > MAX_HTTP_HEAD => Step::Refuse(
+                match ask {
+                    None => "414 URI Too Long",
+                    Some(_) => "431 Request Header Fields Too Large",
+                },
+                b"request head too large\n",
+                head,
+            ),
+            None => match parse_request_line(line) {
+                Some((ask, head)) => Step::Line(Http::Request {
+                    ask: Some(ask),
+                    head,
+                    lines: 0,
+                    bytes,
+                    open_metrics,
+                }),
+                None => Step::Refuse("400 Bad Request", b"not a request line\n", false),
+            },
+            Some(ask) if line.is_empty() => Step::Answer(ask, head, open_metrics),
+            Some(_) if lines >= MAX_HTTP_HEADERS => Step::Refuse(
+                "431 Request Header Fields Too Large",
+                b"too many header lines\n",
+                head,
+            ),
+            Some(ask) => Step::Line(Http::Request {
+                ask: Some(ask),
+                head,
+                lines: lines + 1,
+                bytes,
+                open_metrics: open_metrics || asks_for_open_metrics(line),
+            }),
+        };
+        io.input.consume(pos + 1);
+        match step {
+            Step::Line(next) => self.http = Some(next),
+            Step::Refuse(status, body, head) => {
+                // What follows is never read as anything: the answer
+                // closes the conversation.
+                io.input.clear();
+                self.answer_http(status, "", body, head);
+            }
+            Step::Answer(Ask::Metrics, head, open_metrics) => {
+                self.http = Some(Http::Answering { head, open_metrics });
+                self.awaiting = true;
+                return Some(Outcome::proceed(false).with_effect(Effect::Query(Query::Metrics)));
+            }
+            Step::Answer(Ask::NotFound, head, _) => {
+                self.answer_http("404 Not Found", "", b"try /metrics\n", head);
+            }
+            Step::Answer(Ask::NotAllowed, head, _) => self.answer_http(
+                "405 Method Not Allowed",
+                "Allow: GET, HEAD\r\n",
+                b"only GET and HEAD\n",
+                head,
+            ),
+        }
+        None
+    }
+
+    /// Answers the HTTP request with `status` (and `headers`, each ending
+    /// in CRLF), then the conversation is over.
+    fn answer_http(&mut self, status: &str, headers: &str, body: &[u8], head: bool) {
+        self.pending = http_response(status, headers, PLAIN, body, head);
+        self.sent = 0;
+        self.http = Some(Http::Answering {
+            head,
+            open_metrics: false,
+        });
+    }
+}
+
+/// Whether header line `line` is an `Accept` that asks for OpenMetrics
+/// (see [`Format::from_accept`]).
+fn asks_for_open_metrics(line: &[u8]) -> bool {
+    let Some((name, value)) = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.split_once(':'))
+    else {
+        return false;
+    };
+    name.trim().eq_ignore_ascii_case("accept")
+        && Format::from_accept(Some(value.trim())) == Format::OpenMetrics
+}
+
+/// An HTTP request line, `METHOD TARGET HTTP/1.x` with single spaces: what
+/// it asks, and whether it is `HEAD`; `None` if it is not one.
+fn parse_request_line(line: &[u8]) -> Option<(Ask, bool)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    let target_ok =
+        (target.starts_with('/') || target == "*") && !target.bytes().any(|b| b.is_ascii_control());
+    if !method_ok || !target_ok || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return None;
+    }
+    let head = method == "HEAD";
+    let path = target.split('?').next().unwrap_or(target);
+    let ask = if method != "GET" && !head {
+        Ask::NotAllowed
+    } else if path == "/metrics" {
+        Ask::Metrics
+    } else {
+        Ask::NotFound
+    };
+    Some((ask, head))
+}
+
+/// An HTTP/1.0 response, closing the connection: `status`, then `headers`
+/// (each ending in CRLF), the body's type and length, and the body unless
+/// `head_only` (the answer to `HEAD` says the length a `GET` would get).
+pub fn http_response(
+    status: &str,
+    headers: &str,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 {status}\r\n{headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
-    out.extend_from_slice(body);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
     out
 }
 
@@ -717,9 +1028,18 @@ mod tests {
     /// Feeds `input` to an admin connection, answering each query with
     /// `answer(query)`; returns everything written back.
     fn converse(input: &[u8], answer: impl Fn(Query) -> Vec<u8>) -> (Vec<u8>, bool) {
-        let mut pool = BufPool::new(64);
+        converse_with(input, 64, answer)
+    }
+
+    /// As [`converse`], with a receive buffer of `recv_cap` bytes.
+    fn converse_with(
+        input: &[u8],
+        recv_cap: usize,
+        answer: impl Fn(Query) -> Vec<u8>,
+    ) -> (Vec<u8>, bool) {
+        let mut pool = BufPool::new(recv_cap);
         let mut out_pool = BufPool::new(32);
-        let mut recv = ByteBuf::new(64);
+        let mut recv = ByteBuf::new(recv_cap);
         let mut send = ByteBuf::new(32);
         let mut admin = Admin::default();
         let peer = "127.0.0.1:1".parse().unwrap();
@@ -902,6 +1222,203 @@ mod tests {
         other.call(b"GET / HTTP/1.0\r\n\r\n", Instant::now());
         let text = String::from_utf8(other.send.data().to_vec()).unwrap();
         assert!(text.starts_with("HTTP/1.0 404 Not Found"), "{text}");
+    }
+
+    #[test]
+    fn regression_a_plain_scraper_got_openmetrics_it_cannot_read() {
+        let open_metrics = "# TYPE x counter\n# HELP x X.\nx_total 1\n# EOF\n";
+        let scrape = |request: &[u8]| {
+            let (out, _) = converse_with(request, 65536, |_| open_metrics.as_bytes().to_vec());
+            String::from_utf8(out).unwrap()
+        };
+        let plain = scrape(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
+        assert!(
+            plain.contains("Content-Type: text/plain; version=0.0.4"),
+            "{plain}"
+        );
+        assert!(
+            plain.ends_with("\r\n\r\n# TYPE x_total counter\n# HELP x_total X.\nx_total 1\n"),
+            "{plain}"
+        );
+        let asked = scrape(
+            b"GET /metrics HTTP/1.1\r\naccept: application/openmetrics-text; version=1.0.0\r\n\r\n",
+        );
+        assert!(
+            asked.contains("Content-Type: application/openmetrics-text"),
+            "{asked}"
+        );
+        assert!(asked.ends_with(open_metrics), "{asked}");
+    }
+
+    /// The answer to `request`, as text; metrics are answered `m\n`.
+    fn http(request: &[u8], recv_cap: usize) -> String {
+        let (out, closed) = converse_with(request, recv_cap, |q| match q {
+            Query::Metrics => b"m\n".to_vec(),
+            other => panic!("{other:?} asked by an HTTP request"),
+        });
+        assert!(closed, "an HTTP connection closes after its answer");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn first_bytes_tell_http_from_text() {
+        use FirstBytes::{Http, Text, Unknown};
+        for (bytes, kind) in [
+            (&b""[..], Unknown),
+            (b"G", Unknown),
+            (b"GET", Unknown),
+            (b"CONNEC", Unknown),
+            (b"GET ", Http),
+            (b"HEAD /metrics", Http),
+            (b"OPTIONS * HTTP/1.1", Http),
+            (b"POST /", Http),
+            (b"stats\n", Text),
+            (b"GETX", Text),
+            (b"get /metrics HTTP/1.1", Text),
+            (b"\n", Text),
+            (b"Host: x", Text),
+            (b"  STATS", Text),
+        ] {
+            assert_eq!(
+                first_bytes(bytes),
+                kind,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn regression_http_head_of_metrics_gets_the_length_a_get_would_and_no_body() {
+        let answer = http(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 64);
+        assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("\r\nContent-Length: 2\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n"), "no body: {answer}");
+    }
+
+    #[test]
+    fn regression_an_http_post_is_refused_and_its_body_never_run_as_commands() {
+        let answer = http(
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 12\r\n\r\nstats\nhelp\n",
+            64,
+        );
+        assert!(
+            answer.starts_with("HTTP/1.0 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n"),
+            "{answer}"
+        );
+        assert!(!answer.contains("commands:"), "{answer}");
+        let answer = http(b"DELETE /x HTTP/1.1\r\n\r\n", 64);
+        assert!(answer.starts_with("HTTP/1.0 405 "), "{answer}");
+    }
+
+    #[test]
+    fn regression_http_other_paths_get_404_and_bad_request_lines_400() {
+        assert!(http(b"GET / HTTP/1.0\r\n\r\n", 64).starts_with("HTTP/1.0 404 Not Found\r\n"));
+        let answer = http(b"HEAD /x HTTP/1.0\r\n\r\n", 64);
+        assert!(
+            answer.starts_with("HTTP/1.0 404 ") && answer.ends_with("\r\n\r\n"),
+            "{answer}"
+        );
+        assert!(http(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", 64).ends_with("\r\n\r\nm\n"));
+        for bad in [
+            &b"GET /metrics HTTX/1.1\r\n\r\n"[..],
+            b"GET /metrics\r\n\r\n",
+            b"GET  /metrics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1 x\r\n\r\n",
+            b"GET metrics HTTP/1.1\r\n\r\n",
+            b"GET /m\x01 HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/2.0\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x",
+        ] {
+            let answer = http(bad, 64);
+            assert!(
+                answer.starts_with("HTTP/1.0 400 Bad Request\r\n"),
+                "{:?}: {answer}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn regression_http_heads_past_their_limits_get_431_or_414_and_nothing_else() {
+        // A header line longer than the receive buffer.
+        let mut long_header = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        long_header.extend([b'a'; 200]);
+        long_header.extend_from_slice(b"\r\n\r\nstats\n");
+        let answer = http(&long_header, 64);
+        assert!(
+            answer.starts_with("HTTP/1.0 431 Request Header Fields Too Large\r\n"),
+            "{answer}"
+        );
+        assert_eq!(answer.matches("HTTP/").count(), 1, "{answer}");
+        // Too many header lines.
+        let mut many = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for _ in 0..=MAX_HTTP_HEADERS {
+            many.extend_from_slice(b"X: y\r\n");
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(http(&many, 64).starts_with("HTTP/1.0 431 "));
+        // More bytes of head than the limit, in lines that each fit.
+        let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        for _ in 0..MAX_HTTP_HEADERS {
+            big.extend_from_slice(format!("X: {}\r\n", "b".repeat(MAX_HTTP_HEAD / 40)).as_bytes());
+        }
+        big.extend_from_slice(b"\r\n");
+        assert!(http(&big, 4096).starts_with("HTTP/1.0 431 "));
+        // A request line alone longer than the buffer.
+        let mut long_line = b"GET /".to_vec();
+        long_line.extend([b'm'; 200]);
+        long_line.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+        assert!(http(&long_line, 64).starts_with("HTTP/1.0 414 URI Too Long\r\n"));
+    }
+
+    #[test]
+    fn regression_an_http_request_that_stalls_is_answered_408_when_timed_out() {
+        let t0 = Instant::now();
+        let mut op = Operator::new();
+        op.call(b"GET /met", t0);
+        assert!(
+            op.admin.awaiting_request(),
+            "the first bytes make it an HTTP request"
+        );
+        op.call(b"rics HTTP/1.1\r\nHost: x\r\n", t0);
+        assert!(op.admin.awaiting_request(), "the head has not ended");
+        op.admin.time_out_request();
+        assert!(!op.admin.awaiting_request());
+        let after = op.call(b"\r\n", t0);
+        assert_eq!(
+            (after.next, after.effect),
+            (super::super::Next::Continue, None),
+            "nothing more is read; the reactor ends the connection"
+        );
+        let text = String::from_utf8(op.send.data().to_vec()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.0 408 Request Timeout\r\n"),
+            "{text}"
+        );
+        // A text connection never awaits a request: it is merely quiet.
+        let mut text_op = Operator::new();
+        text_op.call(b"stat", t0);
+        assert!(!text_op.admin.awaiting_request());
+        text_op.admin.time_out_request();
+        assert!(text_op.send.is_empty());
+    }
+
+    #[test]
+    fn regression_a_text_connection_sending_post_or_host_is_closed() {
+        let (out, closed) = converse(b"help\nPOST /x HTTP/1.1\r\nstats\n", |q| {
+            panic!("a command after POST was run: {q:?}")
+        });
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("commands:") && !text.contains("ERR"),
+            "{text}"
+        );
+        assert!(closed);
+        let (out, closed) = converse(b"Host: a\r\nstats\n", |q| {
+            panic!("a command after Host: was run: {q:?}")
+        });
+        assert!(out.is_empty() && closed);
     }
 
     fn row() -> ClientRow {
@@ -1124,8 +1641,65 @@ mod tests {
             })
         }
 
+        /// An HTTP request, and the answer it gets from [`answer`].
+        fn http_request() -> impl Strategy<Value = (&'static [u8], Vec<u8>, bool)> {
+            use super::super::{PLAIN, http_response};
+            let metrics = answer(Query::Metrics).0;
+            let ct = crate::metrics::Format::Text.content_type();
+            prop_oneof![
+                Just((
+                    &b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"[..],
+                    http_response("200 OK", "", ct, &metrics, false),
+                    true
+                )),
+                Just((
+                    &b"HEAD /metrics HTTP/1.0\r\n\r\n"[..],
+                    http_response("200 OK", "", ct, &metrics, true),
+                    true
+                )),
+                Just((
+                    &b"POST /metrics HTTP/1.1\r\nContent-Length: 6\r\n\r\nstats\n"[..],
+                    http_response(
+                        "405 Method Not Allowed",
+                        "Allow: GET, HEAD\r\n",
+                        PLAIN,
+                        b"only GET and HEAD\n",
+                        false
+                    ),
+                    false
+                )),
+                Just((
+                    &b"GET /x HTTP/1.1\r\n\r\nhelp\n"[..],
+                    http_response("404 Not Found", "", PLAIN, b"try /metrics\n", false),
+                    false
+                )),
+                Just((
+                    &b"GET /metrics HTTX/1.1\r\n\r\n"[..],
+                    http_response("400 Bad Request", "", PLAIN, b"not a request line\n", false),
+                    false
+                )),
+            ]
+        }
+
         proptest! {
             #![proptest_config(crate::prop::cases(96))]
+
+            /// Whatever the splits, the room and the half-close, an HTTP
+            /// request gets its one answer, asks only what a scrape asks,
+            /// and closes; nothing after its head is run.
+            #[test]
+            fn an_http_request_is_answered_the_same_whatever_the_splits(
+                (request, expected, scrape) in http_request(),
+                hops in hops(16),
+                eof in any::<bool>(),
+                send_cap in 1usize..40,
+            ) {
+                let run = converse(ServiceKind::Admin, &config(), &steps(request, &hops, eof), 64, send_cap, answer);
+                prop_assert_eq!(String::from_utf8_lossy(&run.output), String::from_utf8_lossy(&expected));
+                let asked = if scrape { vec![Query::Metrics] } else { Vec::new() };
+                prop_assert_eq!(run.queries, asked);
+                prop_assert!(run.closed);
+            }
 
             /// Whatever the splits and room, each command asks the right
             /// queries in order, and the answers, some delivered in

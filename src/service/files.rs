@@ -617,6 +617,10 @@ pub struct Files {
     /// newline, so a request sent a byte at a time is not searched again
     /// from its start on every read.
     scanned: usize,
+    /// The request did not arrive whole within `--request-timeout`: only
+    /// `pending` (the `ERR` line, or nothing) is sent, and the reactor
+    /// ends the connection.
+    timed_out: bool,
 }
 
 #[derive(Debug)]
@@ -684,8 +688,32 @@ impl Files {
         self.pending_sent < self.pending.len() || self.stream.is_some() || self.list.is_some()
     }
 
+    /// No request has arrived whole yet: the reactor holds this wait to
+    /// `--request-timeout`.
+    pub fn awaiting_request(&self) -> bool {
+        !self.answered
+    }
+
+    /// The request did not arrive whole in time; `received` is what came.
+    /// A `GET` or `LIST` is answered `ERR request timeout`; anything else is
+    /// taken for a bare name, whose client gets no bytes, as on any failure.
+    pub fn time_out_request(&mut self, received: &[u8]) {
+        if received.starts_with(b"GET ") || received.starts_with(b"LIST") {
+            self.pending = b"ERR request timeout\n".to_vec();
+        }
+        self.answered = true;
+        self.timed_out = true;
+    }
+
     /// Reads the request, then produces the answer as room allows.
     pub fn process(&mut self, io: &mut Io<'_>, config: &ServiceConfig) -> Outcome {
+        if self.timed_out {
+            // Only the timeout's answer is sent; the reactor ends the
+            // connection once it is out.
+            io.input.clear();
+            self.pending_sent += io.write(&self.pending[self.pending_sent..]);
+            return Outcome::proceed(false);
+        }
         if self.answered {
             let n = io.input.len();
             io.input.consume(n);
@@ -882,6 +910,37 @@ mod tests {
     impl Drop for TempDir {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn regression_slow_loris_a_request_that_times_out_is_answered_in_its_form() {
+        let config = config_with_root(Path::new("/nonexistent"));
+        let peer = "127.0.0.1:1".parse().unwrap();
+        for (received, answer) in [
+            (&b"GET a.t"[..], &b"ERR request timeout\n"[..]),
+            (b"LIST", b"ERR request timeout\n"),
+            (b"a.t", b""),
+            (b"GE", b""),
+            (b"", b""),
+        ] {
+            let mut files = Files::default();
+            assert!(files.awaiting_request());
+            files.time_out_request(received);
+            assert!(!files.awaiting_request());
+            // Whatever comes after is not a request: only the answer goes
+            // out, and the reactor ends the connection.
+            let mut pool = BufPool::new(64);
+            let mut input = ByteBuf::new(64);
+            input.append(&mut pool, b" b.t\n");
+            let mut output = ByteBuf::new(64);
+            let mut out_pool = BufPool::new(64);
+            let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, Instant::now());
+            let outcome = files.process(&mut io, &config);
+            assert_eq!(outcome.next, Next::Continue);
+            assert!(input.is_empty());
+            assert_eq!(output.data(), answer, "{:?}", lossy(received));
+            assert!(!files.is_producing());
         }
     }
 

@@ -184,6 +184,37 @@ impl Service {
         }
     }
 
+    /// The service is waiting for a request to arrive whole (files before
+    /// its request, admin inside an HTTP request's head): the reactor holds
+    /// that wait to `--request-timeout`. Never true of a conversation that
+    /// is simply quiet (echo, ack, chat, admin's text commands).
+    pub fn awaiting_request(&self) -> bool {
+        match self {
+            Service::Files(s) => s.awaiting_request(),
+            Service::Admin(s) => s.awaiting_request(),
+            Service::Echo(_) | Service::Ack(_) | Service::Chat(_) => false,
+        }
+    }
+
+    /// The request being awaited did not arrive whole in time; `received`
+    /// is what came of it. The service answers in its protocol's way (files
+    /// `ERR request timeout`, or nothing for a bare name; HTTP `408`) as
+    /// output it produces, and reads nothing more; the reactor then ends
+    /// the connection ([`crate::connection::Connection::finish`]).
+    pub fn time_out_request(&mut self, received: &[u8]) {
+        match self {
+            Service::Files(s) => s.time_out_request(received),
+            Service::Admin(s) => s.time_out_request(),
+            Service::Echo(_) | Service::Ack(_) | Service::Chat(_) => {}
+        }
+    }
+
+    /// An admin `watch` is on: the connection is quiet by design, and no
+    /// idle deadline applies.
+    pub fn is_watching(&self) -> bool {
+        matches!(self, Service::Admin(s) if s.is_watching())
+    }
+
     /// `watch` snapshots skipped for a reader that did not keep up (admin).
     pub fn skipped_snapshots(&self) -> Option<u64> {
         match self {
