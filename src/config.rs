@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub max_conns_per_ip: Option<usize>,
     /// Close connections with no traffic for this long (`--idle-timeout`).
     pub idle_timeout: Option<Duration>,
+    /// TCP keepalive's idle time before the first probe (`--keepalive`),
+    /// `None` for no keepalive.
+    pub keepalive: Option<Duration>,
     /// How long a graceful shutdown may flush before it gives up.
     pub shutdown_timeout: Duration,
     /// Chat members' queue limits.

@@ -245,6 +245,9 @@ impl Server {
                 config.so_sndbuf,
             )
             .map_err(fail)?;
+            if let Some(idle) = config.keepalive {
+                sockopt::keepalive(&socket, idle).map_err(fail)?;
+            }
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
                 .register(

@@ -79,6 +79,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
         max_conns: None,
         max_conns_per_ip: None,
         idle_timeout: None,
+        keepalive: None,
         shutdown_timeout: Duration::from_secs(1),
         chat: ChatLimits::default(),
         service: ServiceConfig {
