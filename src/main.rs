@@ -450,7 +450,9 @@ impl LogArgs {
 
     fn init(&self) {
         // Only fails if a logger is already set, which nothing here does.
-        let _ = logsink::init(self.level());
+        if let Ok(route) = logsink::init(self.level()) {
+            log::debug!("logging to stderr through {route}");
+        }
     }
 }
 
