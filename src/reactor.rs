@@ -26,6 +26,13 @@
 //! client has not yet acknowledged (every 20 ms, only those), since no event
 //! says a kernel send queue has drained.
 //!
+//! Accepting: at most [`MAX_ACCEPTS_PER_TURN`] per listener per turn. Out
+//! of descriptors (EMFILE/ENFILE), a newcomer is still accepted on a spare
+//! descriptor kept for that moment and refused with `ERR server full`,
+//! never left in the backlog; other accept failures pause accepting for
+//! [`ACCEPT_BACKOFF`]. TCP keepalive is set on the listeners (the kernel
+//! copies it to every accepted socket).
+//!
 //! Closing (see [`crate::connection`] for the phases): the server ends a
 //! conversation with [`Connection::finish`] (signal, idle timeout, a chat
 //! receiver too slow), never by dropping what it read. A connection whose
