@@ -6,9 +6,15 @@
         one a millisecond at most, until STOP exists, SECS pass or 300,000
         trips are done; writes READY after its first trip, every trip (start,
         duration) and its errors to OUT as JSON.
+    measure-hostile.py ptyserve LOG STOP SECS BIN ARG...
+        runs `BIN serve ARG...` with its stderr on a pseudo-terminal, copies
+        what it logs to LOG until every `listening on` line (one per -l) is
+        there, then never reads the terminal again: a terminal whose reader
+        stalled. Stops the server (SIGTERM, then SIGKILL after 5 s) when
+        STOP exists, SECS pass, or on SIGTERM itself.
     measure-hostile.py ROW PID PORT... OUT
         a hostile client (paste, joins, list, admin, full, partial,
-        idleadmin, loris) against
+        idleadmin, loris, pty, fds) against
         the server with process id PID; its results, with the time window it
         acted in and the server's memory from /proc, go to OUT as JSON, with
         the server's `stats json` (admin port $MH_ADMIN) and the warnings in
@@ -26,7 +32,9 @@ import json
 import os
 import re
 import selectors
+import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -67,7 +75,9 @@ def snapshot():
     if port:
         data, _, error = query(int(port), b"stats json", timeout=5)
         try:
-            out["stats"] = json.loads(data)["total"]
+            answer = json.loads(data)
+            out["stats"] = answer["total"]
+            out["log_lines_dropped"] = answer.get("log_lines_dropped")
         except (ValueError, KeyError):
             out["stats_error"] = error or data[:60].decode(errors="replace").strip()
     if log:
@@ -565,6 +575,144 @@ def row_loris(pid, files_port, out, n=299, limit=60.0):
                  "loris_closed": sum(c.eof for c in loris), "mem0": m0, "mem1": mem(pid)})
 
 
+def ptyserve(log, stop, secs, binary, *args):
+    """The server with its stderr on a terminal nobody reads (see the
+    module docs)."""
+    secs = float(secs)
+    want = sum(a in ("-l", "--listen") for a in args)
+    master, slave = os.openpty()
+    server = subprocess.Popen([binary, "serve", *args], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+
+    def end(*_):
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        os.close(master)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, end)
+    seen, text, limit = 0, b"", now() + 10
+    sel = selectors.DefaultSelector()
+    sel.register(master, selectors.EVENT_READ)
+    with open(log, "wb") as f:
+        while seen < want and now() < limit and server.poll() is None:
+            if sel.select(0.1):
+                try:
+                    data = os.read(master, 4096)
+                except OSError:
+                    break
+                text += data
+                f.write(data.replace(b"\r\n", b"\n"))
+                f.flush()
+                seen = text.count(b"listening on ")
+    sel.close()
+    # From here on nobody reads the terminal.
+    end_at = now() + secs
+    while now() < end_at and not os.path.exists(stop) and server.poll() is None:
+        time.sleep(0.1)
+    end()
+
+
+def row_pty(pid, port, out, n=400, lines=25, limit=120.0):
+    """n ack clients one after another, each sending `lines` messages (each
+    logged, with -v the open and close too) and reading every reply, each
+    bounded by 10 s; a client that gets no answer ends the row."""
+    pid, port = int(pid), int(port)
+    m0 = mem(pid)
+    t0 = now()
+    end = t0 + limit
+    served, errors, slowest = 0, [], 0.0
+    for i in range(n):
+        if now() > end:
+            errors.append("row time limit")
+            break
+        c0 = now()
+        try:
+            with socket.create_connection((HOST, port), timeout=10) as s:
+                s.settimeout(10)
+                s.sendall(b"".join(b"client %d message %d\n" % (i, k) for k in range(lines)))
+                got = b""
+                while got.count(b"\n") < lines:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("closed by the server")
+                    got += chunk
+            served += 1
+            slowest = max(slowest, now() - c0)
+        except OSError as e:
+            errors.append(f"client {i}: {type(e).__name__}: {e} after {now() - c0:.1f} s")
+            break
+    finish(out, {"window": [t0, now()], "n": n, "lines": lines, "served": served,
+                 "errors": errors, "slowest": slowest, "mem0": m0, "mem1": mem(pid)})
+
+
+def row_fds(pid, port, out, n=1200, wait=10.0):
+    """n echo clients at once, each sending one byte: served (the byte comes
+    back), refused (a line, then the close) or hung (nothing within `wait`
+    seconds of the last connect)."""
+    pid, port = int(pid), int(port)
+    m0 = mem(pid)
+    t0 = now()
+    sel = selectors.DefaultSelector()
+    fate = collections.Counter()
+    answers = collections.Counter()
+    held = []
+    for _ in range(int(n)):
+        try:
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(b"x")
+        except OSError as e:
+            fate["connect " + why(e)] += 1
+            continue
+        s.setblocking(False)
+        held.append(s)
+        sel.register(s, selectors.EVENT_READ, [b""])
+    end = now() + wait
+    while sel.get_map() and now() < end:
+        for key, _ in sel.select(0.1):
+            got = key.data
+            try:
+                chunk = key.fileobj.recv(256)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                chunk, got[0] = b"", got[0] or why(e).encode()
+            if chunk:
+                got[0] += chunk
+                if got[0] != b"x" and not got[0].endswith(b"\n"):
+                    continue
+            sel.unregister(key.fileobj)
+            if got[0] == b"x":
+                fate["served"] += 1
+            else:
+                fate["refused"] += 1
+                answers[got[0].decode(errors="replace").strip() or "closed"] += 1
+    fate["hung"] += len(sel.get_map())
+    t1 = now()
+    limits = {}
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                limits = dict(zip(("soft", "hard"), line.split()[3:5]))
+    obj = {"window": [t0, t1], "n": int(n), "fate": fate, "answers": answers,
+           "limits": limits, "mem0": m0, "mem1": mem(pid)}
+    obj["snap"] = snapshot()
+    data, _, _ = query(int(os.environ["MH_ADMIN"]), b"stats json", timeout=5)
+    try:
+        obj["max_conns"] = json.loads(data).get("max_conns", "absent")
+    except ValueError:
+        obj["max_conns"] = "no answer"
+    write_json(out, obj)
+    for s in held:
+        s.close()
+
+
 # --------------------------------------------------------------------------
 # Reports.
 
@@ -757,6 +905,25 @@ def report(row, probe_path, row_path, label=""):
           f"got " + ", ".join(f"{n} x '{k}'" for k, n in r["loris_answers"])
           + f", {r['loris_closed']} closed; filled in {r['fill_secs']:.1f} s; "
           f"{probe_text(probe)}")
+    elif row == "pty":
+        snap = r.get("snap", {}).get("stats_error")
+        p(f"stalled terminal (-v, {r['n']} ack clients x {r['lines']} messages logged into a pty "
+          f"nobody reads): ack clients served {r['served']} of {r['n']} (target all), slowest "
+          f"{r['slowest'] * 1000:.0f} ms; {rt_text(probe, w)}")
+        p(f"    {'; '.join(r['errors']) or 'no client errors'}; "
+          f"log lines dropped: {r.get('snap', {}).get('log_lines_dropped', 'unknown')}"
+          f"{'; admin: ' + snap if snap else ''}; {probe_text(probe)}")
+    elif row == "fds":
+        f = r["fate"]
+        answers = ", ".join(f"{n} x '{a}'" for a, n in r["answers"].items())
+        p(f"{r['n']:,} echo clients at once, {label}: served {f.get('served', 0)}, refused "
+          f"{f.get('refused', 0)}, hung {f.get('hung', 0)} (target 0 hung); server limit "
+          f"{r['limits'].get('soft')}/{r['limits'].get('hard')}, max-conns {r['max_conns']}; "
+          f"{rt_text(probe, w)}")
+        other = {k: v for k, v in f.items() if k not in ("served", "refused", "hung")}
+        p(f"    refusals: {answers or 'none'}"
+          f"{'; ' + ', '.join(f'{n} x {k}' for k, n in other.items()) if other else ''}; "
+          f"{probe_text(probe)}")
     else:
         sys.exit(f"unknown row {row}")
     line = snap_text(r)
@@ -768,12 +935,14 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "probe":
         probe(*args)
+    elif cmd == "ptyserve":
+        ptyserve(*args)
     elif cmd == "report":
         report(*args)
     else:
         {"paste": row_paste, "joins": row_joins, "list": row_list, "admin": row_admin,
          "full": row_full, "partial": row_partial, "idleadmin": row_idleadmin,
-         "loris": row_loris}[cmd](*args)
+         "loris": row_loris, "pty": row_pty, "fds": row_fds}[cmd](*args)
 
 
 if __name__ == "__main__":

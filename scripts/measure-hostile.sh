@@ -22,6 +22,11 @@
 #   loris    --max-conns 300 filled by 299 files connections that send
 #            'GET a.t' and stop (slow loris): how long until a newcomer is
 #            served (default flags: --request-timeout 10)
+#   pty      the server's stderr a terminal nobody reads (-v): 400 ack
+#            clients of 25 logged messages each, one after another
+#   fds      1,200 echo clients at once with the default --max-conns under
+#            `ulimit -n 1024`: soft only (hard 20,000), then soft and hard;
+#            how many are served, refused and left hanging
 #
 # A measurement, not a test: it exits non-zero only if it could not run.
 # Every client loop is bounded in count and time; everything is on
@@ -32,12 +37,12 @@
 # Needs python3 (scripts/measure-hostile.py holds the clients).
 
 set -uo pipefail
-all_rows=(paste joins list admin full partial idleadmin loris)
+all_rows=(paste joins list admin full partial idleadmin loris pty fds)
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 for row in "${rows[@]}"; do
     case $row in
-        paste | joins | list | admin | full | partial | idleadmin | loris) ;;
+        paste | joins | list | admin | full | partial | idleadmin | loris | pty | fds) ;;
         *)
             echo "usage: $0 [ROW...]   rows: ${all_rows[*]}" >&2
             exit 2
@@ -236,6 +241,53 @@ row_loris() {
     measure loris "$(port_of files)"
 }
 
+row_pty() {
+    [ -n "$SERVER_PID" ] && stop "$SERVER_PID"
+    SERVER_PID=
+    local stop_file=$TMP/pty.stop ptyserve i
+    rm -f -- "$stop_file"
+    SERVER_LOG=$(mktemp "$TMP/server.XXXXXX.log")
+    python3 "$PY" ptyserve "$SERVER_LOG" "$stop_file" 600 "$TCP_REACTOR" -v --reply OK \
+        -l 127.0.0.1:0=echo -l 127.0.0.1:0=ack -l 127.0.0.1:0=admin \
+        </dev/null >/dev/null 2>>"$TMP/clients.err" &
+    ptyserve=$!
+    STARTED_PIDS+=("$ptyserve")
+    for ((i = 0; i < 200; i++)); do
+        [ "$(grep -c 'listening on ' "$SERVER_LOG")" -ge 3 ] && break
+        sleep 0.05
+    done
+    [ "$(grep -c 'listening on ' "$SERVER_LOG")" -ge 3 ] ||
+        { echo "pty: the server did not start: $(cat "$TMP/clients.err")"; BROKEN=1; return; }
+    SERVER_PID=$(pgrep -P "$ptyserve" -x tcp-reactor | head -n 1)
+    [ -n "$SERVER_PID" ] || { echo "pty: no server process"; BROKEN=1; return; }
+    ADMIN_PORT=$(port_of admin)
+    # The log file holds the start only: the rest went to the terminal.
+    measure pty "$(port_of ack)"
+    touch "$stop_file"
+    finish_pid "$ptyserve"
+    SERVER_PID=
+}
+
+# fds_server HOW: a fresh echo + admin server with the default --max-conns,
+# started under `ulimit HOW -n 1024` (-S: the soft limit only; -SH: both).
+fds_server() {
+    local wrapper=$TMP/ulimit$1
+    printf '#!/usr/bin/env bash\nulimit %s -n 1024 || exit 1\nexec "%s" "$@"\n' \
+        "$1" "$TCP_REACTOR" >"$wrapper"
+    chmod +x "$wrapper"
+    local real=$BIN
+    BIN=$wrapper
+    fresh
+    BIN=$real
+}
+
+row_fds() {
+    fds_server -S
+    measure fds "$(port_of echo)" -- "soft limit 1024 (hard $(ulimit -Hn))"
+    fds_server -SH
+    measure fds "$(port_of echo)" -- "soft and hard limit 1024"
+}
+
 ADMIN_PORT=
 echo "tcp-reactor hostile clients: $TCP_REACTOR"
 echo "($(nproc) CPUs; the clients share them with the server, so a few ms of noise are the machine's)"
@@ -250,6 +302,8 @@ for row in "${rows[@]}"; do
         partial) row_partial ;;
         idleadmin) row_idleadmin ;;
         loris) row_loris ;;
+        pty) row_pty ;;
+        fds) row_fds ;;
     esac
 done
 [ -n "$SERVER_PID" ] && stop "$SERVER_PID"

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// newcomer if it has been idle this long (`--evict-idle-after`);
     /// `None`: never.
     pub evict_idle_after: Option<Duration>,
+    /// TCP keepalive's idle time before the first probe (`--keepalive`),
+    /// `None` for no keepalive.
+    pub keepalive: Option<Duration>,
     /// How long a graceful shutdown may flush before it gives up.
     pub shutdown_timeout: Duration,
     /// Chat members' queue limits.

@@ -13,12 +13,15 @@
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
 //! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
-//!   `SO_REUSEPORT`), the kernel queue ioctls, the directory-relative
-//!   opens (`openat2`, `openat`) the files service confines names with, and
-//!   the raw `poll`/`write` of the log sink; every `unsafe` is here.
-//! - [`logsink`]: the `log` logger: a bounded queue written to stderr only
-//!   when it is writable, so a stalled or departed log reader never blocks
-//!   or kills the loop (lines are dropped and counted instead).
+//!   `SO_REUSEPORT`, keepalive), the kernel queue ioctls, the
+//!   directory-relative opens (`openat2`, `openat`) the files service
+//!   confines names with, the descriptor limit, and the raw calls of the
+//!   log sink; every `unsafe` is here.
+//! - [`logsink`]: the `log` logger: a bounded queue written to stderr
+//!   through a private non-blocking description of it (or `send` with
+//!   `MSG_DONTWAIT` to a socket), so a stalled or departed log reader,
+//!   terminal or pipe, never blocks or kills the loop (lines are dropped and
+//!   counted instead).
 //!
 //! - [`client`]: the programs on the other end: `client`, `get`, `top`;
 //!   `bench`, an echo load generator; `record`, admin snapshots to CSV;

@@ -1,5 +1,7 @@
 //! Admission: caps on open client connections, in total and per client IP,
-//! and the small reserve the admin service has apart from them.
+//! the small reserve the admin service has apart from them, and the
+//! descriptor budget that says what cap the process's `RLIMIT_NOFILE` can
+//! hold ([`DescriptorBudget`]).
 //!
 //! The notes say a server holding long connections may cap how many one
 //! client holds; the total cap keeps file descriptors and buffer memory for
@@ -39,6 +41,71 @@ pub const ADMIN_RESERVE: usize = 16;
 /// have arrived, and each held one costs a descriptor for at most
 /// `REFUSAL_WAIT` (see the reactor).
 pub const ADMIN_REFUSALS: usize = 16;
+
+/// Descriptors the process needs besides its connections and listeners:
+/// the standard streams, the poller, the signal pipes, the log's own
+/// description of stderr, the spare descriptor kept for refusing at the
+/// limit, descriptors inherited from the parent, and a few opened in
+/// passing (a files name being resolved). Measured at 11 on a server
+/// with two listeners; Redis keeps 32 for the same (CONFIG_MIN_RESERVED_FDS).
+pub const RESERVED_FDS: u64 = 32;
+
+/// The soft limit asked for when there is no `--max-conns`: all the hard
+/// limit allows, but no more than Linux's default `fs.nr_open`, above which
+/// setrlimit fails anyway (and an unlimited hard limit is not a number).
+pub const NO_CAP_FDS: u64 = 1 << 20;
+
+/// How many descriptors a cap of client connections costs.
+///
+/// Each client connection holds its socket, and when a files listener runs
+/// it may hold one more (the file it sends, or the directory a `LIST` is
+/// reading; a walk keeps only the deepest one open), so then it counts
+/// twice: a cap that fits the limit never leaves an admitted client
+/// without the descriptor its request needs. Admin connections have their
+/// [`ADMIN_RESERVE`]; listeners one each; the rest is [`RESERVED_FDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescriptorBudget {
+    /// Descriptors per client connection: 1, or 2 with a files listener.
+    pub per_conn: u64,
+    /// Descriptors held whatever the number of clients.
+    pub fixed: u64,
+}
+
+impl DescriptorBudget {
+    /// The budget of a server with `listeners` listeners, `files` if one of
+    /// them serves files.
+    pub fn new(listeners: usize, files: bool) -> DescriptorBudget {
+        DescriptorBudget {
+            per_conn: if files { 2 } else { 1 },
+            fixed: RESERVED_FDS + listeners as u64 + ADMIN_RESERVE as u64,
+        }
+    }
+
+    /// Descriptors needed to hold `conns` client connections.
+    pub fn needed(&self, conns: usize) -> u64 {
+        self.fixed
+            .saturating_add(self.per_conn.saturating_mul(conns as u64))
+    }
+
+    /// Most client connections `limit` descriptors hold (0 when not even
+    /// the fixed part fits).
+    pub fn conns_within(&self, limit: u64) -> usize {
+        let n = limit.saturating_sub(self.fixed) / self.per_conn;
+        usize::try_from(n).unwrap_or(usize::MAX)
+    }
+
+    /// The soft limit to ask for, from the current `soft` and `hard` ones:
+    /// what `max_conns` needs, at most the hard limit (with no cap, all of
+    /// it, up to [`NO_CAP_FDS`]). `None` when the soft limit is enough
+    /// already, or cannot go higher; never lower than it is.
+    pub fn soft_wanted(&self, max_conns: Option<usize>, soft: u64, hard: u64) -> Option<u64> {
+        let want = match max_conns {
+            Some(cap) => self.needed(cap).min(hard),
+            None => hard.min(NO_CAP_FDS),
+        };
+        (want > soft).then_some(want)
+    }
+}
 
 impl Refusal {
     /// A short name for counters.
@@ -158,6 +225,39 @@ mod tests {
         a.release_admin();
         assert_eq!(a.admit_admin(), Ok(()));
         assert_eq!(a.total(), 1, "admin connections are not counted");
+    }
+
+    #[test]
+    fn the_budget_counts_a_socket_per_client_and_a_file_more_with_files() {
+        let plain = DescriptorBudget::new(2, false);
+        assert_eq!(plain.fixed, RESERVED_FDS + 2 + ADMIN_RESERVE as u64);
+        assert_eq!(plain.needed(10_000), plain.fixed + 10_000);
+        assert_eq!(plain.conns_within(plain.needed(10_000)), 10_000);
+        assert_eq!(plain.conns_within(plain.needed(10_000) - 1), 9_999);
+        let files = DescriptorBudget::new(2, true);
+        assert_eq!(files.needed(100), files.fixed + 200);
+        assert_eq!(files.conns_within(files.needed(100) + 1), 100);
+        // Below the fixed part nothing fits, and nothing underflows.
+        assert_eq!(plain.conns_within(0), 0);
+        assert_eq!(plain.conns_within(plain.fixed), 0);
+        assert_eq!(plain.needed(usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_to_what_the_cap_needs_within_the_hard_limit() {
+        let b = DescriptorBudget::new(1, false);
+        let need = b.needed(10_000);
+        // The common case: soft 1024, a generous hard limit.
+        assert_eq!(b.soft_wanted(Some(10_000), 1024, 524_288), Some(need));
+        // The hard limit is the most there is.
+        assert_eq!(b.soft_wanted(Some(10_000), 1024, 4096), Some(4096));
+        // Already enough, or no higher to go: left alone, never lowered.
+        assert_eq!(b.soft_wanted(Some(10_000), need, need), None);
+        assert_eq!(b.soft_wanted(Some(10_000), 1 << 20, 1 << 20), None);
+        assert_eq!(b.soft_wanted(Some(10_000), 256, 256), None);
+        // No cap: everything the hard limit gives, within nr_open's default.
+        assert_eq!(b.soft_wanted(None, 1024, 4096), Some(4096));
+        assert_eq!(b.soft_wanted(None, 1024, u64::MAX), Some(NO_CAP_FDS));
     }
 
     #[test]

@@ -18,19 +18,36 @@
 //!
 //! # Why a write never blocks
 //!
-//! Standard error stays a blocking descriptor: setting `O_NONBLOCK` on it
-//! would change the open file description it shares with the shell and
-//! every other process writing to the same terminal or pipe. Instead, a
-//! write happens only after `poll(fd 2, POLLOUT, 0)` says fd 2 is writable,
-//! and is at most [`PIPE_BUF`] (4096) bytes. For a pipe or FIFO (`| head`,
-//! `| tee`, a supervisor's pipe) that pair cannot block: Linux reports
-//! `POLLOUT` on a pipe only while it has a free page, and a write of at most
-//! `PIPE_BUF` bytes needs at most one page (such writes are also atomic, so
-//! a line is never torn by another writer on the same pipe: every chunk ends
-//! at a newline). A regular file never blocks. For a terminal or a socket,
-//! `POLLOUT` promises some room, not 4096 bytes, so a write there may wait
-//! until the terminal takes at most one chunk; a stopped terminal (Ctrl-S)
-//! reports no `POLLOUT` at all, so nothing is written to it.
+//! Standard error itself stays a blocking descriptor: setting `O_NONBLOCK`
+//! on fd 2 would change the open file description it shares with the shell
+//! and every other process writing to the same terminal or pipe. And
+//! `poll` saying `POLLOUT` is not enough: for a terminal it promises some
+//! room, not a chunk's worth, so a blocking write of 4 KiB to a terminal
+//! whose reader stalled (an ssh session behind a dead link) waits for that
+//! reader, and the server's one thread with it. So [`init`] chooses, once,
+//! by what fd 2 is ([`sockopt::fd_kind`]):
+//!
+//! - a pipe, FIFO or terminal: the sink opens its own open file
+//!   description of it, through `/proc/self/fd/2`, with `O_NONBLOCK`
+//!   ([`sockopt::reopen_nonblocking`]). The flag is then the sink's alone;
+//!   a full pipe or terminal answers `EAGAIN` or takes part of a chunk,
+//!   never waits.
+//! - a socket (a supervisor's log stream, systemd's journal): each write is
+//!   a `send` with `MSG_DONTWAIT`, which never waits and changes nothing
+//!   shared.
+//! - a regular file or block device: fd 2 itself (a write there does not
+//!   wait for any reader; a private description would also have an offset
+//!   of its own, and overwrite what others write through fd 2).
+//! - otherwise, or when the private open fails (no `/proc`; a pipe whose
+//!   reader is already gone): fd 2 after `poll(fd 2, POLLOUT, 0)`. For a
+//!   pipe that pair cannot block (Linux reports `POLLOUT` on a pipe only
+//!   while it has a free page, and a write of at most [`PIPE_BUF`] bytes
+//!   needs at most one); for a terminal it can, as said above.
+//!
+//! Every write is at most [`PIPE_BUF`] (4096) bytes and ends at a newline:
+//! to a pipe such writes are atomic, so a line is never torn by another
+//! writer on the same pipe. A short write (a terminal with little room)
+//! leaves the rest of the line at the front of the queue.
 //!
 //! # What happens when the reader stalls or goes away
 //!
@@ -48,16 +65,16 @@
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 
-use crate::sockopt;
+use crate::sockopt::{self, FdKind};
 
 /// Most bytes queued for a reader that is not keeping up: enough for a burst
 /// of several hundred lines, small beside the server's buffers. Past it new
@@ -100,19 +117,72 @@ pub trait Output {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize>;
 }
 
-/// File descriptor 2. (The Rust runtime opens `/dev/null` on it if the
-/// process started with it closed, so it never names some other file.)
+/// How the sink reaches standard error (module docs, "Why a write never
+/// blocks"): chosen once, by [`init`].
+#[derive(Debug)]
+pub enum Route {
+    /// A private, non-blocking open file description of the pipe, FIFO or
+    /// terminal on fd 2.
+    Private(OwnedFd),
+    /// fd 2 is a socket: `send` with `MSG_DONTWAIT`.
+    Socket,
+    /// fd 2 itself, written after `poll` says `POLLOUT`: a regular file,
+    /// or the fallback when no private description could be opened.
+    Polled,
+}
+
+impl Route {
+    /// The route for fd 2 as it is now.
+    fn for_stderr() -> Route {
+        let fd = io::stderr();
+        match sockopt::fd_kind(fd.as_fd()) {
+            Ok(FdKind::Pipe | FdKind::CharDevice) => {
+                sockopt::reopen_nonblocking(fd.as_fd()).map_or(Route::Polled, Route::Private)
+            }
+            Ok(FdKind::Socket) => Route::Socket,
+            Ok(FdKind::File | FdKind::Other) | Err(_) => Route::Polled,
+        }
+    }
+
+    /// A short name for the start-up log line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Private(_) => "a private non-blocking description",
+            Route::Socket => "non-blocking sends",
+            Route::Polled => "poll, then write",
+        }
+    }
+}
+
+/// The route [`init`] chose; unset (so [`Route::Polled`]) before it runs.
+static ROUTE: OnceLock<Route> = OnceLock::new();
+
+/// File descriptor 2, by the [`ROUTE`] chosen. (The Rust runtime opens
+/// `/dev/null` on fd 2 if the process started with it closed, so it never
+/// names some other file.)
 struct Stderr;
 
 impl Output for Stderr {
     fn ready(&mut self, wait: Duration) -> io::Result<bool> {
+        let stderr = io::stderr();
+        let fd = match ROUTE.get() {
+            // A write that cannot block says for itself whether there was
+            // room: no poll needed unless the caller wants to wait.
+            Some(Route::Private(_) | Route::Socket) if wait.is_zero() => return Ok(true),
+            Some(Route::Private(own)) => own.as_fd(),
+            _ => stderr.as_fd(),
+        };
         // Round up, so a wait of a few microseconds is not a busy loop.
         let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        sockopt::poll_writable(io::stderr().as_fd(), ms)
+        sockopt::poll_writable(fd, ms)
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        sockopt::write_fd(io::stderr().as_fd(), bytes)
+        match ROUTE.get() {
+            Some(Route::Private(own)) => sockopt::write_fd(own.as_fd(), bytes),
+            Some(Route::Socket) => sockopt::send_dontwait(io::stderr().as_fd(), bytes),
+            Some(Route::Polled) | None => sockopt::write_fd(io::stderr().as_fd(), bytes),
+        }
     }
 }
 
@@ -244,9 +314,14 @@ impl LineQueue {
                 Ok(n) => {
                     self.bytes.drain(..n.min(self.bytes.len()));
                 }
-                // Only if fd 2 was made non-blocking by someone else: it is
-                // full, like Ok(false) above.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Full (a private non-blocking description, a socket, or
+                // fd 2 made non-blocking by someone else): like Ok(false)
+                // above. With a deadline, `ready` polls before the next try.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if wait.is_zero() {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     if deadline.is_none() {
                         return;
@@ -423,12 +498,13 @@ impl Log for Sink {
     }
 }
 
-/// Installs the sink as the `log` logger, at `level`. Fails only if a
-/// logger is already installed.
-pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
+/// Installs the sink as the `log` logger, at `level`, and chooses how it
+/// reaches fd 2 (module docs); returns that [`Route`]'s name. Fails only if
+/// a logger is already installed.
+pub fn init(level: LevelFilter) -> Result<&'static str, log::SetLoggerError> {
     log::set_logger(&SINK)?;
     log::set_max_level(level);
-    Ok(())
+    Ok(ROUTE.get_or_init(Route::for_stderr).name())
 }
 
 /// Writes what fd 2 takes now, without waiting. Cheap when nothing is
@@ -679,6 +755,33 @@ mod tests {
         queue.write_to(&mut pipe, &mut stamp, Some(Instant::now() + RETRY));
         assert_eq!(queue.dropped(), 3);
         assert_eq!(queue.queued(), 0);
+    }
+
+    #[test]
+    fn a_non_blocking_output_that_is_full_is_left_until_the_next_try() {
+        /// Always says ready (a non-blocking route asks the write itself),
+        /// but the first `full` writes find no room.
+        struct Full(FakePipe, u32);
+        impl Output for Full {
+            fn ready(&mut self, _wait: Duration) -> io::Result<bool> {
+                Ok(true)
+            }
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                if self.1 > 0 {
+                    self.1 -= 1;
+                    return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                }
+                self.0.write(bytes)
+            }
+        }
+        let mut queue = LineQueue::new();
+        queue.push(&line(0), STAMP);
+        let mut out = Full(FakePipe::new(1 << 20), 3);
+        queue.write_to(&mut out, &mut stamp, None);
+        assert_eq!(out.1, 2, "no deadline: one try, then back to the loop");
+        assert!(queue.pending() && !queue.is_dead());
+        queue.write_to(&mut out, &mut stamp, Some(Instant::now() + RETRY));
+        assert_eq!(out.0.lines(), vec![line(0)], "with a deadline: tried again");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use log::{LevelFilter, error, info};
+use log::{LevelFilter, debug, error, info, warn};
 
 use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
@@ -18,12 +18,13 @@ use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
 use tcp_reactor::client::{Address, Interrupt, Target};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
+use tcp_reactor::limits::DescriptorBudget;
 use tcp_reactor::logsink;
 use tcp_reactor::plot::Label;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::admin::WATCH_MS;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
-use tcp_reactor::sockopt;
+use tcp_reactor::sockopt::{self, MAX_KEEPALIVE_IDLE_SECS};
 use tcp_reactor::text::Encoding;
 
 /// A single-threaded TCP server on a hand-written mio reactor, with bounded,
@@ -410,7 +411,11 @@ struct ServeArgs {
     nodelay: bool,
 
     /// Most client connections open at once; past it a new client gets
-    /// 'ERR server full' and is closed. 0 = no cap.
+    /// 'ERR server full' and is closed. 0 = no cap. At start the soft
+    /// descriptor limit (ulimit -n) is raised to what the cap needs (a
+    /// descriptor per client, two with a files listener, plus a reserve);
+    /// where the hard limit does not allow it, the cap is lowered to what
+    /// fits, with a warning naming both numbers.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_conns: usize,
 
@@ -450,6 +455,17 @@ struct ServeArgs {
     /// shortens idle timeouts the same way). 0 = never evict.
     #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_secs_or_zero)]
     evict_idle_after: f64,
+
+    /// TCP keepalive: after SECS without traffic on a connection the kernel
+    /// probes the peer (4 probes, 15 s apart) and resets the connection if
+    /// none is answered, so a peer that vanished without a FIN (a crash, a
+    /// pulled cable, a NAT that forgot it) does not hold its slot forever.
+    /// Default 300, as Redis's tcp-keepalive: a dead peer is found within
+    /// about 6 minutes, for a few bytes per idle connection each 5 minutes.
+    /// 0 = off. At most 32767 (Linux's limit).
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_KEEPALIVE_IDLE_SECS))]
+    keepalive: u64,
 
     /// Short connections: close each connection once its first reply is
     /// sent (ack: one message; echo: the first burst).
@@ -528,7 +544,9 @@ impl LogArgs {
 
     fn init(&self) {
         // Only fails if a logger is already set, which nothing here does.
-        let _ = logsink::init(self.level());
+        if let Ok(route) = logsink::init(self.level()) {
+            log::debug!("logging to stderr through {route}");
+        }
     }
 }
 
@@ -908,6 +926,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let max_conns =
+        match fit_descriptor_limit(&listeners, (args.max_conns > 0).then_some(args.max_conns)) {
+            Ok(max_conns) => max_conns,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let config = ServerConfig {
         listeners,
         recv_buf: args.recv_buf,
@@ -916,12 +942,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         reuse_port: args.reuse_port,
         so_rcvbuf: args.so_rcvbuf,
         so_sndbuf: args.so_sndbuf,
-        max_conns: (args.max_conns > 0).then_some(args.max_conns),
+        max_conns,
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
         idle_timeout: secs_or_never(args.idle_timeout),
         request_timeout: secs_or_never(args.request_timeout),
         admin_idle_timeout: secs_or_never(args.admin_idle_timeout),
         evict_idle_after: secs_or_never(args.evict_idle_after),
+        keepalive: (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         chat: ChatLimits {
             soft: args.chat_soft_limit,
@@ -955,4 +982,61 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Fits the descriptor limit and the connection cap to each other, as
+/// Redis's `adjustOpenFilesLimit` does: raises the soft `RLIMIT_NOFILE`
+/// toward the hard one, as far as `max_conns` needs (all of it with no
+/// cap); if the cap still does not fit, lowers it to what does, with one
+/// warning naming both numbers. The cap to run with, or an error when the
+/// limit holds no client at all.
+fn fit_descriptor_limit(
+    listeners: &[ListenSpec],
+    max_conns: Option<usize>,
+) -> Result<Option<usize>, String> {
+    let files = listeners.iter().any(|l| l.service == ServiceKind::Files);
+    let budget = DescriptorBudget::new(listeners.len(), files);
+    let (soft, hard) = match sockopt::nofile_limit() {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!("cannot read the descriptor limit: {e}; --max-conns left as it is");
+            return Ok(max_conns);
+        }
+    };
+    let mut limit = soft;
+    if let Some(want) = budget.soft_wanted(max_conns, soft, hard) {
+        match sockopt::set_nofile_soft(want) {
+            Ok(()) => {
+                debug!("descriptor limit raised from {soft} to {want}");
+                limit = want;
+            }
+            Err(e) => debug!("cannot raise the descriptor limit from {soft} to {want}: {e}"),
+        }
+    }
+    let Some(cap) = max_conns else {
+        return Ok(None);
+    };
+    let fits = budget.conns_within(limit);
+    if fits >= cap {
+        return Ok(Some(cap));
+    }
+    let hard = if hard == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        hard.to_string()
+    };
+    if fits == 0 {
+        return Err(format!(
+            "the descriptor limit {limit} (hard {hard}) holds no client connection: \
+             one needs {}; raise it with ulimit -n",
+            budget.needed(1)
+        ));
+    }
+    warn!(
+        "--max-conns lowered from {cap} to {fits}: the descriptor limit {limit} (hard {hard}) \
+         holds {fits} client connections; {cap} need {} descriptors; raise the hard limit (ulimit -Hn, \
+         systemd's LimitNOFILE=) to serve more",
+        budget.needed(cap)
+    );
+    Ok(Some(fits))
 }

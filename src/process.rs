@@ -42,7 +42,10 @@ impl ProcessFigures {
                 .ok()
                 // One entry is the directory being listed.
                 .map(|d| (d.count() as u64).saturating_sub(1)),
-            max_fds: sockopt::open_files_limit(),
+            max_fds: sockopt::nofile_limit()
+                .ok()
+                .map(|(soft, _)| soft)
+                .filter(|&soft| soft != u64::MAX),
             cpu_seconds: times
                 .zip(ticks)
                 .map(|((user, system, _), t)| (user + system) as f64 / t as f64),

@@ -46,6 +46,13 @@
 //! ([`Connection::awaiting_request`]); the reactor starts and stops the
 //! request deadline from that after every turn and names no protocol for it.
 //!
+//! Accepting: at most [`MAX_ACCEPTS_PER_TURN`] per listener per turn. Out
+//! of descriptors (EMFILE/ENFILE), a newcomer is still accepted on a spare
+//! descriptor kept for that moment and refused with `ERR server full`,
+//! never left in the backlog; other accept failures pause accepting for
+//! [`ACCEPT_BACKOFF`]. TCP keepalive is set on the listeners (the kernel
+//! copies it to every accepted socket).
+//!
 //! Closing (see [`crate::connection`] for the phases): the server ends a
 //! conversation with [`Connection::finish`] (signal, idle timeout, a chat
 //! receiver too slow), never by dropping what it read. A connection whose
@@ -278,8 +285,16 @@ pub struct Server {
     pass_bytes: usize,
     /// What the services asked for in the current turn; empty between turns.
     effects: Vec<Effect>,
-    /// Accepting is paused until then (out of descriptors or memory).
+    /// Accepting is paused until then (out of memory, or out of
+    /// descriptors with no spare to refuse with).
     accept_paused_until: Option<Instant>,
+    /// A descriptor held for nothing but to be given up when the process
+    /// runs out (EMFILE/ENFILE): closing it lets one newcomer be accepted
+    /// and told `ERR server full`, instead of waiting in the backlog for a
+    /// slot that may never come (libuv's `uv__emfile_trick`; nginx and
+    /// HAProxy keep one too). Taken back at once after each refusal; `None`
+    /// only if that failed (another process took the system's last file).
+    spare: Option<std::fs::File>,
     last_accept_warning: Option<Instant>,
     /// One self-pipe per stop signal: its handler writes one byte per
     /// delivery, so every signal is counted, even two that arrive before
@@ -316,6 +331,9 @@ impl Server {
                 config.so_sndbuf,
             )
             .map_err(fail)?;
+            if let Some(idle) = config.keepalive {
+                sockopt::keepalive(&socket, idle).map_err(fail)?;
+            }
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
                 .register(
@@ -357,6 +375,7 @@ impl Server {
             pass_bytes: 0,
             effects: Vec::new(),
             accept_paused_until: None,
+            spare: Some(open_spare().map_err(|e| format!("cannot open {SPARE}: {e}"))?),
             last_accept_warning: None,
             signals: Vec::new(),
             shutdown_deadline: None,
@@ -581,29 +600,100 @@ impl Server {
                             | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => {
-                    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
-                    // ENOMEM), or anything unexpected: retrying at once would
-                    // spin, so pause; the connections already open go on.
-                    // Clients left in the backlog raise no new edge, so the
-                    // back-off's end accepts by itself (see `expire`).
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
-                    if self
-                        .last_accept_warning
-                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-                    {
-                        self.last_accept_warning = Some(now);
-                        warn!(
-                            "accept on {} failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({} connections open)",
-                            listener.addr,
-                            self.conns.len()
-                        );
-                    }
+                    let e = if out_of_descriptors(&e) && self.spare.is_some() {
+                        match self.refuse_with_spare(index, now) {
+                            Ok(true) => continue,
+                            // The backlog is empty.
+                            Ok(false) => return,
+                            Err(again) => again,
+                        }
+                    } else {
+                        e
+                    };
+                    self.pause_accepting(index, &e, now);
                     return;
                 }
             }
         }
         if !self.accept_again.contains(&index) {
             self.accept_again.push(index);
+        }
+    }
+
+    /// Out of descriptors: gives up the spare, accepts one newcomer on
+    /// listener `index`, tells it `ERR server full` and closes it, then
+    /// takes the spare back. `Ok(false)` when nobody was waiting; an error
+    /// when the accept failed even so, or the spare could not be taken back
+    /// (accepting then pauses, as for any other failure).
+    fn refuse_with_spare(&mut self, index: usize, now: Instant) -> io::Result<bool> {
+        let Some(listener) = self.listeners.get(index) else {
+            return Ok(false);
+        };
+        let (kind, addr) = (listener.kind, listener.addr);
+        // Closed here: its number is the one the accept below gets.
+        self.spare = None;
+        let accepted = listener.socket.accept();
+        let refused = match accepted {
+            Ok((mut socket, peer)) => {
+                self.stats.refused(kind, RefuseReason::Full);
+                debug!("{peer} ({kind}): refused: out of descriptors");
+                refuse(&mut socket, &limits::Refusal::Full.to_string());
+                // Dropped here, before the spare is reopened.
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            // Gone before the accept: nobody to tell.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+        self.spare = open_spare().ok();
+        if refused.as_ref().is_ok_and(|&r| r)
+            && self
+                .last_accept_warning
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_accept_warning = Some(now);
+            warn!(
+                "out of descriptors: refusing newcomers on {addr} with 'ERR server full' ({} connections open)",
+                self.conns.len()
+            );
+        }
+        if self.spare.is_none() {
+            return Err(io::Error::other(format!(
+                "out of descriptors, and {SPARE} cannot be reopened as the spare"
+            )));
+        }
+        refused
+    }
+
+    /// After accepting on listener `index` failed with `e` (out of memory,
+    /// out of descriptors without a spare, or anything unexpected):
+    /// retrying at once would spin, so accepting pauses for
+    /// [`ACCEPT_BACKOFF`]; the connections already open go on. Clients left
+    /// in the backlog raise no new edge, so the back-off's end accepts by
+    /// itself (see `expire`).
+    fn pause_accepting(&mut self, index: usize, e: &io::Error, now: Instant) {
+        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+        if self
+            .last_accept_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_accept_warning = Some(now);
+            let addr = self.listeners.get(index).map(|l| l.addr);
+            warn!(
+                "accept on {} failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?} ({} connections open)",
+                addr.map_or("?".to_string(), |a| a.to_string()),
+                self.conns.len()
+            );
         }
     }
 
@@ -1162,6 +1252,7 @@ impl Server {
             &running,
             now - self.started,
             crate::logsink::dropped(),
+            self.config.max_conns,
             json,
         )
     }
@@ -1435,6 +1526,20 @@ fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) ->
         tcp: sockopt::tcp_info(&c.socket).ok(),
         snapshots_skipped: c.skipped_snapshots(),
     }
+}
+
+/// What the spare descriptor is opened on.
+const SPARE: &str = "/dev/null";
+
+/// The spare descriptor (see `Server::spare`).
+fn open_spare() -> io::Result<std::fs::File> {
+    std::fs::File::open(SPARE)
+}
+
+/// Whether accept failed for want of a descriptor, the process's (EMFILE)
+/// or the system's (ENFILE).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Tells a client it is refused, then closes. What it already sent is read

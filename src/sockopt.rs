@@ -1,10 +1,13 @@
 //! System calls the standard library and `mio` do not offer: listening
-//! sockets with a deep accept backlog and optional `SO_REUSEPORT`, the kernel
-//! queue ioctls, and the two directory-relative opens (`openat2`, `openat`)
-//! the files service resolves names with; the two raw calls the log sink
-//! makes on standard error (a zero-wait `poll` for `POLLOUT`, and one
-//! `write`); and saving and restoring a terminal's settings, for the
-//! interactive client.
+//! sockets with a deep accept backlog, optional `SO_REUSEPORT` and TCP
+//! keepalive, the kernel queue ioctls, and the two directory-relative opens
+//! (`openat2`, `openat`) the files service resolves names with; the
+//! descriptor limit (`RLIMIT_NOFILE`); the raw calls the log sink makes on
+//! standard error (what kind of file it is, a private non-blocking open of
+//! it, a zero-wait `poll` for `POLLOUT`, a `write` or a `send` that cannot
+//! block); a pseudo-terminal, for the tests that stand in for a stalled
+//! terminal; saving and restoring a terminal's settings, for the
+//! interactive client; and the clock tick the process figures are counted in.
 //!
 //! Every `unsafe` of the crate is here, each behind a safe function; no
 //! policy (what to open, what a failure means) is decided here.
@@ -56,6 +59,42 @@ pub fn listener(
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Seconds between two keepalive probes once the first went unanswered.
+/// With [`KEEPALIVE_PROBES`], a peer that vanished is given up about a
+/// minute after the first probe: long enough to ride out a short outage,
+/// short beside the idle time before probing starts (Redis sends its
+/// probes a third of its 300 s apart, Linux's default is 75 s x 9).
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Unanswered probes after which the kernel resets the connection.
+pub const KEEPALIVE_PROBES: u32 = 4;
+
+/// Largest idle time TCP_KEEPIDLE takes on Linux (`MAX_TCP_KEEPIDLE`).
+pub const MAX_KEEPALIVE_IDLE_SECS: u64 = 32_767;
+
+/// Turns on TCP keepalive for the sockets `listener` accepts: SO_KEEPALIVE,
+/// with the first probe after `idle` without traffic, then
+/// [`KEEPALIVE_PROBES`] more [`KEEPALIVE_INTERVAL`] apart. Set on the
+/// listener, since Linux copies these options to every socket it accepts
+/// (as nginx's `listen ... so_keepalive=` does): no system call per
+/// connection. The tests read the options back from an accepted socket.
+pub fn keepalive(listener: &impl AsFd, idle: std::time::Duration) -> io::Result<()> {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    SockRef::from(listener).set_tcp_keepalive(&params)
+}
+
+/// The keepalive idle time of `socket`, or `None` when SO_KEEPALIVE is off.
+pub fn keepalive_idle(socket: &impl AsFd) -> io::Result<Option<std::time::Duration>> {
+    let s = SockRef::from(socket);
+    if !s.keepalive()? {
+        return Ok(None);
+    }
+    s.tcp_keepalive_time().map(Some)
 }
 
 /// Makes closing `socket` send a reset (SO_LINGER with a zero timeout), and
@@ -316,24 +355,143 @@ pub fn write_fd(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// The process's descriptor limit, `RLIMIT_NOFILE`: (soft, hard), with
+/// `u64::MAX` for no limit.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live rlimit the call fills in.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets the soft descriptor limit to `soft`, keeping the hard one. Fails
+/// (EINVAL) above the hard limit, which only a privileged process may raise,
+/// and (EPERM) above `fs.nr_open`.
+pub fn set_nofile_soft(soft: u64) -> io::Result<()> {
+    let (_, hard) = nofile_limit()?;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `limit` is a live rlimit the call only reads.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What kind of file a descriptor names, as far as the log sink cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// A regular file or a block device: a write never waits for a reader.
+    File,
+    /// A pipe or FIFO.
+    Pipe,
+    /// A character device: a terminal, or `/dev/null`.
+    CharDevice,
+    Socket,
+    Other,
+}
+
+/// The kind of file `fd` names (`fstat`).
+pub fn fd_kind(fd: BorrowedFd<'_>) -> io::Result<FdKind> {
+    // SAFETY: `stat` is plain integers, for which all zeros is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live stat the call fills in; the borrowed fd stays
+    // open for the call.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG | libc::S_IFBLK => FdKind::File,
+        libc::S_IFIFO => FdKind::Pipe,
+        libc::S_IFCHR => FdKind::CharDevice,
+        libc::S_IFSOCK => FdKind::Socket,
+        _ => FdKind::Other,
+    })
+}
+
+/// A new open file description of whatever `fd` names, for writing, with
+/// `O_NONBLOCK` (and `O_NOCTTY`, so a terminal never becomes the process's
+/// controlling terminal by it): opened through `/proc/self/fd/N`, which for
+/// a pipe or a terminal makes a new description of the same pipe or
+/// terminal, not a duplicate of `fd`'s. So its non-blocking flag is this
+/// process's alone: the shell and every other process writing to the same
+/// terminal or pipe keep their blocking writes. Fails with `ENXIO` for a
+/// socket, and with `ENOENT` where `/proc` is not mounted.
+pub fn reopen_nonblocking(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    loop {
+        // SAFETY: `path` is NUL-terminated and outlives the call; no mode
+        // is read without O_CREAT. On success the kernel returns a new fd
+        // that nothing else owns.
+        let rc = unsafe { libc::open(path.as_ptr(), flags) };
+        if let Some(fd) = new_fd(rc)? {
+            return Ok(fd);
+        }
+    }
+}
+
+/// One `send(2)` of `bytes` on the socket `fd` with `MSG_DONTWAIT`: never
+/// waits, whatever the socket's own blocking mode, and changes nothing
+/// shared with other processes. `MSG_NOSIGNAL`: a reader gone is `EPIPE`.
+pub fn send_dontwait(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe one live, initialised slice;
+    // send only reads from it; the borrowed fd stays open for the call.
+    let rc = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // rc is non-negative here and at most bytes.len().
+    Ok(rc as usize)
+}
+
+/// A new pseudo-terminal: its master and its slave, both close-on-exec,
+/// the slave opened without becoming anyone's controlling terminal. For
+/// tests and measurements that give the server a terminal nobody reads
+/// (what a terminal behind a dead ssh link is).
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt takes flags only; on success it returns a new fd
+    // that nothing else owns.
+    let master = new_fd(unsafe { libc::posix_openpt(flags) })?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINTR))?;
+    // SAFETY: `master` is an open pty master for both calls.
+    if unsafe { libc::grantpt(master.as_raw_fd()) } < 0
+        || unsafe { libc::unlockpt(master.as_raw_fd()) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER (Linux 4.13) takes open flags by value and
+    // returns a new fd for the slave, which nothing else owns.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    let slave = new_fd(rc)?.ok_or_else(|| io::Error::from_raw_os_error(libc::EINTR))?;
+    Ok((master, slave))
+}
+
 /// The kernel's clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of
 /// the CPU times and start time in `/proc/self/stat`; `None` if unknown.
 pub fn clock_ticks_per_second() -> Option<u64> {
     // SAFETY: sysconf takes a plain integer and reads no memory of ours.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).ok().filter(|&t| t > 0)
-}
-
-/// The soft limit on open descriptors (`RLIMIT_NOFILE`); `None` when
-/// unlimited or unknown.
-pub fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: one valid, writable rlimit struct.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// A terminal's settings (`termios`), taken by [`terminal_mode`] to be put
@@ -387,6 +545,33 @@ mod tests {
         assert_eq!(old.notsent_bytes, None, "never a made-up 0");
         assert_eq!(old.snd_wnd, None);
         assert_eq!(decode_tcp_info(&raw, 0), TcpInfo::default());
+    }
+
+    #[test]
+    fn keepalive_set_on_the_listener_reaches_every_accepted_socket() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let on = listener(addr, false, None, None).unwrap();
+        keepalive(&on, std::time::Duration::from_secs(20)).unwrap();
+        let off = listener(addr, false, None, None).unwrap();
+        for (l, want) in [(&on, Some(20)), (&off, None)] {
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            // The handshake is done; the accept is non-blocking.
+            let (accepted, _) = (0..1000)
+                .find_map(|_| {
+                    l.accept().ok().or_else(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        None
+                    })
+                })
+                .expect("the connection is accepted within 5 s");
+            let idle = keepalive_idle(&accepted).unwrap();
+            assert_eq!(idle.map(|d| d.as_secs()), want);
+            if want.is_some() {
+                let s = SockRef::from(&accepted);
+                assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+                assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+            }
+        }
     }
 
     #[test]

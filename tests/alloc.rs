@@ -82,6 +82,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
         request_timeout: None,
         admin_idle_timeout: None,
         evict_idle_after: None,
+        keepalive: None,
         shutdown_timeout: Duration::from_secs(1),
         chat: ChatLimits::default(),
         service: ServiceConfig {

@@ -193,6 +193,9 @@ fn out_of_descriptors_a_download_and_an_echo_in_progress_lose_nothing() {
             "127.0.0.1:0=echo",
             "--root",
             root.arg(),
+            // No cap: the process itself runs out of descriptors.
+            "--max-conns",
+            "0",
         ],
     );
     let (files, echo) = (server.addr("files"), server.addr("echo"));
@@ -205,7 +208,7 @@ fn out_of_descriptors_a_download_and_an_echo_in_progress_lose_nothing() {
 
     let crowd: Vec<TcpStream> = (0..200).map(|_| connect(echo)).collect();
     assert!(
-        server.wait_for_log("pausing accepts"),
+        server.wait_for_log("out of descriptors"),
         "log: {:?}",
         server.log()
     );

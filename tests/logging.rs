@@ -1,5 +1,6 @@
 //! The log never blocks or kills the server: its stderr closed, its stderr
-//! a pipe nobody reads, and a client that sends a flood of tiny messages.
+//! a pipe nobody reads, a terminal nobody reads, and a client that sends a
+//! flood of tiny messages.
 //! Each test drives the real binary on loopback port 0, every wait bounded,
 //! every process killed at the end. Not covered here: the queue's own rules
 //! (unit tests in `src/logsink.rs`).
@@ -12,7 +13,7 @@ use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{Server, WAIT, binary, connect, wait_bounded};
+use support::{Server, WAIT, admin_at, binary, connect, json_number, wait_bounded};
 
 /// The longest one round trip may take while the log reader misbehaves:
 /// far above a loaded machine's latency, far below "blocked for good".
@@ -256,4 +257,89 @@ fn an_ack_flood_of_bare_newlines_logs_a_bounded_number_of_lines() {
         65_536,
         "every message is either logged or counted: {lines:?}"
     );
+}
+
+#[test]
+fn a_stalled_terminal_does_not_block_the_server() {
+    // A terminal whose reader stopped reading (an ssh session behind a dead
+    // link): the pty's buffers fill, `poll` still says POLLOUT while a few
+    // bytes fit, and a blocking write of a 4 KiB chunk then waits for a
+    // reader that never comes.
+    let (master, slave) = tcp_reactor::sockopt::open_pty().expect("a pseudo-terminal");
+    let child = Command::new(binary())
+        .args(["serve", "-v", "--reply", "OK"])
+        .args(["-l", "127.0.0.1:0=ack", "-l", "127.0.0.1:0=admin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("spawn the server");
+    let mut server = Piped {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    // Read the terminal only up to the two `listening on` lines, on a
+    // thread so that a silent server fails the test after WAIT; from then
+    // on nobody reads it (the master stays open here).
+    let reader = std::fs::File::from(master.try_clone().expect("clone the master"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut found, mut private) = (Vec::new(), false);
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            private |= line.contains("through a private non-blocking description");
+            if let Some(rest) = line.trim_end().split("listening on ").nth(1) {
+                let (addr, service) = rest.split_once(" (").expect("listening line format");
+                let addr: SocketAddr = addr.parse().expect("bound address");
+                found.push((service.trim_end_matches(')').to_string(), addr));
+                if found.len() == 2 {
+                    break;
+                }
+            }
+        }
+        let _ = tx.send((found, private));
+    });
+    let (found, private) = rx
+        .recv_timeout(WAIT)
+        .expect("the server logs its addresses");
+    let addr_of = |service: &str| {
+        found
+            .iter()
+            .find(|(s, _)| s == service)
+            .unwrap_or_else(|| panic!("no {service} in {found:?}"))
+            .1
+    };
+    let (ack, admin) = (addr_of("ack"), addr_of("admin"));
+    server.addr = ack;
+    // Each connection is about two kilobytes of log (-v: open, close, and
+    // every message): 200 of them are many times what the terminal's
+    // buffers and the sink's queue hold.
+    for n in 0..200 {
+        let mut client = connect(ack);
+        if let Err(e) = round_trips(&mut client, &format!("client{n}"), 25) {
+            panic!(
+                "with nobody reading the terminal: {e}; server: {}",
+                server.status_soon()
+            );
+        }
+    }
+    server.assert_alive("with a stalled terminal");
+    let stats = admin_at(admin, "stats json");
+    let dropped = json_number(&stats, "log_lines_dropped").expect("a count");
+    assert!(
+        dropped > 0,
+        "the stalled terminal's lines are dropped: {stats}"
+    );
+    assert!(private, "the sink writes through a description of its own");
+    // The terminal's shared description (fd 2, which the shell and every
+    // other process on the terminal use) stays blocking.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/2", server.child.id()))
+        .expect("read fdinfo");
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .expect("flags in fdinfo");
+    assert_eq!(flags & 0o4000, 0, "O_NONBLOCK set on fd 2: {fdinfo}");
+    drop(master);
 }

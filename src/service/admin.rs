@@ -950,16 +950,20 @@ struct StatsJson<'a> {
     services: &'a [(&'a str, &'a ServiceStats)],
     total: &'a ServiceStats,
     log_lines_dropped: u64,
+    /// The cap in force (`--max-conns`, or lower if the descriptor limit
+    /// could not hold it); `None` for no cap.
+    max_conns: Option<usize>,
 }
 
 impl Serialize for StatsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(4))?;
+        let mut map = serializer.serialize_map(Some(5))?;
         map.serialize_entry("uptime_secs", &self.uptime.as_secs_f64())?;
         map.serialize_entry("services", &ServicesJson(self.services))?;
         map.serialize_entry("total", &ServiceJson(self.total))?;
         map.serialize_entry("log_lines_dropped", &self.log_lines_dropped)?;
+        map.serialize_entry("max_conns", &self.max_conns)?;
         map.end()
     }
 }
@@ -973,12 +977,14 @@ impl Serialize for ServicesJson<'_> {
 }
 
 /// The `stats` answer: a table, or one JSON line. `services` are the names
-/// and counters of the services this server runs.
+/// and counters of the services this server runs; `max_conns` the
+/// connection cap in force (`None`: no cap).
 pub fn render_stats(
     stats: &Stats,
     services: &[(&str, &ServiceStats)],
     uptime: Duration,
     log_lines_dropped: u64,
+    max_conns: Option<usize>,
     json: bool,
 ) -> String {
     let total = stats.total();
@@ -988,14 +994,16 @@ pub fn render_stats(
             services,
             total: &total,
             log_lines_dropped,
+            max_conns,
         };
         // Plain numbers and strings: serialising into a String cannot fail.
         let mut line = serde_json::to_string(&answer).expect("stats serialise");
         line.push('\n');
         return line;
     }
+    let cap = max_conns.map_or("none".to_string(), |n| n.to_string());
     let mut out = format!(
-        "uptime {:.1} s, log lines dropped {log_lines_dropped}\n",
+        "uptime {:.1} s, log lines dropped {log_lines_dropped}, max-conns {cap}\n",
         uptime.as_secs_f64()
     );
     let mut header = format!("{:<8} {:>9} {:>7}", "service", "accepted", "active");
@@ -1534,14 +1542,30 @@ mod tests {
         stats.refused(ServiceKind::Echo, RefuseReason::Full);
         stats.closed(ServiceKind::Echo, CloseReason::Idle);
         let echo = stats.services[ServiceKind::Echo.index()].clone();
-        let json = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), 0, true);
+        let json = render_stats(
+            &stats,
+            &[("echo", &echo)],
+            Duration::from_secs(2),
+            0,
+            Some(9),
+            true,
+        );
         assert_eq!(json.lines().count(), 1);
         assert!(json.contains("\"echo\":{\"accepted\":1,\"active\":0,\"refused\":{\"full\":1,\"per_ip\":0},\"closed\":{\"peer\":0,\"idle\":1"), "{json}");
         assert!(json.contains("\"total\":{\"accepted\":1"), "{json}");
-        let text = render_stats(&stats, &[("echo", &echo)], Duration::from_secs(2), 0, false);
+        assert!(json.contains("\"max_conns\":9}"), "{json}");
+        let text = render_stats(
+            &stats,
+            &[("echo", &echo)],
+            Duration::from_secs(2),
+            0,
+            None,
+            false,
+        );
         assert!(text.lines().any(|l| l.starts_with("echo ")));
         assert!(text.lines().any(|l| l.starts_with("total ")));
         assert!(text.contains("closed:idle"));
+        assert!(text.starts_with("uptime 2.0 s, log lines dropped 0, max-conns none\n"));
     }
 
     mod properties {

@@ -462,7 +462,12 @@ pub fn run_binary_in(args: &[&str], stdin: &[u8], cwd: &std::path::Path) -> std:
 /// Sends one admin command to `server`'s admin listener and returns the
 /// answer (the service closes after our half-close).
 pub fn admin(server: &Server, command: &str) -> String {
-    let answer = exchange(server.addr("admin"), format!("{command}\n").as_bytes());
+    admin_at(server.addr("admin"), command)
+}
+
+/// Sends one admin command to the admin listener at `addr`.
+pub fn admin_at(addr: SocketAddr, command: &str) -> String {
+    let answer = exchange(addr, format!("{command}\n").as_bytes());
     String::from_utf8(answer).expect("admin answers in UTF-8")
 }
 
