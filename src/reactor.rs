@@ -38,11 +38,11 @@
 //! | anything, on an admin connection not in `watch` | `--admin-idle-timeout` (60 s) after its last byte | idle close (`idle`) |
 //! | room, at `--max-conns` | a newcomer arrives and the idlest open connection (admin aside) has been idle `--evict-idle-after` (60 s) | it is ended as an idle close (`evicted`) and its slot goes to the newcomer at once; otherwise the newcomer gets `ERR server full` |
 //! | a refused admin client's first bytes | [`REFUSAL_WAIT`] (1 s) | answered in its protocol: `503` with `Retry-After`, or the `ERR` line |
+//! | a peer that vanished without a FIN | `--keepalive` (300 s, then 4 probes 15 s apart), kept by the kernel | the kernel resets it; the next read says so (`error`) |
 //! | the peer, after either side ended the conversation | [`LINGER`] (5 s), pushed back while bytes leave | reset if bytes are owed, else closed |
 //! | any byte, on any connection | `--idle-timeout` (never) | idle close (`idle`) |
 //!
-//! A peer that vanished without a FIN is the kernel's to find (TCP
-//! keepalive). A service says whether it awaits a request
+//! A service says whether it awaits a request
 //! ([`Connection::awaiting_request`]); the reactor starts and stops the
 //! request deadline from that after every turn and names no protocol for it.
 //!
