@@ -275,9 +275,11 @@ Services:
          bounds (100,000 names) ends with an empty line and
          'ERR list cut at N names'
   chat   each line goes to every other chat client as '[PEER] line'; joins and
-         leaves are announced; a paste goes out at the pace of the members
-         that keep up; a member that stays behind (--chat-soft-limit for
-         --chat-soft-secs, or past --chat-hard-limit) is disconnected
+         leaves are announced (twice a second at most; a burst as
+         '* N joined, M left'; never to a member that is behind); a paste
+         goes out at the pace of the members that keep up; a member that
+         stays behind (--chat-soft-limit for --chat-soft-secs, or past
+         --chat-hard-limit) is disconnected
   admin  'stats', 'clients' (buffers, kernel queues, TCP_INFO and what limits
          each connection), either with 'json'; 'metrics' (Prometheus text,
          also as HTTP GET /metrics); 'watch MS' (a JSON snapshot every MS
