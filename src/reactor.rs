@@ -688,6 +688,11 @@ impl Server {
                 self.broadcast(Some(key), &chunk, now);
                 // Refilled for a later line once every receiver sent it.
                 self.pools.chunks.recycle(chunk);
+                // Lines a sender the server is ending gets out are its
+                // progress: they push its deadline back, as bytes sent do.
+                if self.conns.get(key).map(Connection::phase) == Some(Phase::Finishing) {
+                    self.phase_deadlines.touch(key, now);
+                }
             }
             Effect::WaitForRoom => {
                 self.chat.wait(key);
@@ -999,11 +1004,38 @@ impl Server {
         // Everyone is leaving: no announcements (O(n^2) lines nobody reads)
         // and no flow control (nothing more is read).
         self.chat.shut();
+        self.broadcast_what_was_read(now);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             // `finish` looks the key up again: driving one connection can
             // close another.
             self.finish(key, CloseReason::Shutdown, now);
+        }
+    }
+
+    /// At shutdown, before any conversation ends: every chat connection
+    /// holding lines it has read gets a turn that reads nothing (its
+    /// readiness hint set aside for it), in which its service broadcasts
+    /// them, so they reach the other members while all of them still
+    /// listen. (Ended one by one instead, a member whose side was shut
+    /// first would miss the lines of those ended after it.)
+    fn broadcast_what_was_read(&mut self, now: Instant) {
+        let talkers: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ServiceKind::Chat && c.received() > 0)
+            .filter(|(_, c)| c.phase().is_open())
+            .map(|(k, _)| k)
+            .collect();
+        for key in talkers {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let readable = std::mem::replace(&mut conn.readable, false);
+            self.drive(key, now);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.readable |= readable;
+            }
         }
     }
 

@@ -561,3 +561,89 @@ fn regression_a_connect_close_storm_floods_every_chat_member() {
     assert_eq!(support::json_number(&stats, "limit"), Some(0), "{stats}");
     drop((first, second));
 }
+
+#[test]
+fn regression_lines_read_before_a_shutdown_are_dropped() {
+    // A sender's complete lines that wait for room (a member over the soft
+    // limit congests the room) were dropped when the server ended the
+    // conversation: here by SIGTERM.
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=chat",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--chat-soft-limit",
+        "8K",
+        "--chat-hard-limit",
+        "1M",
+        "--chat-soft-secs",
+        "60",
+        "--so-sndbuf",
+        "4K",
+    ]);
+    let addr = server.addr("chat");
+    let mut reader = Member::join(addr);
+    // Never reads, through a small kernel buffer: it goes over the soft
+    // limit after a few dozen kilobytes.
+    let congester = {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        TcpStream::from(socket)
+    };
+    let mut sender = Member::join(addr);
+    let (c, s) = (congester.local_addr().unwrap(), sender.addr());
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        let line = reader.next_line();
+        if line == format!("* {c} joined\n") || line == format!("* {s} joined\n") {
+            joined.push(line);
+        }
+    }
+    // 500 lines of about 100 bytes (the room congests partway), then 3.
+    let mut lines: Vec<String> = (0..500)
+        .map(|i| format!("bulk {i} {}", "b".repeat(90)))
+        .collect();
+    lines.extend((1..=3).map(|i| format!("last {i}")));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let prefix = format!("[{s}] ");
+    let mut from_reader = reader.lines.get_mut().try_clone().unwrap();
+    from_reader.set_read_timeout(Some(WAIT)).unwrap();
+    let expected = lines.clone();
+    let got = thread::spawn(move || {
+        let mut lines_in = BufReader::new(&mut from_reader);
+        let mut got = Vec::new();
+        let mut line = String::new();
+        while got.len() < expected.len() {
+            line.clear();
+            match lines_in.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if let Some(text) = line.strip_prefix(&prefix) {
+                got.push(text.trim_end().to_string());
+            }
+        }
+        got
+    });
+    sender.stream.write_all(text.as_bytes()).unwrap();
+    // Lines read and waiting for room: now the server ends everything.
+    support::wait_for_row(&server, s, "chat", |row| {
+        row.is_some_and(|r| support::json_number(r, "recv_buf_used").unwrap_or(0) > 0)
+    });
+    std::process::Command::new("kill")
+        .args(["-s", "TERM", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    let got = got.join().expect("reader thread");
+    assert_eq!(
+        got.len(),
+        lines.len(),
+        "the reader got {} of {} lines",
+        got.len(),
+        lines.len()
+    );
+    assert_eq!(got, lines);
+    drop(congester);
+}
