@@ -381,17 +381,26 @@ struct ServeArgs {
 
     /// Chat: while a member's queue of lines waiting for it is over this many
     /// bytes, senders wait (a paste goes out at the pace of the members that
-    /// keep up), and a member that stays over it for --chat-soft-secs is
-    /// disconnected as too slow. Suffixes K, M, G.
+    /// keep up), a member that stays over it for --chat-soft-secs is
+    /// disconnected as too slow, and joins and leaves that would take a
+    /// member over it are skipped for that member. It is also what one
+    /// sender may broadcast in one turn. Default 256K: a few seconds of a
+    /// fast paste, little memory per member. Suffixes K, M, G.
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = config::parse_size)]
     chat_soft_limit: usize,
 
     /// Chat: how many seconds a member may stay over --chat-soft-limit.
+    /// Default 5: a reader on a slow link catches up from one paste within
+    /// it; one that has stopped reading is gone soon.
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_secs)]
     chat_soft_secs: f64,
 
     /// Chat: a member whose queue passes this many bytes, after the server
-    /// tried to write to it, is disconnected at once. Above the soft limit.
+    /// tried to write to it, is disconnected at once. It must be at least
+    /// the soft limit plus one turn's broadcast (the soft limit again, plus
+    /// the longest line: --recv-buf and its prefix), or members that read
+    /// as fast as they can are dropped; checked at start. Default 1M: room
+    /// for the defaults' 576K, and a bound on a member's memory.
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = config::parse_size)]
     chat_hard_limit: usize,
 
@@ -664,11 +673,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.chat_hard_limit <= args.chat_soft_limit {
-        eprintln!(
-            "error: --chat-hard-limit {} must be above --chat-soft-limit {}",
-            args.chat_hard_limit, args.chat_soft_limit
-        );
+    let chat = ChatLimits {
+        soft: args.chat_soft_limit,
+        soft_for: Duration::from_secs_f64(args.chat_soft_secs),
+        hard: args.chat_hard_limit,
+    };
+    if let Err(e) = chat.check(args.recv_buf) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let root = match std::fs::canonicalize(&args.root) {
@@ -710,11 +721,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
         idle_timeout: (args.idle_timeout > 0.0).then(|| Duration::from_secs_f64(args.idle_timeout)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
-        chat: ChatLimits {
-            soft: args.chat_soft_limit,
-            soft_for: Duration::from_secs_f64(args.chat_soft_secs),
-            hard: args.chat_hard_limit,
-        },
+        chat,
         service: ServiceConfig {
             ack_reply,
             encoding: args.encoding,

@@ -647,3 +647,25 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
     assert_eq!(got, lines);
     drop(congester);
 }
+
+#[test]
+fn regression_chat_limits_are_not_checked_against_each_other() {
+    // A hard limit less than the soft limit plus one turn's broadcast drops
+    // members that read as fast as they can: refused at start.
+    let out = support::run_binary(
+        &[
+            "serve",
+            "-l",
+            "127.0.0.1:0=chat",
+            "--chat-soft-limit",
+            "256K",
+            "--chat-hard-limit",
+            "300K",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--chat-hard-limit"), "{stderr}");
+}
