@@ -16,6 +16,9 @@
 #   full     --max-conns 100 filled; the operator asks admin `stats`
 #   partial  3,000 ack clients, then 3,000 chat clients, each sending one
 #            byte without a newline and staying
+#   storm    1,500 idle chat members (fewer if the open-file limit says so);
+#            a connect/close storm on chat (100,000 cycles or 6 s); members
+#            dropped and the bytes the server wrote to chat (admin stats)
 #
 # A measurement, not a test: it exits non-zero only if it could not run.
 # Every client loop is bounded in count and time; everything is on
@@ -26,12 +29,12 @@
 # Needs python3 (scripts/measure-hostile.py holds the clients).
 
 set -uo pipefail
-all_rows=(paste joins list admin full partial)
+all_rows=(paste joins list admin full partial storm)
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 for row in "${rows[@]}"; do
     case $row in
-        paste | joins | list | admin | full | partial) ;;
+        paste | joins | list | admin | full | partial | storm) ;;
         *)
             echo "usage: $0 [ROW...]   rows: ${all_rows[*]}" >&2
             exit 2
@@ -218,6 +221,11 @@ row_partial() {
     measure partial "$(port_of chat)" chat
 }
 
+row_storm() {
+    fresh -l 127.0.0.1:0=chat
+    measure storm "$(port_of chat)" "$ADMIN_PORT"
+}
+
 ADMIN_PORT=
 echo "tcp-reactor hostile clients: $TCP_REACTOR"
 echo "($(nproc) CPUs; the clients share them with the server, so a few ms of noise are the machine's)"
@@ -230,6 +238,7 @@ for row in "${rows[@]}"; do
         admin) row_admin ;;
         full) row_full ;;
         partial) row_partial ;;
+        storm) row_storm ;;
     esac
 done
 [ -n "$SERVER_PID" ] && stop "$SERVER_PID"
