@@ -384,8 +384,9 @@ struct ServeArgs {
     /// keep up), a member that stays over it for --chat-soft-secs is
     /// disconnected as too slow, and joins and leaves that would take a
     /// member over it are skipped for that member. It is also what one
-    /// sender may broadcast in one turn. Default 256K: a few seconds of a
-    /// fast paste, little memory per member. Suffixes K, M, G.
+    /// sender may broadcast in one turn. Default 256K: thousands of lines of
+    /// slack for a reader that is briefly behind, at a bounded cost in
+    /// memory per member. Suffixes K, M, G.
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = config::parse_size)]
     chat_soft_limit: usize,
 

@@ -366,10 +366,13 @@ struct Heard {
     saw_needle: bool,
 }
 
+/// What an [`Audience`] heard, per member, and the line it watches for.
+type Hearing = (Vec<Heard>, Option<Vec<u8>>);
+
 /// Chat members read as fast as one thread can (mio, edge-triggered),
 /// counting what each receives; the test reads the counts while it runs.
 struct Audience {
-    state: Arc<std::sync::Mutex<(Vec<Heard>, Option<Vec<u8>>)>>,
+    state: Arc<std::sync::Mutex<Hearing>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -379,10 +382,8 @@ impl Audience {
     fn listen(members: &[TcpStream]) -> Audience {
         use mio::{Events, Interest, Poll, Token};
         use std::io::Read;
-        let state = Arc::new(std::sync::Mutex::new((
-            vec![Heard::default(); members.len()],
-            None::<Vec<u8>>,
-        )));
+        let hearing: Hearing = (vec![Heard::default(); members.len()], None);
+        let state = Arc::new(std::sync::Mutex::new(hearing));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut poll = Poll::new().unwrap();
         let mut socks: Vec<mio::net::TcpStream> = members
