@@ -1014,8 +1014,9 @@ impl Server {
     }
 
     /// At shutdown, before any conversation ends: every chat connection
-    /// holding lines it has read gets a turn that reads nothing (its
-    /// readiness hint set aside for it), in which its service broadcasts
+    /// holding lines it has read (open, or already being ended) gets a turn
+    /// that reads nothing (its readiness hint set aside for it), in which
+    /// its service broadcasts
     /// them, so they reach the other members while all of them still
     /// listen. (Ended one by one instead, a member whose side was shut
     /// first would miss the lines of those ended after it.)
@@ -1024,7 +1025,9 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| c.kind == ServiceKind::Chat && c.received() > 0)
-            .filter(|(_, c)| c.phase().is_open())
+            // One the server was already ending may wait for room too: the
+            // room forgets its waiters now, so it gets its turn here.
+            .filter(|(_, c)| c.phase().is_open() || c.phase() == Phase::Finishing)
             .map(|(k, _)| k)
             .collect();
         for key in talkers {

@@ -563,12 +563,9 @@ fn regression_a_connect_close_storm_floods_every_chat_member() {
     drop((first, second));
 }
 
-#[test]
-fn regression_lines_read_before_a_shutdown_are_dropped() {
-    // A sender's complete lines that wait for room (a member over the soft
-    // limit congests the room) were dropped when the server ended the
-    // conversation: here by SIGTERM.
-    let server = Server::start(&[
+/// A chat server with a small soft limit, for [`congestible_room`].
+fn small_soft_limit(extra: &[&str]) -> Server {
+    let mut args = vec![
         "-l",
         "127.0.0.1:0=chat",
         "-l",
@@ -581,42 +578,64 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
         "60",
         "--so-sndbuf",
         "4K",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A chat member that never reads, through a small kernel buffer: it goes
+/// over a small soft limit after a few dozen kilobytes.
+fn congester(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    TcpStream::from(socket)
+}
+
+/// A chat server with a small soft limit, and in it a reader, a
+/// [`congester`] and a sender; returned once the reader has heard the
+/// other two join.
+fn congestible_room(extra: &[&str]) -> (Server, Member, TcpStream, Member) {
+    let server = small_soft_limit(extra);
     let addr = server.addr("chat");
     let mut reader = Member::join(addr);
-    // Never reads, through a small kernel buffer: it goes over the soft
-    // limit after a few dozen kilobytes.
-    let congester = {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&addr.into()).unwrap();
-        TcpStream::from(socket)
-    };
-    let mut sender = Member::join(addr);
+    let congester = congester(addr);
+    let sender = Member::join(addr);
     let (c, s) = (congester.local_addr().unwrap(), sender.addr());
-    let mut joined = Vec::new();
-    while joined.len() < 2 {
+    let mut joined = 0;
+    while joined < 2 {
         let line = reader.next_line();
         if line == format!("* {c} joined\n") || line == format!("* {s} joined\n") {
-            joined.push(line);
+            joined += 1;
         }
     }
-    // 500 lines of about 100 bytes (the room congests partway), then 3.
+    (server, reader, congester, sender)
+}
+
+/// 500 lines of about 100 bytes (a congestible room congests partway
+/// through them), then 3 short ones.
+fn paste_lines() -> Vec<String> {
     let mut lines: Vec<String> = (0..500)
         .map(|i| format!("bulk {i} {}", "b".repeat(90)))
         .collect();
     lines.extend((1..=3).map(|i| format!("last {i}")));
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let prefix = format!("[{s}] ");
-    let mut from_reader = reader.lines.get_mut().try_clone().unwrap();
-    from_reader.set_read_timeout(Some(WAIT)).unwrap();
-    let expected = lines.clone();
-    let got = thread::spawn(move || {
-        let mut lines_in = BufReader::new(&mut from_reader);
+    lines
+}
+
+/// Reads `reader`'s lines from `sender` on a thread, until `count` came or
+/// the stream ends; returns their text.
+fn lines_from(
+    reader: &Member,
+    sender: SocketAddr,
+    count: usize,
+) -> thread::JoinHandle<Vec<String>> {
+    let stream = reader.stream.try_clone().unwrap();
+    let prefix = format!("[{sender}] ");
+    thread::spawn(move || {
+        let mut lines_in = BufReader::new(stream);
         let mut got = Vec::new();
         let mut line = String::new();
-        while got.len() < expected.len() {
+        while got.len() < count {
             line.clear();
             match lines_in.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
@@ -627,16 +646,32 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
             }
         }
         got
-    });
-    sender.stream.write_all(text.as_bytes()).unwrap();
-    // Lines read and waiting for room: now the server ends everything.
-    support::wait_for_row(&server, s, "chat", |row| {
-        row.is_some_and(|r| support::json_number(r, "recv_buf_used").unwrap_or(0) > 0)
-    });
+    })
+}
+
+fn sigterm(server: &Server) {
     std::process::Command::new("kill")
         .args(["-s", "TERM", &server.pid().to_string()])
         .status()
         .expect("run kill");
+}
+
+#[test]
+fn regression_lines_read_before_a_shutdown_are_dropped() {
+    // A sender's complete lines that wait for room (a member over the soft
+    // limit congests the room) were dropped when the server ended the
+    // conversation: here by SIGTERM.
+    let (server, reader, congester, mut sender) = congestible_room(&[]);
+    let lines = paste_lines();
+    let got = lines_from(&reader, sender.addr(), lines.len());
+    for line in &lines {
+        sender.say(line);
+    }
+    // Lines read and waiting for room: now the server ends everything.
+    support::wait_for_row(&server, sender.addr(), "chat", |row| {
+        row.is_some_and(|r| support::json_number(r, "recv_buf_used").unwrap_or(0) > 0)
+    });
+    sigterm(&server);
     let got = got.join().expect("reader thread");
     assert_eq!(
         got.len(),
@@ -646,6 +681,63 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
         lines.len()
     );
     assert_eq!(got, lines);
+    drop(congester);
+}
+
+#[test]
+fn regression_a_sender_ended_before_a_shutdown_loses_its_waiting_lines() {
+    // The idle timeout ends the sender while its lines wait for room; then
+    // a shutdown begins, and the room forgets who waits for it: the
+    // sender was never driven again.
+    // An idle timeout shorter than the congestion's grace: quiet members
+    // go within it, so no one waits for the join lines here (a member is
+    // one from its accept on, and the server accepts in connect order).
+    let server = small_soft_limit(&["--idle-timeout", "0.2"]);
+    let addr = server.addr("chat");
+    let reader = Member::join(addr);
+    // The reader types a line it never ends (a byte each 50 ms, bounded),
+    // so the idle timeout spares it.
+    let typing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let typist = {
+        let typing = Arc::clone(&typing);
+        let mut stream = reader.stream.try_clone().unwrap();
+        thread::spawn(move || {
+            for _ in 0..400 {
+                if !typing.load(Ordering::Acquire) || stream.write_all(b"x").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let congester = congester(addr);
+    let mut sender = Member::join(addr);
+    let lines = paste_lines();
+    let got = lines_from(&reader, sender.addr(), lines.len());
+    for line in &lines {
+        sender.say(line);
+    }
+    // Lines read and waiting for room, and the sender ended: now the
+    // server ends everything.
+    support::wait_for_row(&server, sender.addr(), "chat", |row| {
+        row.is_some_and(|r| {
+            support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
+                && support::json_text(r, "state") == "finishing"
+        })
+    });
+    sigterm(&server);
+    let got = got.join().expect("reader thread");
+    typing.store(false, Ordering::Release);
+    typist.join().expect("typist thread");
+    assert_eq!(
+        got.len(),
+        lines.len(),
+        "the reader got {} of {} lines",
+        got.len(),
+        lines.len()
+    );
+    assert_eq!(got, lines);
+    let _ = reader.stream.shutdown(Shutdown::Both);
     drop(congester);
 }
 
