@@ -658,6 +658,28 @@ class Load:
         await asyncio.sleep(random.random() * 0.1)
         self.reset(s)
 
+    async def h_storm(self):
+        """A connect/close storm on chat: short connections that send
+        nothing, every other one ended by a reset; at most 1,000 of them and
+        one second, whichever ends first. Blocking connects in bursts of 50
+        (loopback completes one in microseconds, so a burst holds this
+        process's loop a few milliseconds): through the loop, 250 other
+        tasks would space the cycles out into no storm at all."""
+        end = now() + random.uniform(0.2, 1.0)
+        left = random.randint(100, 1000)
+        while left > 0 and now() < end:
+            for _ in range(min(50, left)):
+                left -= 1
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(0.5)
+                try:
+                    s.connect((HOST, self.ports["chat"]))
+                except OSError:
+                    s.close()
+                    raise
+                self.reset(s) if left % 2 else s.close()
+            await asyncio.sleep(0)
+
     async def h_bad_admin(self):
         cmd = random.choice((b"statz", b"stats xml", b"\x00\xff\xfe", b"clients json please",
                              b"stats jsonx", b"shutdown", b"\r", b"a" * 1000, b"help me"))
@@ -705,6 +727,7 @@ class Load:
                 ("chat-paste", 1, self.h_paste), ("long-line", 1, self.h_long_line),
                 ("reset-download", 2, self.h_reset_download),
                 ("reset-chat-line", 2, self.h_reset_chat_line),
+                ("chat-storm", 1, self.h_storm),
                 ("bad-admin", 1, self.h_bad_admin), ("bad-name", 2, self.h_bad_name),
                 ("loris", 1, self.h_loris), ("idle-admin", 1, self.h_idle_admin),
                 ("http", 1, self.h_http)]

@@ -3,12 +3,12 @@
 # Chaos: one server with every service, and for SECONDS a few hundred
 # concurrent clients doing random hostile things to all of them at once
 # (clean closes, resets, half-closes, stalls, slowloris, floods without
-# reading, chat pastes, over-long lines, resets mid-download and mid-line,
-# bad admin commands, hostile file names, files requests left half-sent,
-# idle admin connections, HTTP on admin that is not a scrape), while
-# well-behaved clients check every byte: echo byte for byte, ack one reply
-# per message, GET and bare downloads byte-exact or a clean ERR, LIST exact,
-# admin answers, a Prometheus scrape, and a chat
+# reading, chat pastes, chat connect/close storms, over-long lines, resets
+# mid-download and mid-line, bad admin commands, hostile file names, files
+# requests left half-sent, idle admin connections, HTTP on admin that is not
+# a scrape), while well-behaved clients check every byte: echo byte for
+# byte, ack one reply per message, GET and bare downloads byte-exact or a
+# clean ERR, LIST exact, admin answers, a Prometheus scrape, and a chat
 # member that reads as fast as it can gets every line of every well-behaved
 # sender, in order, intact, and is never dropped.
 #

@@ -13,7 +13,7 @@
         stalled. Stops the server (SIGTERM, then SIGKILL after 5 s) when
         STOP exists, SECS pass, or on SIGTERM itself.
     measure-hostile.py ROW PID PORT... OUT
-        a hostile client (paste, joins, list, admin, full, partial,
+        a hostile client (paste, joins, list, admin, full, partial, storm,
         idleadmin, loris, pty, fds) against
         the server with process id PID; its results, with the time window it
         acted in and the server's memory from /proc, go to OUT as JSON, with
@@ -31,6 +31,7 @@ import errno
 import json
 import os
 import re
+import resource
 import selectors
 import signal
 import socket
@@ -143,6 +144,9 @@ def probe(port, ready, stop, secs, out):
 # Line counting for many non-blocking sockets.
 
 
+SUMMARY = re.compile(rb"^\* (\d+) joined, \d+ left$", re.M)
+
+
 class Lines:
     """What one chat socket received: line counts and the drop notices."""
 
@@ -177,6 +181,8 @@ class Lines:
         if whole:
             self.lines += whole.count(b"\n")
             self.joined += whole.count(b" joined\n")
+            # A burst's summary, `* N joined, M left`, counts N joins.
+            self.joined += sum(int(n) for n in SUMMARY.findall(whole))
             self.left_too_slow += whole.count(b" left (too slow)\n")
             if b"* disconnected: too slow" in whole:
                 self.too_slow = True
@@ -713,6 +719,66 @@ def row_fds(pid, port, out, n=1200, wait=10.0):
         s.close()
 
 
+def chat_stats(port):
+    """The chat service's counters from admin `stats json` on `port`."""
+    data, _, error = query(int(port), b"stats json", timeout=5)
+    try:
+        return json.loads(data)["services"]["chat"]
+    except (ValueError, KeyError):
+        sys.exit(f"admin stats json: {error or data[:60]!r}")
+
+
+def row_storm(pid, port, admin_port, out, members=1500, cycles=100_000, limit=6.0):
+    """`members` idle chat members (never reading while it lasts), then
+    connect/close cycles on chat as fast as one client goes, at most
+    `cycles` or `limit` seconds; then the members read what was queued for
+    them."""
+    pid, port = int(pid), int(port)
+    # As many members as the descriptor limit allows, with room to spare for
+    # the storm's socket and the admin queries.
+    members = max(1, min(int(members), resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100))
+    m0 = mem(pid)
+    sel = selectors.DefaultSelector()
+    group = []
+    for i in range(members):
+        s = socket.create_connection((HOST, port), timeout=5)
+        s.setblocking(False)
+        c = Lines(s)
+        group.append(c)
+        sel.register(s, selectors.EVENT_READ, c)
+        if i % 100 == 99:
+            pump(sel, 0)
+    # The members' own joins, read before the storm begins.
+    settle(sel, 0.5, 30)
+    before = [c.bytes for c in group]
+    st0 = chat_stats(admin_port)
+    t0 = now()
+    n, errors = 0, collections.Counter()
+    while n < cycles and now() - t0 < limit and sum(errors.values()) < 100:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        try:
+            s.connect((HOST, port))
+            n += 1
+        except OSError as e:
+            errors[why(e)] += 1
+        s.close()
+    t1 = now()
+    # What the server wrote to chat sockets while the storm lasted (the
+    # members' queued bytes go out as they read, after it).
+    st1 = chat_stats(admin_port)
+    settle(sel, 1.0, 10)
+    got = sorted(c.bytes - b for c, b in zip(group, before))
+    finish(out, {
+        "window": [t0, t1], "members": members, "cycles": n, "secs": t1 - t0,
+        "errors": dict(errors), "group": summary(group),
+        "written_storm": st1["bytes_out"] - st0["bytes_out"],
+        "written_all": chat_stats(admin_port)["bytes_out"] - st0["bytes_out"],
+        "got_max": got[-1], "got_median": got[len(got) // 2],
+        "mem0": m0, "mem1": mem(pid),
+    })
+
+
 # --------------------------------------------------------------------------
 # Reports.
 
@@ -924,6 +990,21 @@ def report(row, probe_path, row_path, label=""):
         p(f"    refusals: {answers or 'none'}"
           f"{'; ' + ', '.join(f'{n} x {k}' for k, n in other.items()) if other else ''}; "
           f"{probe_text(probe)}")
+    elif row == "storm":
+        g = r["group"]
+        dismissed = g["too_slow"] + g["eof"] + g["errors"]
+        lim = r.get("snap", {}).get("stats", {}).get("closed", {}).get("limit", "?")
+        errs = ", ".join(f"{n} x {k}" for k, n in r["errors"].items())
+        p(f"chat connect/close storm: {r['cycles']:,} cycles in {r['secs']:.1f} s against "
+          f"{r['members']:,} idle members: members dropped {dismissed} (closed as too slow "
+          f"{lim}; target 0); server wrote {r['written_all'] / 1e6:.2f} MB to chat "
+          f"({r['written_storm'] / 1e6:.2f} MB during the storm; "
+          f"{r['written_all'] / max(1, r['cycles']):.0f} bytes per cycle); {rt_text(probe, w)}; "
+          f"RSS {growth(r)}")
+        p(f"    each member received {r['got_median']:,} bytes (median), {r['got_max']:,} (most);"
+          f" members: {g['lines']:,} lines, {g['too_slow']} too slow, {g['eof']} closed, "
+          f"{g['errors']} errors" + (f"; storm connect errors: {errs}" if errs else "")
+          + f"; {probe_text(probe)}")
     else:
         sys.exit(f"unknown row {row}")
     line = snap_text(r)
@@ -941,8 +1022,9 @@ def main():
         report(*args)
     else:
         {"paste": row_paste, "joins": row_joins, "list": row_list, "admin": row_admin,
-         "full": row_full, "partial": row_partial, "idleadmin": row_idleadmin,
-         "loris": row_loris, "pty": row_pty, "fds": row_fds}[cmd](*args)
+         "full": row_full, "partial": row_partial, "storm": row_storm,
+         "idleadmin": row_idleadmin, "loris": row_loris, "pty": row_pty,
+         "fds": row_fds}[cmd](*args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@
 #   fds      1,200 echo clients at once with the default --max-conns under
 #            `ulimit -n 1024`: soft only (hard 20,000), then soft and hard;
 #            how many are served, refused and left hanging
+#   storm    1,500 idle chat members (fewer if the open-file limit says so);
+#            a connect/close storm on chat (100,000 cycles or 6 s); members
+#            dropped and the bytes the server wrote to chat (admin stats)
 #
 # A measurement, not a test: it exits non-zero only if it could not run.
 # Every client loop is bounded in count and time; everything is on
@@ -37,12 +40,12 @@
 # Needs python3 (scripts/measure-hostile.py holds the clients).
 
 set -uo pipefail
-all_rows=(paste joins list admin full partial idleadmin loris pty fds)
+all_rows=(paste joins list admin full partial storm idleadmin loris pty fds)
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 for row in "${rows[@]}"; do
     case $row in
-        paste | joins | list | admin | full | partial | idleadmin | loris | pty | fds) ;;
+        paste | joins | list | admin | full | partial | storm | idleadmin | loris | pty | fds) ;;
         *)
             echo "usage: $0 [ROW...]   rows: ${all_rows[*]}" >&2
             exit 2
@@ -288,6 +291,11 @@ row_fds() {
     measure fds "$(port_of echo)" -- "soft and hard limit 1024"
 }
 
+row_storm() {
+    fresh -l 127.0.0.1:0=chat
+    measure storm "$(port_of chat)" "$ADMIN_PORT"
+}
+
 ADMIN_PORT=
 echo "tcp-reactor hostile clients: $TCP_REACTOR"
 echo "($(nproc) CPUs; the clients share them with the server, so a few ms of noise are the machine's)"
@@ -304,6 +312,7 @@ for row in "${rows[@]}"; do
         loris) row_loris ;;
         pty) row_pty ;;
         fds) row_fds ;;
+        storm) row_storm ;;
     esac
 done
 [ -n "$SERVER_PID" ] && stop "$SERVER_PID"

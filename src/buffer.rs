@@ -478,6 +478,10 @@ pub struct SharedQueue {
     len: usize,
 }
 
+/// What one queued chunk costs a [`SharedQueue`] beyond its bytes (see
+/// [`SharedQueue::cost`]): its entry.
+pub const ENTRY_COST: usize = std::mem::size_of::<Piece>();
+
 /// One queued chunk and how much of it is still to send: `chunk[sent..end]`,
 /// where `start <= sent` is where this receiver's part of it began (a line
 /// boundary).
@@ -506,7 +510,7 @@ impl SharedQueue {
     /// entry each chunk takes, so a queue of many tiny chunks is not counted
     /// as nearly free.
     pub fn cost(&self) -> usize {
-        self.len + self.pieces.len() * std::mem::size_of::<Piece>()
+        self.len + self.pieces.len() * ENTRY_COST
     }
 
     /// The oldest chunk is partly sent: anything written before the rest of

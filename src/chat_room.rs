@@ -1,6 +1,7 @@
 //! The chat room's bookkeeping: who is a member, who is behind, who waits
-//! to broadcast, and the join and leave lines not yet sent. Pure: no I/O and
-//! no sockets; the reactor queues the lines and closes the connections.
+//! to broadcast, and the join and leave news not yet sent. Pure: no I/O, no
+//! sockets and no clock (`now` is passed in); the reactor queues the lines
+//! and closes the connections.
 //!
 //! Flow control, after Redis's `client-output-buffer-limit`: a member's
 //! queue (bytes of shared lines not yet written to it, plus what each queued
@@ -18,10 +19,29 @@
 //! only waits to be dropped), so clients that join and never read, or read a
 //! byte at a time, cannot stall the room.
 //!
-//! Joins and leaves are batched: the lines of one turn go out as one shared
-//! chunk, so thousands of joins cost each member one queue entry per turn,
-//! not one per join; a member joins the room once its own join went out, so
-//! it does not see it.
+//! Joins and leaves are information, not obligations (as IRC servers limit
+//! join floods, and Redis pub/sub announces nothing at all):
+//! - a join or a leave costs O(1) when it happens; the news waits here;
+//! - it goes out in batches, one per [`ANNOUNCE_EVERY`] at most (the first
+//!   after a quiet spell at once), and a batch of more than
+//!   [`ANNOUNCE_NAMES`] joins and leaves is the one line `* N joined, M left`;
+//! - a connection that joins and leaves between two batches was never seen,
+//!   and is announced to no one;
+//! - a member whose queue is over the soft limit, or would go over it, skips
+//!   a batch rather than queue it ([`ChatRoom::skips_announcement`]), so
+//!   news never congests the room nor brings a member nearer its limits.
+//!
+//! So a connect/close storm costs each member a line or two a second, and a
+//! join at a human rate is still announced by name. A connection is a
+//! member (it receives lines) from its accept on; a batch that names its
+//! join is queued to it from just past its own join line, so it does not
+//! see itself join (a summary it gets whole: the count of those who came
+//! with it). A sender's join goes out before its first line (the
+//! reactor asks for the batch at once then, [`ChatRoom::is_announced`]).
+//!
+//! At shutdown ([`ChatRoom::shut`]) the room announces nothing more and
+//! judges no one: nothing more is read, so what is left to broadcast is what
+//! members have already read, bounded by their receive buffers.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -36,6 +56,19 @@ use crate::timer::DeadlineList;
 /// reading stalls a paste only briefly.
 pub const CONGESTION_GRACE: Duration = Duration::from_millis(500);
 
+/// Most joins and leaves one batch names; a batch with more is summarised as
+/// `* N joined, M left`. About as many lines as a person takes in at a
+/// glance; past it, names are noise, and the one summary line keeps a burst
+/// from costing each member more than one short line.
+pub const ANNOUNCE_NAMES: usize = 32;
+
+/// The least time between two batches of announcements. Half a second is a
+/// delay a person barely notices (and the first news after a quiet spell
+/// goes out at once); it bounds a connect/close storm to two batches a
+/// second per member, and a connection that comes and goes within it is
+/// never announced at all.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
+
 /// The per-member queue limits (`--chat-soft-limit`, `--chat-soft-secs`,
 /// `--chat-hard-limit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +78,8 @@ pub struct ChatLimits {
     /// How long a member may stay over `soft`.
     pub soft_for: Duration,
     /// Over this a member is disconnected at once. At least `soft` plus a
-    /// turn's broadcasts, so a member that keeps up never reaches it.
+    /// turn's broadcasts ([`ChatLimits::check`]), so a member that keeps up
+    /// never reaches it.
     pub hard: usize,
 }
 
@@ -59,6 +93,36 @@ impl Default for ChatLimits {
     }
 }
 
+impl ChatLimits {
+    /// The most one sender's turn can add to a member's queue, with receive
+    /// buffers of `recv_buf` bytes: its broadcast room (the soft limit),
+    /// overshot by at most one line (see [`crate::service::chat`]).
+    pub fn turn_broadcast(&self, recv_buf: usize) -> usize {
+        self.soft
+            .saturating_add(crate::service::chat::longest_line_cost(recv_buf))
+    }
+
+    /// Checks that the hard limit is at least the soft limit plus one
+    /// turn's broadcast. A member that keeps up is at most at the soft limit
+    /// when a sender's turn begins (past it, the room is congested and no
+    /// one broadcasts), so then it never reaches the hard limit; with less,
+    /// one paste drops members that read as fast as they can. The error is
+    /// one line naming the flags.
+    pub fn check(&self, recv_buf: usize) -> Result<(), String> {
+        let turn = self.turn_broadcast(recv_buf);
+        let least = self.soft.saturating_add(turn);
+        if self.hard >= least {
+            return Ok(());
+        }
+        Err(format!(
+            "--chat-hard-limit {} is below --chat-soft-limit plus one turn's broadcast \
+             ({} + {turn} = {least} bytes with --recv-buf {recv_buf}): members that keep up \
+             would be dropped",
+            self.hard, self.soft
+        ))
+    }
+}
+
 /// What [`ChatRoom::judge`] decided about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Judgement {
@@ -67,21 +131,49 @@ pub enum Judgement {
     TooSlow,
 }
 
+/// A batch of join and leave lines to queue to the members.
+#[derive(Debug)]
+pub struct Batch {
+    pub lines: Chunk,
+    /// The members whose own join is named in this batch, each with the
+    /// offset in `lines` from which it receives them: just past its own
+    /// join line. (A summary goes to everyone whole.)
+    newcomers: HashMap<usize, usize>,
+}
+
+impl Batch {
+    /// Where member `key`'s part of the batch begins.
+    pub fn from(&self, key: usize) -> usize {
+        self.newcomers.get(&key).copied().unwrap_or(0)
+    }
+}
+
 /// Membership and flow-control state of the one chat room.
 ///
-/// Invariants: `over_soft`, `waiting` and `joining` hold only keys of chat
-/// connections that are open; `members` and `joining` are disjoint.
+/// Invariants: `members` holds only keys of open chat connections, and
+/// `unannounced`, `over_soft`, `congesting`, `drained` and `waiting` only
+/// keys of `members` (`waiting` also of senders dismissed, still open);
+/// `leaves` holds at most [`ANNOUNCE_NAMES`] names and `left` counts them all.
 #[derive(Debug)]
 pub struct ChatRoom {
     limits: ChatLimits,
-    /// Open chat connections that receive broadcasts.
+    /// Open chat connections: each receives every other's lines.
     pub members: HashSet<usize>,
-    /// Accepted chat connections whose join line is in `announcements`,
-    /// each with the offset just past its join line: it receives the rest
-    /// of the batch (the joins and leaves after its own).
-    joining: Vec<(usize, usize)>,
-    /// Join and leave lines not yet queued to the members.
-    announcements: Vec<u8>,
+    /// Members whose join is not announced yet: their peer, and the order
+    /// of the join among the news.
+    unannounced: HashMap<usize, (SocketAddr, u64)>,
+    /// Leaves not announced yet, of members whose join was: their order,
+    /// peer and whether they were dismissed as too slow. Only the first
+    /// [`ANNOUNCE_NAMES`] are kept: a batch with more is summarised.
+    leaves: Vec<(u64, SocketAddr, bool)>,
+    /// Every leave not announced yet (of announced members).
+    left: usize,
+    /// Orders the news within a batch.
+    next_event: u64,
+    /// When the last batch went out; `None` before the first.
+    last_batch: Option<Instant>,
+    /// The server is shutting down: see [`ChatRoom::shut`].
+    shut: bool,
     /// Members over the soft limit, by when they have been over it too long.
     pub over_soft: DeadlineList,
     /// Members over the soft limit that are still reading, by when they
@@ -99,8 +191,12 @@ impl ChatRoom {
         ChatRoom {
             limits,
             members: HashSet::new(),
-            joining: Vec::new(),
-            announcements: Vec::new(),
+            unannounced: HashMap::new(),
+            leaves: Vec::new(),
+            left: 0,
+            next_event: 0,
+            last_batch: None,
+            shut: false,
             over_soft: DeadlineList::new(limits.soft_for),
             congesting: DeadlineList::new(CONGESTION_GRACE),
             drained: HashMap::new(),
@@ -113,37 +209,44 @@ impl ChatRoom {
     }
 
     /// Bytes a sender may broadcast in its turn: the soft limit while no
-    /// member congests the room, else nothing.
+    /// member congests the room, else nothing; at shutdown, everything it
+    /// has read.
     pub fn room(&self) -> usize {
-        if self.congesting.is_empty() {
+        if self.shut {
+            usize::MAX
+        } else if self.congesting.is_empty() {
             self.limits.soft
         } else {
             0
         }
     }
 
-    /// A new chat connection: its join is announced with the next batch.
+    /// A new chat connection: a member at once; its join is news.
     pub fn join(&mut self, key: usize, peer: SocketAddr) {
-        self.announcements
-            .extend_from_slice(format!("* {peer} joined\n").as_bytes());
-        self.joining.push((key, self.announcements.len()));
+        if self.shut {
+            return;
+        }
+        self.members.insert(key);
+        self.unannounced.insert(key, (peer, self.next_event));
+        self.next_event += 1;
     }
 
     /// Connection `key` leaves (closed, or dismissed as `too_slow`); its
-    /// leave is announced if it was in the room. True if the room has room
-    /// again because of it (see [`ChatRoom::wake`]).
+    /// leave is news if its join was announced (otherwise no one ever heard
+    /// of it, and no one will). True if the room has room again because of
+    /// it (see [`ChatRoom::wake`]).
     pub fn leave(&mut self, key: usize, peer: SocketAddr, too_slow: bool) -> bool {
         let was_member = self.members.remove(&key);
-        let was_joining = self.joining.iter().position(|&(k, _)| k == key).map(|i| {
-            self.joining.swap_remove(i);
-        });
+        let unseen = self.unannounced.remove(&key).is_some();
         self.waiting.remove(&key);
         self.over_soft.remove(key);
         let freed = self.uncongest(key);
-        if was_member || was_joining.is_some() {
-            let why = if too_slow { " (too slow)" } else { "" };
-            self.announcements
-                .extend_from_slice(format!("* {peer} left{why}\n").as_bytes());
+        if was_member && !unseen && !self.shut {
+            self.left += 1;
+            if self.leaves.len() < ANNOUNCE_NAMES {
+                self.leaves.push((self.next_event, peer, too_slow));
+            }
+            self.next_event += 1;
         }
         freed
     }
@@ -157,28 +260,87 @@ impl ChatRoom {
         was && self.congesting.is_empty()
     }
 
-    /// The batch of join and leave lines to queue to the current members,
-    /// if any. Then call [`ChatRoom::admit_joined`] to queue to each new
-    /// member the part of the batch after its own join.
-    pub fn take_announcements(&mut self) -> Option<Chunk> {
-        (!self.announcements.is_empty())
-            .then(|| Chunk::from(std::mem::take(&mut self.announcements)))
+    /// Whether member `key`'s join has been announced.
+    pub fn is_announced(&self, key: usize) -> bool {
+        !self.unannounced.contains_key(&key)
     }
 
-    /// Those whose join went out with the last batch become members; each
-    /// with the offset in that batch from which it is to receive it.
-    pub fn admit_joined(&mut self) -> std::vec::Drain<'_, (usize, usize)> {
-        for &(key, _) in &self.joining {
-            self.members.insert(key);
+    /// Joins and leaves waiting to be announced.
+    fn news(&self) -> usize {
+        self.unannounced.len() + self.left
+    }
+
+    /// The batch of news to queue to the members, if there is news and
+    /// [`ANNOUNCE_EVERY`] has passed since the last batch (or `force`: a
+    /// sender's join must precede its line). Its joiners are announced
+    /// members from now on.
+    pub fn take_announcements(&mut self, now: Instant, force: bool) -> Option<Batch> {
+        if self.news() == 0 || (!force && self.news_due().is_some_and(|due| now < due)) {
+            return None;
         }
-        self.joining.drain(..)
+        self.last_batch = Some(now);
+        let mut newcomers = HashMap::new();
+        let text = if self.news() > ANNOUNCE_NAMES {
+            let text = format!("* {} joined, {} left\n", self.unannounced.len(), self.left);
+            // Newcomers get all of it: it tells them of the others who came
+            // with them, which they would not learn otherwise.
+            self.unannounced.clear();
+            text
+        } else {
+            // At most ANNOUNCE_NAMES lines, in the order they happened.
+            let mut news: Vec<(u64, SocketAddr, Option<usize>, bool)> = self
+                .unannounced
+                .drain()
+                .map(|(key, (peer, at))| (at, peer, Some(key), false))
+                .chain(
+                    self.leaves
+                        .iter()
+                        .map(|&(at, peer, slow)| (at, peer, None, slow)),
+                )
+                .collect();
+            news.sort_unstable_by_key(|n| n.0);
+            let mut text = String::new();
+            for (_, peer, joined, too_slow) in news {
+                match joined {
+                    Some(key) => {
+                        text.push_str(&format!("* {peer} joined\n"));
+                        newcomers.insert(key, text.len());
+                    }
+                    None if too_slow => text.push_str(&format!("* {peer} left (too slow)\n")),
+                    None => text.push_str(&format!("* {peer} left\n")),
+                }
+            }
+            text
+        };
+        self.leaves.clear();
+        self.left = 0;
+        Some(Batch {
+            lines: Chunk::from(text.into_bytes()),
+            newcomers,
+        })
+    }
+
+    /// When the news waiting may go out; `None` if there is none, or it may
+    /// go now (no batch yet).
+    fn news_due(&self) -> Option<Instant> {
+        if self.news() == 0 {
+            return None;
+        }
+        self.last_batch.map(|at| at + ANNOUNCE_EVERY)
+    }
+
+    /// Whether a member whose queue costs `cost` skips a batch of `len`
+    /// bytes: it would be over the soft limit with it. News is not worth
+    /// congesting the room for, nor a step towards a member's dismissal.
+    pub fn skips_announcement(&self, cost: usize, len: usize) -> bool {
+        cost.saturating_add(len) > self.limits.soft
     }
 
     /// A member's queue grew to `cost`: on going over the soft limit its
     /// clock starts and it congests the room (for at most the grace, unless
     /// it keeps reading).
     pub fn note_queued(&mut self, key: usize, cost: usize, now: Instant) {
-        if cost > self.limits.soft && !self.over_soft.contains(key) {
+        if !self.shut && cost > self.limits.soft && !self.over_soft.contains(key) {
             self.over_soft.touch(key, now);
             self.congesting.touch(key, now);
         }
@@ -195,6 +357,11 @@ impl ChatRoom {
         wrote: usize,
         now: Instant,
     ) -> (Judgement, bool) {
+        if self.shut {
+            // Everyone is leaving, with what was already read: no one is
+            // dropped for it.
+            return (Judgement::Keep, false);
+        }
         if cost > self.limits.hard {
             return (Judgement::TooSlow, false);
         }
@@ -228,12 +395,13 @@ impl ChatRoom {
         freed
     }
 
-    /// The next time something here is due: a member's soft-limit clock or
-    /// the end of its grace.
+    /// The next time something here is due: a member's soft-limit clock,
+    /// the end of its grace, or the next batch of news.
     pub fn next_deadline(&self) -> Option<Instant> {
         crate::timer::earliest([
             self.over_soft.next_deadline(),
             self.congesting.next_deadline(),
+            self.news_due(),
         ])
     }
 
@@ -252,21 +420,21 @@ impl ChatRoom {
         }
     }
 
-    /// Everyone is leaving (shutdown): no more announcements or judging.
-    pub fn clear(&mut self) {
-        self.members.clear();
-        self.joining.clear();
-        self.announcements.clear();
+    /// The server is shutting down: everyone is leaving, so announcing each
+    /// leave to the others would be O(n^2) lines nobody reads; nothing more
+    /// is read, so there is nothing to pace. From now on the room announces
+    /// nothing, judges no one and always has room; members stay members,
+    /// so what was read reaches them before their conversations end.
+    pub fn shut(&mut self) {
+        self.shut = true;
+        self.unannounced.clear();
+        self.leaves.clear();
+        self.left = 0;
         self.waiting.clear();
         self.drained.clear();
-        while self.over_soft.pop_expired(far_future()).is_some() {}
-        while self.congesting.pop_expired(far_future()).is_some() {}
+        self.over_soft = DeadlineList::new(self.limits.soft_for);
+        self.congesting = DeadlineList::new(CONGESTION_GRACE);
     }
-}
-
-/// A time past every deadline, to empty a deadline list.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 #[cfg(test)]
@@ -286,20 +454,172 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn text(batch: &Batch) -> &str {
+        std::str::from_utf8(&batch.lines).expect("announcements are text")
+    }
+
     #[test]
-    fn a_new_member_joins_after_its_own_announcement() {
-        let (mut r, _) = room();
+    fn a_newcomer_is_a_member_at_once_and_gets_the_news_after_its_own_join() {
+        let (mut r, now) = room();
         r.join(1, peer(1));
-        assert!(!r.members.contains(&1), "not a receiver of its own join");
         r.join(2, peer(2));
-        let batch = r.take_announcements().unwrap();
-        assert_eq!(&*batch, b"* 127.0.0.1:1 joined\n* 127.0.0.1:2 joined\n");
-        let joined: Vec<(usize, usize)> = r.admit_joined().collect();
-        // The first sees the second join; the second sees nothing of it.
-        assert_eq!(&batch[joined[0].1..], b"* 127.0.0.1:2 joined\n");
-        assert_eq!(joined[1].1, batch.len());
         assert!(r.members.contains(&1) && r.members.contains(&2));
-        assert!(r.take_announcements().is_none());
+        assert!(!r.is_announced(1));
+        let batch = r.take_announcements(now, false).unwrap();
+        assert_eq!(text(&batch), "* 127.0.0.1:1 joined\n* 127.0.0.1:2 joined\n");
+        // The first sees the second join; the second sees nothing of it.
+        assert_eq!(&batch.lines[batch.from(1)..], b"* 127.0.0.1:2 joined\n");
+        assert_eq!(batch.from(2), batch.lines.len());
+        assert_eq!(batch.from(7), 0, "an older member gets all of it");
+        assert!(r.is_announced(1) && r.is_announced(2));
+        assert!(r.take_announcements(now, true).is_none(), "no news");
+    }
+
+    #[test]
+    fn news_goes_out_once_per_interval_at_most_unless_a_sender_needs_it() {
+        let (mut r, now) = room();
+        r.join(1, peer(1));
+        assert!(
+            r.take_announcements(now, false).is_some(),
+            "the first at once"
+        );
+        let soon = now + ANNOUNCE_EVERY / 5;
+        r.join(2, peer(2));
+        assert!(r.take_announcements(soon, false).is_none());
+        assert_eq!(r.next_deadline(), Some(now + ANNOUNCE_EVERY));
+        r.join(3, peer(3));
+        let batch = r.take_announcements(now + ANNOUNCE_EVERY, false).unwrap();
+        assert_eq!(text(&batch), "* 127.0.0.1:2 joined\n* 127.0.0.1:3 joined\n");
+        assert_eq!(r.next_deadline(), None, "nothing due");
+        // A sender's join goes before its first line, whatever the time.
+        r.join(4, peer(4));
+        let forced = r.take_announcements(now + ANNOUNCE_EVERY, true).unwrap();
+        assert_eq!(text(&forced), "* 127.0.0.1:4 joined\n");
+    }
+
+    #[test]
+    fn regression_a_connect_close_storm_floods_every_member() {
+        // Every join and leave was queued to every member: a storm of
+        // connect/close cycles cost each member two lines per cycle.
+        let (mut r, now) = room();
+        r.members.insert(0);
+        // Connections that come and go between two batches: never seen.
+        for key in 1..=10_000 {
+            r.join(key, peer(1));
+            r.leave(key, peer(1), false);
+        }
+        assert!(r.take_announcements(now, true).is_none(), "nothing to say");
+        assert_eq!(r.members.len(), 1);
+        // A burst that stays, then leaves: one summary line each time.
+        for key in 1..=100 {
+            r.join(key, peer(key as u16));
+        }
+        r.join(500, peer(500));
+        r.leave(500, peer(500), false);
+        let joined = r.take_announcements(now, true).unwrap();
+        assert_eq!(text(&joined), "* 100 joined, 0 left\n");
+        assert_eq!(joined.from(5), 0, "newcomers learn of the others too");
+        assert_eq!(joined.from(0), 0);
+        for key in 1..=100 {
+            r.leave(key, peer(key as u16), key % 2 == 0);
+        }
+        r.join(200, peer(200));
+        let left = r.take_announcements(now, true).unwrap();
+        assert_eq!(text(&left), "* 1 joined, 100 left\n");
+        // Back to a human rate: names again.
+        r.join(300, peer(300));
+        r.leave(200, peer(200), false);
+        let named = r.take_announcements(now + ANNOUNCE_EVERY, false).unwrap();
+        assert_eq!(
+            text(&named),
+            "* 127.0.0.1:300 joined\n* 127.0.0.1:200 left\n"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_as_many_names_as_allowed_is_named() {
+        let (mut r, now) = room();
+        for key in 0..ANNOUNCE_NAMES {
+            r.join(key, peer(key as u16));
+        }
+        let batch = r.take_announcements(now, true).unwrap();
+        assert_eq!(
+            batch.lines.iter().filter(|&&b| b == b'\n').count(),
+            ANNOUNCE_NAMES
+        );
+        assert!(text(&batch).ends_with(&format!("* 127.0.0.1:{} joined\n", ANNOUNCE_NAMES - 1)));
+    }
+
+    #[test]
+    fn a_member_over_the_soft_limit_skips_announcements() {
+        let (r, _) = room();
+        assert!(!r.skips_announcement(0, 100), "up to the soft limit");
+        assert!(!r.skips_announcement(60, 40));
+        assert!(r.skips_announcement(61, 40), "it would go over");
+        assert!(r.skips_announcement(101, 1), "already over");
+        assert!(r.skips_announcement(usize::MAX, 1));
+    }
+
+    #[test]
+    fn a_leave_is_announced_once_by_name_and_frees_the_room() {
+        let (mut r, now) = room();
+        r.join(1, peer(1));
+        let _ = r.take_announcements(now, true);
+        r.note_queued(1, 500, now);
+        assert_eq!(r.room(), 0);
+        assert!(r.leave(1, peer(1), true));
+        let batch = r.take_announcements(now, true).unwrap();
+        assert_eq!(text(&batch), "* 127.0.0.1:1 left (too slow)\n");
+        assert!(!r.leave(1, peer(1), false), "not a member any more");
+        assert!(r.take_announcements(now, true).is_none());
+        assert_eq!(r.room(), 100);
+    }
+
+    #[test]
+    fn at_shutdown_the_room_announces_nothing_and_judges_no_one() {
+        let (mut r, now) = room();
+        r.join(1, peer(1));
+        r.join(2, peer(2));
+        let _ = r.take_announcements(now, true);
+        r.join(3, peer(3));
+        r.note_queued(1, 500, now);
+        r.wait(2);
+        r.shut();
+        assert_eq!(r.room(), usize::MAX, "what was read all goes out");
+        assert!(r.members.contains(&1) && r.members.contains(&3));
+        assert_eq!(r.judge(1, 5000, 0, now), (Judgement::Keep, false));
+        assert_eq!(r.pop_expired(now + Duration::from_secs(60)), None);
+        r.leave(2, peer(2), false);
+        r.join(4, peer(4));
+        assert!(r.take_announcements(now + ANNOUNCE_EVERY, true).is_none());
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn the_hard_limit_must_hold_the_soft_limit_and_one_turn() {
+        assert_eq!(ChatLimits::default().check(64 * 1024), Ok(()));
+        let limits = ChatLimits {
+            soft: 256 * 1024,
+            soft_for: Duration::from_secs(5),
+            hard: 300 * 1024,
+        };
+        let err = limits.check(64 * 1024).unwrap_err();
+        assert!(err.starts_with("--chat-hard-limit 307200 "), "{err}");
+        assert!(!err.contains('\n'));
+        let least = limits.soft + limits.turn_broadcast(64 * 1024);
+        let edge = |hard| ChatLimits { hard, ..limits }.check(64 * 1024);
+        assert_eq!(edge(least), Ok(()));
+        assert!(edge(least - 1).is_err());
+        // No overflow, whatever the figures.
+        assert!(
+            ChatLimits {
+                hard: 1,
+                soft: usize::MAX,
+                ..limits
+            }
+            .check(usize::MAX)
+            .is_err()
+        );
     }
 
     #[test]
@@ -355,21 +675,6 @@ mod tests {
         assert_eq!(r.judge(2, 1001, 20, now).0, Judgement::TooSlow);
     }
 
-    #[test]
-    fn a_leave_is_announced_once_and_frees_the_room() {
-        let (mut r, now) = room();
-        r.members.insert(1);
-        r.note_queued(1, 500, now);
-        assert!(r.leave(1, peer(1), true));
-        assert_eq!(
-            &*r.take_announcements().unwrap(),
-            b"* 127.0.0.1:1 left (too slow)\n"
-        );
-        assert!(!r.leave(1, peer(1), false), "not a member any more");
-        assert!(r.take_announcements().is_none());
-        assert_eq!(r.room(), 100);
-    }
-
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -385,11 +690,10 @@ mod tests {
             Judge(usize, usize, usize),
             Wait(usize),
             Wake,
-            /// `take_announcements` then `admit_joined`, as the reactor
-            /// always does them.
-            Announce,
-            /// Time moves on this many seconds, then expired members are
-            /// dismissed.
+            /// `take_announcements`, forced (a sender's join) or not.
+            Announce(bool),
+            /// Time moves on this many tenths of a second, then expired
+            /// members are dismissed.
             PopExpired(u64),
         }
 
@@ -403,8 +707,8 @@ mod tests {
                 3 => (key.clone(), cost, prop_oneof![Just(0usize), 0usize..30]).prop_map(|(k, c, w)| Op::Judge(k, c, w)),
                 2 => key.prop_map(Op::Wait),
                 1 => Just(Op::Wake),
-                2 => Just(Op::Announce),
-                2 => (0u64..4).prop_map(Op::PopExpired),
+                2 => any::<bool>().prop_map(Op::Announce),
+                2 => (0u64..40).prop_map(Op::PopExpired),
             ]
         }
 
@@ -416,7 +720,12 @@ mod tests {
         #[derive(Default)]
         struct Model {
             members: BTreeSet<usize>,
-            joining: Vec<usize>,
+            /// Members whose join is news, with its order.
+            unannounced: BTreeMap<usize, u64>,
+            /// Leaves that are news: order, key, too slow.
+            leaves: Vec<(u64, usize, bool)>,
+            order: u64,
+            last_batch: Option<Instant>,
             waiting: BTreeSet<usize>,
             /// Over the soft limit: since when, and in which order.
             over: BTreeMap<usize, (Instant, u64)>,
@@ -426,25 +735,19 @@ mod tests {
             /// Bytes written since the congestion was last extended.
             drained: BTreeMap<usize, usize>,
             seq: u64,
-            announcements: String,
-            /// Leaves of keys that were in the room, per key.
-            leaves_in: BTreeMap<usize, usize>,
         }
 
         impl Model {
             fn leave(&mut self, key: usize, too_slow: bool) -> bool {
-                let was_in = self.members.remove(&key) || {
-                    let at = self.joining.iter().position(|&k| k == key);
-                    at.map(|i| self.joining.remove(i)).is_some()
-                };
+                let was_in = self.members.remove(&key);
+                let unseen = self.unannounced.remove(&key).is_some();
                 self.waiting.remove(&key);
                 self.over.remove(&key);
                 self.drained.remove(&key);
                 let was_congesting = self.congesting.remove(&key).is_some();
-                if was_in {
-                    let why = if too_slow { " (too slow)" } else { "" };
-                    self.announcements += &format!("* {} left{why}\n", peer_of(key));
-                    *self.leaves_in.entry(key).or_default() += 1;
+                if was_in && !unseen {
+                    self.leaves.push((self.order, key, too_slow));
+                    self.order += 1;
                 }
                 was_congesting && self.congesting.is_empty()
             }
@@ -456,33 +759,77 @@ mod tests {
                     self.congesting.insert(key, now);
                 }
             }
+
+            /// The batch due now: its text and each newcomer's offset.
+            fn announce(
+                &mut self,
+                now: Instant,
+                force: bool,
+            ) -> Option<(String, BTreeMap<usize, usize>)> {
+                let news = self.unannounced.len() + self.leaves.len();
+                if news == 0
+                    || (!force && self.last_batch.is_some_and(|t| now < t + ANNOUNCE_EVERY))
+                {
+                    return None;
+                }
+                self.last_batch = Some(now);
+                let mut from = BTreeMap::new();
+                let mut text = String::new();
+                if news > ANNOUNCE_NAMES {
+                    text = format!(
+                        "* {} joined, {} left\n",
+                        self.unannounced.len(),
+                        self.leaves.len()
+                    );
+                } else {
+                    let mut lines: Vec<(u64, String, Option<usize>)> = self
+                        .unannounced
+                        .iter()
+                        .map(|(&k, &at)| (at, format!("* {} joined\n", peer_of(k)), Some(k)))
+                        .collect();
+                    for &(at, k, slow) in &self.leaves {
+                        let why = if slow { " (too slow)" } else { "" };
+                        lines.push((at, format!("* {} left{why}\n", peer_of(k)), None));
+                    }
+                    lines.sort();
+                    for (_, line, joined) in lines {
+                        text += &line;
+                        if let Some(k) = joined {
+                            from.insert(k, text.len());
+                        }
+                    }
+                }
+                self.unannounced.clear();
+                self.leaves.clear();
+                Some((text, from))
+            }
         }
 
         proptest! {
             #![proptest_config(crate::prop::cases(256))]
 
             /// Any sequence of what the reactor does, against a plain
-            /// model: members and joiners disjoint, the room closed exactly
-            /// while some member is over the soft limit, senders woken
-            /// only when it opens, and every leave announced once.
+            /// model: the room closed exactly while some member is over
+            /// the soft limit, senders woken only when it opens, and the
+            /// news exactly the model's: in order, named or summarised,
+            /// nothing of a connection never announced.
             #[test]
             fn chat_room_matches_a_model(ops in proptest::collection::vec(op(), 0..60)) {
                 let (mut room, start) = room();
                 let limits = room.limits();
                 let mut model = Model::default();
                 let mut now = start;
-                // Every batch the room gave out.
-                let mut seen = Vec::new();
                 for op in ops {
                     match op {
                         Op::Join(key) => {
                             // The reactor joins only a connection just opened.
-                            if model.members.contains(&key) || model.joining.contains(&key) {
+                            if model.members.contains(&key) {
                                 continue;
                             }
                             room.join(key, peer_of(key));
-                            model.joining.push(key);
-                            model.announcements += &format!("* {} joined\n", peer_of(key));
+                            model.members.insert(key);
+                            model.unannounced.insert(key, model.order);
+                            model.order += 1;
                         }
                         Op::Leave(key, too_slow) => {
                             prop_assert_eq!(room.leave(key, peer_of(key), too_slow), model.leave(key, too_slow));
@@ -525,7 +872,7 @@ mod tests {
                             }
                         }
                         Op::Wait(key) => {
-                            if !model.members.contains(&key) && !model.joining.contains(&key) {
+                            if !model.members.contains(&key) {
                                 continue;
                             }
                             room.wait(key);
@@ -541,26 +888,23 @@ mod tests {
                             };
                             prop_assert_eq!(woken, expected);
                         }
-                        Op::Announce => {
-                            let batch = room.take_announcements();
-                            let text = std::mem::take(&mut model.announcements);
-                            prop_assert_eq!(batch.as_deref(), (!text.is_empty()).then_some(text.as_bytes()));
-                            seen.extend_from_slice(text.as_bytes());
-                            let admitted: Vec<(usize, usize)> = room.admit_joined().collect();
-                            // In any order: each carries its own offset.
-                            prop_assert_eq!(
-                                admitted.iter().map(|a| a.0).collect::<BTreeSet<_>>(),
-                                std::mem::take(&mut model.joining).into_iter().collect::<BTreeSet<_>>()
-                            );
-                            for (key, from) in admitted {
-                                // Each gets the batch after its own join.
-                                let own = format!("* {} joined\n", peer_of(key));
-                                prop_assert!(text.as_bytes()[..from].ends_with(own.as_bytes()));
-                                model.members.insert(key);
+                        Op::Announce(force) => {
+                            let members_before = model.members.clone();
+                            let batch = room.take_announcements(now, force);
+                            match (batch, model.announce(now, force)) {
+                                (None, None) => {}
+                                (Some(batch), Some((text, from))) => {
+                                    prop_assert_eq!(&*batch.lines, text.as_bytes());
+                                    for key in members_before {
+                                        let want = from.get(&key).copied().unwrap_or(0);
+                                        prop_assert_eq!(batch.from(key), want);
+                                    }
+                                }
+                                (got, want) => prop_assert!(false, "{:?} against {:?}", got, want),
                             }
                         }
-                        Op::PopExpired(secs) => {
-                            now += Duration::from_secs(secs);
+                        Op::PopExpired(tenths) => {
+                            now += Duration::from_millis(100 * tenths);
                             let before = model.congesting.len();
                             model.congesting.retain(|_, at| *at + CONGESTION_GRACE > now);
                             let freed = before > 0 && model.congesting.is_empty();
@@ -581,23 +925,15 @@ mod tests {
                             }
                         }
                     }
-                    prop_assert!(room.members.iter().all(|k| !room.joining.iter().any(|j| j.0 == *k)));
                     prop_assert_eq!(room.members.iter().copied().collect::<BTreeSet<_>>(), model.members.clone());
+                    for &key in &model.members {
+                        prop_assert_eq!(room.is_announced(key), !model.unannounced.contains_key(&key));
+                    }
                     prop_assert_eq!(room.room() == 0, !model.congesting.is_empty());
                     prop_assert!(model.congesting.keys().all(|k| model.over.contains_key(k)));
                     prop_assert!(room.room() == 0 || room.room() == limits.soft);
                     prop_assert_eq!(room.over_soft.len(), model.over.len());
                     prop_assert!(model.over.keys().all(|k| model.members.contains(k)));
-                }
-                // Every leave of a key in the room was announced, once.
-                if let Some(batch) = room.take_announcements() {
-                    seen.extend_from_slice(&batch);
-                }
-                let seen = String::from_utf8(seen).expect("announcements are text");
-                for key in 0..6 {
-                    let line = format!("* {} left", peer_of(key));
-                    let announced = seen.matches(&line).count();
-                    prop_assert_eq!(announced, model.leaves_in.get(&key).copied().unwrap_or(0));
                 }
             }
         }

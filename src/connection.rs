@@ -21,7 +21,8 @@
 //!   timeout, eviction at `--max-conns`, a chat receiver that cannot keep
 //!   up) with [`Connection::finish`]: nothing more is read,
 //!   but the service still consumes what was already read (echo echoes it, ack
-//!   answers every complete message) and every reply is flushed
+//!   answers every complete message, chat broadcasts every complete line,
+//!   waiting for broadcast room if it must) and every reply is flushed
 //!   ([`Phase::Finishing`]);
 //! - the **client** ends it (its half-close, `exit`, a download answered):
 //!   the service has said its last word, so input from then on is read and
@@ -361,7 +362,8 @@ impl Stamp {
 #[derive(Clone, Copy, Debug)]
 struct ServiceCall {
     /// Given input and an empty send buffer, it consumed and produced
-    /// nothing: an unfinished message.
+    /// nothing, and waits for nothing but more input: an unfinished
+    /// message.
     stuck: bool,
     /// It asked to be called again next turn ([`crate::service::Outcome::yielded`]).
     yielded: bool,
@@ -768,11 +770,16 @@ impl Connection {
             self.service.process(&mut io, ctx.config)
         };
         ctx.broadcast_room = io.broadcast_room;
+        // Complete lines that wait for broadcast room are not an unfinished
+        // message: they go out once the room has room (or the phase
+        // deadline passes), never dropped as one.
+        let waiting = outcome.effect == Some(Effect::WaitForRoom);
         if let Some(effect) = outcome.effect {
             ctx.effects.push(effect);
         }
         let call = ServiceCall {
             stuck: full_room
+                && !waiting
                 && input_before > 0
                 && b.recv.len() == input_before
                 && b.send.len() == output_before,
@@ -1099,6 +1106,88 @@ mod tests {
         assert!(size <= 128, "Connection is {size} bytes");
         assert!(std::mem::size_of::<crate::service::Service>() <= 24);
         assert!(std::mem::size_of::<super::Buffers>() <= 128);
+    }
+
+    /// A chat connection on a real loopback socket, with the client end.
+    fn chat_pair() -> (super::Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("bound")).expect("connect");
+        let (accepted, peer) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("nonblocking");
+        let socket = mio::net::TcpStream::from_std(accepted);
+        let now = std::time::Instant::now();
+        let conn = super::Connection::new(socket, peer, super::ServiceKind::Chat, 0, now);
+        (conn, client)
+    }
+
+    /// One turn of `conn` with `room` bytes of broadcast room; the effects
+    /// it asked for.
+    fn chat_turn(
+        conn: &mut super::Connection,
+        pools: &mut super::Pools,
+        room: usize,
+    ) -> Vec<super::Effect> {
+        let config = crate::service::testing::config();
+        let mut effects = Vec::new();
+        let mut ctx = super::TurnContext {
+            pools,
+            config: &config,
+            now: std::time::Instant::now(),
+            effects: &mut effects,
+            broadcast_room: room,
+            budget: super::TURN_BUDGET,
+        };
+        conn.readable = true;
+        conn.writable = true;
+        conn.turn(0, &mut ctx);
+        effects
+    }
+
+    #[test]
+    fn regression_a_finishing_chat_member_drops_the_lines_waiting_for_room() {
+        // The server ended the conversation (idle timeout, dismissal) while
+        // the sender's complete lines waited for broadcast room: the turn
+        // took them for an unfinished message and closed without them.
+        use std::io::Write;
+        let (mut conn, mut client) = chat_pair();
+        let mut pools = super::Pools::new(4096, 4096);
+        let said = b"one\ntwo\nthree\n";
+        client.write_all(said).expect("send");
+        // Loopback hands the bytes over at once; a few turns at most.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while conn.received() < said.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lines never arrived"
+            );
+            let effects = chat_turn(&mut conn, &mut pools, 0);
+            assert!(
+                !effects
+                    .iter()
+                    .any(|e| matches!(e, super::Effect::Broadcast(_)))
+            );
+        }
+        assert!(conn.finish(super::CloseReason::Idle));
+        let effects = chat_turn(&mut conn, &mut pools, 0);
+        assert_eq!(effects, vec![super::Effect::WaitForRoom]);
+        assert_eq!(conn.phase(), super::Phase::Finishing, "waits for room");
+        assert_eq!(conn.received(), said.len(), "nothing dropped");
+        // Room again: every line goes out, then the server's close.
+        let effects = chat_turn(&mut conn, &mut pools, 1 << 20);
+        let sent: Vec<u8> = effects
+            .iter()
+            .flat_map(|e| match e {
+                super::Effect::Broadcast(chunk) => chunk.to_vec(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let peer = conn.peer();
+        assert_eq!(
+            sent,
+            format!("[{peer}] one\n[{peer}] two\n[{peer}] three\n").into_bytes()
+        );
+        assert_eq!(conn.phase(), super::Phase::Closing { discard: false });
     }
 
     #[test]

@@ -36,7 +36,8 @@
 //!   every receiver has sent them.
 //! - [`timer`]: deadline lists with O(1) touch and expiry.
 //! - [`limits`]: admission caps, in total and per client IP.
-//! - [`chat_room`]: chat membership and flow control (soft and hard limits).
+//! - [`chat_room`]: chat membership, flow control (soft and hard limits) and
+//!   announcements (batched, summarised, skipped by members behind).
 //! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.

@@ -336,9 +336,11 @@ Services:
          bounds (100,000 names) ends with an empty line and
          'ERR list cut at N names'
   chat   each line goes to every other chat client as '[PEER] line'; joins and
-         leaves are announced; a paste goes out at the pace of the members
-         that keep up; a member that stays behind (--chat-soft-limit for
-         --chat-soft-secs, or past --chat-hard-limit) is disconnected
+         leaves are announced (twice a second at most; a burst as
+         '* N joined, M left'; never to a member that is behind); a paste
+         goes out at the pace of the members that keep up; a member that
+         stays behind (--chat-soft-limit for --chat-soft-secs, or past
+         --chat-hard-limit) is disconnected
   admin  'stats', 'clients' (buffers, kernel queues, TCP_INFO and what limits
          each connection), either with 'json'; 'metrics' (Prometheus text,
          also as HTTP GET or HEAD /metrics: a connection that opens with an
@@ -485,17 +487,27 @@ struct ServeArgs {
 
     /// Chat: while a member's queue of lines waiting for it is over this many
     /// bytes, senders wait (a paste goes out at the pace of the members that
-    /// keep up), and a member that stays over it for --chat-soft-secs is
-    /// disconnected as too slow. Suffixes K, M, G.
+    /// keep up), a member that stays over it for --chat-soft-secs is
+    /// disconnected as too slow, and joins and leaves that would take a
+    /// member over it are skipped for that member. It is also what one
+    /// sender may broadcast in one turn. Default 256K: thousands of lines of
+    /// slack for a reader that is briefly behind, at a bounded cost in
+    /// memory per member. Suffixes K, M, G.
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = config::parse_size)]
     chat_soft_limit: usize,
 
     /// Chat: how many seconds a member may stay over --chat-soft-limit.
+    /// Default 5: a reader on a slow link catches up from one paste within
+    /// it; one that has stopped reading is gone soon.
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_secs)]
     chat_soft_secs: f64,
 
     /// Chat: a member whose queue passes this many bytes, after the server
-    /// tried to write to it, is disconnected at once. Above the soft limit.
+    /// tried to write to it, is disconnected at once. It must be at least
+    /// the soft limit plus one turn's broadcast (the soft limit again, plus
+    /// the longest line: --recv-buf and its prefix), or members that read
+    /// as fast as they can are dropped; checked at start. Default 1M: room
+    /// for the defaults' 576K, and a bound on a member's memory.
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = config::parse_size)]
     chat_hard_limit: usize,
 
@@ -892,11 +904,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.chat_hard_limit <= args.chat_soft_limit {
-        eprintln!(
-            "error: --chat-hard-limit {} must be above --chat-soft-limit {}",
-            args.chat_hard_limit, args.chat_soft_limit
-        );
+    let chat = ChatLimits {
+        soft: args.chat_soft_limit,
+        soft_for: Duration::from_secs_f64(args.chat_soft_secs),
+        hard: args.chat_hard_limit,
+    };
+    if let Err(e) = chat.check(args.recv_buf) {
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let root = match std::fs::canonicalize(&args.root) {
@@ -950,11 +964,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         evict_idle_after: secs_or_never(args.evict_idle_after),
         keepalive: (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
-        chat: ChatLimits {
-            soft: args.chat_soft_limit,
-            soft_for: Duration::from_secs_f64(args.chat_soft_secs),
-            hard: args.chat_hard_limit,
-        },
+        chat,
         service: ServiceConfig {
             ack_reply,
             encoding: args.encoding,

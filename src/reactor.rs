@@ -514,8 +514,9 @@ impl Server {
                     self.drive(key, now);
                 }
             }
-            // This pass's joins and leaves, as one chunk to every member.
-            self.flush_announcements(now);
+            // The joins and leaves so far, as one chunk to every member,
+            // when a batch is due.
+            self.flush_announcements(now, false);
             if self.next_drain_check.is_some_and(|t| t <= now) {
                 self.close_acknowledged(now);
             }
@@ -1067,12 +1068,19 @@ impl Server {
     fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
         match effect {
             Effect::Broadcast(chunk) => {
-                // Joins and leaves so far go first, so every member sees a
-                // sender join before its lines.
-                self.flush_announcements(now);
+                // A sender's join goes out before its first line, so every
+                // member sees it join before it speaks.
+                if !self.chat.is_announced(key) {
+                    self.flush_announcements(now, true);
+                }
                 self.broadcast(Some(key), &chunk, now);
                 // Refilled for a later line once every receiver sent it.
                 self.pools.chunks.recycle(chunk);
+                // Lines a sender the server is ending gets out are its
+                // progress: they push its deadline back, as bytes sent do.
+                if self.conns.get(key).map(Connection::phase) == Some(Phase::Finishing) {
+                    self.phase_deadlines.touch(key, now);
+                }
             }
             Effect::WaitForRoom => {
                 self.chat.wait(key);
@@ -1130,20 +1138,31 @@ impl Server {
         }
     }
 
-    /// Queues the joins and leaves announced so far, as one chunk to every
-    /// member; those who joined become members after it.
-    fn flush_announcements(&mut self, now: Instant) {
-        let Some(batch) = self.chat.take_announcements() else {
+    /// Queues the joins and leaves not yet announced, as one shared chunk,
+    /// to every member that is open and has room for it under its soft
+    /// limit (news is not worth congesting the room for); a newcomer gets
+    /// the part after its own join. Only when the room says a batch is due
+    /// (see [`ChatRoom::take_announcements`]), or at once if `force`.
+    fn flush_announcements(&mut self, now: Instant, force: bool) {
+        let Some(batch) = self.chat.take_announcements(now, force) else {
             return;
         };
-        self.broadcast(None, &batch, now);
-        for (key, from) in self.chat.admit_joined() {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.share(&mut self.pools, batch.clone(), from);
-                if !conn.queued {
-                    conn.queued = true;
-                    self.ready.push_back(key);
-                }
+        let len = batch.lines.len();
+        for &key in &self.chat.members {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let from = batch.from(key);
+            if from >= len
+                || !conn.phase().is_open()
+                || self.chat.skips_announcement(conn.shared_cost(), len - from)
+            {
+                continue;
+            }
+            conn.share(&mut self.pools, batch.lines.clone(), from);
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push_back(key);
             }
         }
     }
@@ -1392,14 +1411,44 @@ impl Server {
             self.conns.len()
         );
         self.accept_paused_until = None;
-        // Everyone is leaving: announcing each leave to the others would be
-        // O(n^2) lines nobody reads, and no finishing member receives any.
-        self.chat.clear();
+        // Everyone is leaving: no announcements (O(n^2) lines nobody reads)
+        // and no flow control (nothing more is read).
+        self.chat.shut();
+        self.broadcast_what_was_read(now);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             // `finish` looks the key up again: driving one connection can
             // close another.
             self.finish(key, CloseReason::Shutdown, now);
+        }
+    }
+
+    /// At shutdown, before any conversation ends: every chat connection
+    /// holding lines it has read (open, or already being ended) gets a turn
+    /// that reads nothing (its readiness hint set aside for it), in which
+    /// its service broadcasts
+    /// them, so they reach the other members while all of them still
+    /// listen. (Ended one by one instead, a member whose side was shut
+    /// first would miss the lines of those ended after it.)
+    fn broadcast_what_was_read(&mut self, now: Instant) {
+        let talkers: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.kind == ServiceKind::Chat && c.received() > 0)
+            // One the server was already ending may wait for room too: the
+            // room forgets its waiters now, so it gets its turn here.
+            .filter(|(_, c)| c.phase().is_open() || c.phase() == Phase::Finishing)
+            .map(|(k, _)| k)
+            .collect();
+        for key in talkers {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let readable = std::mem::replace(&mut conn.readable, false);
+            self.drive(key, now);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.readable |= readable;
+            }
         }
     }
 

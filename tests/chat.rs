@@ -45,6 +45,18 @@ impl Member {
     }
 }
 
+/// How many joins an announcement line tells of: one by name
+/// (`* PEER joined`), or N in a burst's summary (`* N joined, M left`).
+fn joins_in(line: &str) -> usize {
+    let Some(news) = line.strip_prefix("* ") else {
+        return 0;
+    };
+    if let Some((joined, _)) = news.split_once(" joined, ") {
+        return joined.parse().unwrap_or(0);
+    }
+    usize::from(news.ends_with(" joined\n"))
+}
+
 #[test]
 fn three_members_exchange_lines_and_see_joins_and_leaves() {
     let server = Server::start(&["-l", "127.0.0.1:0=chat"]);
@@ -216,10 +228,12 @@ fn five_hundred_members_all_receive_every_line_of_one_sender() {
     let addr = server.addr("chat");
     let mut sender = Member::join(addr);
     let mut receivers: Vec<Member> = (0..499).map(|_| Member::join(addr)).collect();
-    // Each receiver sees the joins after its own; wait until the last has
-    // been announced to the sender, so every receiver is a member.
-    let last = receivers.last().unwrap().addr();
-    while sender.next_line() != format!("* {last} joined\n") {}
+    // Members from their accept on: once the sender has heard of every
+    // join (by name or in a burst's count), every receiver is one.
+    let mut joins = 0;
+    while joins < receivers.len() {
+        joins += joins_in(&sender.next_line());
+    }
     for i in 0..LINES {
         sender.say(&format!("line {i}"));
     }
@@ -321,9 +335,7 @@ fn regression_3500_joins_at_once_disconnect_readers_that_keep_up() {
                 if line == "* disconnected: too slow\n" {
                     return Err(format!("dropped as too slow after {joins} joins"));
                 }
-                if line.ends_with(" joined\n") {
-                    joins += 1;
-                }
+                joins += joins_in(&line);
             }
             Ok(())
         }));
@@ -337,4 +349,416 @@ fn regression_3500_joins_at_once_disconnect_readers_that_keep_up() {
             .unwrap_or_else(|e| panic!("reader {i}: {e}"));
     }
     drop(joiners);
+}
+
+/// What one chat member of an [`Audience`] has received.
+#[derive(Clone, Debug, Default)]
+struct Heard {
+    bytes: u64,
+    lines: u64,
+    /// Lines starting with `* ` (joins, leaves, their summaries).
+    announcements: u64,
+    /// It got `* disconnected: too slow`.
+    too_slow: bool,
+    /// The server closed or reset it.
+    closed: bool,
+    /// It got the line the audience was told to watch for.
+    saw_needle: bool,
+}
+
+/// What an [`Audience`] heard, per member, and the line it watches for.
+type Hearing = (Vec<Heard>, Option<Vec<u8>>);
+
+/// Chat members read as fast as one thread can (mio, edge-triggered),
+/// counting what each receives; the test reads the counts while it runs.
+struct Audience {
+    state: Arc<std::sync::Mutex<Hearing>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Audience {
+    /// Starts reading `members` (clones of them: the caller keeps its own).
+    fn listen(members: &[TcpStream]) -> Audience {
+        use mio::{Events, Interest, Poll, Token};
+        use std::io::Read;
+        let hearing: Hearing = (vec![Heard::default(); members.len()], None);
+        let state = Arc::new(std::sync::Mutex::new(hearing));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut poll = Poll::new().unwrap();
+        let mut socks: Vec<mio::net::TcpStream> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let clone = m.try_clone().unwrap();
+                clone.set_nonblocking(true).unwrap();
+                let mut s = mio::net::TcpStream::from_std(clone);
+                poll.registry()
+                    .register(&mut s, Token(i), Interest::READABLE)
+                    .unwrap();
+                s
+            })
+            .collect();
+        let (shared, stopped) = (Arc::clone(&state), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            let mut events = Events::with_capacity(256);
+            let mut tails: Vec<Vec<u8>> = vec![Vec::new(); socks.len()];
+            let mut buf = vec![0u8; 1 << 16];
+            while !stopped.load(Ordering::Acquire) {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+                let mut guard = shared.lock().unwrap();
+                let (heard, needle) = &mut *guard;
+                for event in events.iter() {
+                    let i = event.token().0;
+                    loop {
+                        match socks[i].read(&mut buf) {
+                            Ok(0) => {
+                                heard[i].closed = true;
+                                break;
+                            }
+                            Ok(n) => {
+                                heard[i].bytes += n as u64;
+                                tails[i].extend_from_slice(&buf[..n]);
+                                let whole = tails[i].iter().rposition(|&b| b == b'\n');
+                                let Some(end) = whole else { continue };
+                                let rest = tails[i].split_off(end + 1);
+                                for line in tails[i].split(|&b| b == b'\n') {
+                                    if line.is_empty() {
+                                        continue;
+                                    }
+                                    heard[i].lines += 1;
+                                    if line.starts_with(b"* ") {
+                                        heard[i].announcements += 1;
+                                    }
+                                    heard[i].too_slow |= line == b"* disconnected: too slow";
+                                    heard[i].saw_needle |= needle.as_deref() == Some(line);
+                                }
+                                tails[i] = rest;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => {
+                                heard[i].closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Audience {
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn heard(&self) -> Vec<Heard> {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    /// From now on, notes which members receive `line` (without its `\n`).
+    fn watch_for(&self, line: &str) {
+        self.state.lock().unwrap().1 = Some(line.as_bytes().to_vec());
+    }
+
+    /// Waits (at most `WAIT`) until `done` holds for what was heard.
+    fn wait_until(&self, what: &str, done: impl Fn(&[Heard]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done(&self.heard()) {
+            assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Audience {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `chat` part of admin `stats json`.
+fn chat_stats(server: &Server) -> String {
+    let json = support::admin(server, "stats json");
+    let at = json.find("\"chat\":").expect("a chat entry in stats");
+    json[at..].to_string()
+}
+
+#[test]
+fn regression_a_connect_close_storm_floods_every_chat_member() {
+    // The issue: against 1,500 idle members, a storm of connects and
+    // closes (no byte sent) had every join and leave queued to every member,
+    // outside flow control: gigabytes written, every member dismissed.
+    const MEMBERS: usize = 200;
+    const CYCLES: usize = 20_000;
+    const STORM: Duration = Duration::from_secs(5);
+    let server = Server::start(&["-l", "127.0.0.1:0=chat", "-l", "127.0.0.1:0=admin"]);
+    let addr = server.addr("chat");
+    let members: Vec<TcpStream> = (0..MEMBERS).map(|_| connect(addr)).collect();
+    let audience = Audience::listen(&members);
+    let active = |server: &Server| support::json_number(&chat_stats(server), "active");
+    let deadline = Instant::now() + WAIT;
+    while active(&server) != Some(MEMBERS as u64) {
+        assert!(Instant::now() < deadline, "the members never all joined");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let before = audience.heard();
+
+    // The storm: connect and close (every other one with a reset), as fast
+    // as one thread goes, for CYCLES or STORM, whichever ends first.
+    let start = Instant::now();
+    let mut cycles = 0;
+    while cycles < CYCLES && start.elapsed() < STORM {
+        let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            break;
+        };
+        if cycles % 2 == 1 {
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(s);
+        cycles += 1;
+    }
+    assert!(cycles >= 1000, "only {cycles} connect/close cycles ran");
+    let deadline = Instant::now() + WAIT;
+    while active(&server) != Some(MEMBERS as u64) {
+        assert!(
+            Instant::now() < deadline,
+            "the storm's connections never all closed"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    // Members still learn of a join at a human rate, by name. The first
+    // newcomer's batch also carries whatever the storm left; the second's
+    // is its own.
+    let seen = audience.heard()[0].announcements;
+    let first = connect(addr);
+    audience.wait_until("an announcement after the first newcomer", |h| {
+        h[0].announcements > seen
+    });
+    let second = connect(addr);
+    audience.watch_for(&format!("* {} joined", second.local_addr().unwrap()));
+    audience.wait_until("every member sees the second newcomer by name", |h| {
+        h.iter().all(|m| m.saw_needle)
+    });
+
+    let heard = audience.heard();
+    for (i, (m, b)) in heard.iter().zip(&before).enumerate() {
+        assert!(!m.too_slow && !m.closed, "member {i} was dropped: {m:?}");
+        let (lines, bytes) = (m.lines - b.lines, m.bytes - b.bytes);
+        assert!(
+            lines * 10 < cycles as u64 && bytes < cycles as u64,
+            "member {i} got {lines} lines ({bytes} bytes) for {cycles} connect/close cycles"
+        );
+    }
+    let stats = chat_stats(&server);
+    assert_eq!(support::json_number(&stats, "limit"), Some(0), "{stats}");
+    drop((first, second));
+}
+
+/// A chat server with a small soft limit, for [`congestible_room`].
+fn small_soft_limit(extra: &[&str]) -> Server {
+    let mut args = vec![
+        "-l",
+        "127.0.0.1:0=chat",
+        "-l",
+        "127.0.0.1:0=admin",
+        "--chat-soft-limit",
+        "8K",
+        "--chat-hard-limit",
+        "1M",
+        "--chat-soft-secs",
+        "60",
+        "--so-sndbuf",
+        "4K",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A chat member that never reads, through a small kernel buffer: it goes
+/// over a small soft limit after a few dozen kilobytes.
+fn congester(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    TcpStream::from(socket)
+}
+
+/// A chat server with a small soft limit, and in it a reader, a
+/// [`congester`] and a sender; returned once the reader has heard the
+/// other two join.
+fn congestible_room(extra: &[&str]) -> (Server, Member, TcpStream, Member) {
+    let server = small_soft_limit(extra);
+    let addr = server.addr("chat");
+    let mut reader = Member::join(addr);
+    let congester = congester(addr);
+    let sender = Member::join(addr);
+    let (c, s) = (congester.local_addr().unwrap(), sender.addr());
+    let mut joined = 0;
+    while joined < 2 {
+        let line = reader.next_line();
+        if line == format!("* {c} joined\n") || line == format!("* {s} joined\n") {
+            joined += 1;
+        }
+    }
+    (server, reader, congester, sender)
+}
+
+/// 500 lines of about 100 bytes (a congestible room congests partway
+/// through them), then 3 short ones.
+fn paste_lines() -> Vec<String> {
+    let mut lines: Vec<String> = (0..500)
+        .map(|i| format!("bulk {i} {}", "b".repeat(90)))
+        .collect();
+    lines.extend((1..=3).map(|i| format!("last {i}")));
+    lines
+}
+
+/// Reads `reader`'s lines from `sender` on a thread, until `count` came or
+/// the stream ends; returns their text.
+fn lines_from(
+    reader: &Member,
+    sender: SocketAddr,
+    count: usize,
+) -> thread::JoinHandle<Vec<String>> {
+    let stream = reader.stream.try_clone().unwrap();
+    let prefix = format!("[{sender}] ");
+    thread::spawn(move || {
+        let mut lines_in = BufReader::new(stream);
+        let mut got = Vec::new();
+        let mut line = String::new();
+        while got.len() < count {
+            line.clear();
+            match lines_in.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if let Some(text) = line.strip_prefix(&prefix) {
+                got.push(text.trim_end().to_string());
+            }
+        }
+        got
+    })
+}
+
+fn sigterm(server: &Server) {
+    std::process::Command::new("kill")
+        .args(["-s", "TERM", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+}
+
+#[test]
+fn regression_lines_read_before_a_shutdown_are_dropped() {
+    // A sender's complete lines that wait for room (a member over the soft
+    // limit congests the room) were dropped when the server ended the
+    // conversation: here by SIGTERM.
+    let (server, reader, congester, mut sender) = congestible_room(&[]);
+    let lines = paste_lines();
+    let got = lines_from(&reader, sender.addr(), lines.len());
+    for line in &lines {
+        sender.say(line);
+    }
+    // Lines read and waiting for room: now the server ends everything.
+    support::wait_for_row(&server, sender.addr(), "chat", |row| {
+        row.is_some_and(|r| support::json_number(r, "recv_buf_used").unwrap_or(0) > 0)
+    });
+    sigterm(&server);
+    let got = got.join().expect("reader thread");
+    assert_eq!(
+        got.len(),
+        lines.len(),
+        "the reader got {} of {} lines",
+        got.len(),
+        lines.len()
+    );
+    assert_eq!(got, lines);
+    drop(congester);
+}
+
+#[test]
+fn regression_a_sender_ended_before_a_shutdown_loses_its_waiting_lines() {
+    // The idle timeout ends the sender while its lines wait for room; then
+    // a shutdown begins, and the room forgets who waits for it: the
+    // sender was never driven again.
+    // An idle timeout shorter than the congestion's grace: quiet members
+    // go within it, so no one waits for the join lines here (a member is
+    // one from its accept on, and the server accepts in connect order).
+    let server = small_soft_limit(&["--idle-timeout", "0.2"]);
+    let addr = server.addr("chat");
+    let reader = Member::join(addr);
+    // The reader types a line it never ends (a byte each 50 ms, bounded),
+    // so the idle timeout spares it.
+    let typing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let typist = {
+        let typing = Arc::clone(&typing);
+        let mut stream = reader.stream.try_clone().unwrap();
+        thread::spawn(move || {
+            for _ in 0..400 {
+                if !typing.load(Ordering::Acquire) || stream.write_all(b"x").is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let congester = congester(addr);
+    let mut sender = Member::join(addr);
+    let lines = paste_lines();
+    let got = lines_from(&reader, sender.addr(), lines.len());
+    for line in &lines {
+        sender.say(line);
+    }
+    // Lines read and waiting for room, and the sender ended: now the
+    // server ends everything.
+    support::wait_for_row(&server, sender.addr(), "chat", |row| {
+        row.is_some_and(|r| {
+            support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
+                && support::json_text(r, "state") == "finishing"
+        })
+    });
+    sigterm(&server);
+    let got = got.join().expect("reader thread");
+    typing.store(false, Ordering::Release);
+    typist.join().expect("typist thread");
+    assert_eq!(
+        got.len(),
+        lines.len(),
+        "the reader got {} of {} lines",
+        got.len(),
+        lines.len()
+    );
+    assert_eq!(got, lines);
+    let _ = reader.stream.shutdown(Shutdown::Both);
+    drop(congester);
+}
+
+#[test]
+fn regression_chat_limits_are_not_checked_against_each_other() {
+    // A hard limit less than the soft limit plus one turn's broadcast drops
+    // members that read as fast as they can: refused at start.
+    let out = support::run_binary(
+        &[
+            "serve",
+            "-l",
+            "127.0.0.1:0=chat",
+            "--chat-soft-limit",
+            "256K",
+            "--chat-hard-limit",
+            "300K",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--chat-hard-limit"), "{stderr}");
 }

@@ -14,9 +14,12 @@
 //! once every receiver has sent it, so steady chatting allocates nothing
 //! per line.
 //!
-//! Flow control: each call may broadcast at most `io.broadcast_room` bytes,
+//! Flow control: each call may broadcast at most `io.broadcast_room` bytes
+//! (each chunk's queue entry counted too, as receivers' queues count it),
 //! which the reactor sets to nothing while some receiver is behind (over its
-//! soft limit). Lines that do not fit stay in the receive buffer, unread by
+//! soft limit). A line goes out whenever some room is left, so a call
+//! overshoots the room by at most one line ([`longest_line_cost`]). Lines
+//! that do not fit stay in the receive buffer, unread by
 //! the service, and the service answers [`Effect::WaitForRoom`]: the sender's
 //! reading stops once its buffer is full, TCP pushes back on it, and a paste
 //! goes out at the pace of the receivers that keep up. Joins, leaves and
@@ -32,6 +35,19 @@ use crate::buffer::ChunkWriter;
 /// judged, and pasters paced, in fine steps; large enough that a paste is not
 /// one allocation per line.
 pub const CHUNK_BYTES: usize = 4096;
+
+/// The most bytes a line takes in the room beyond its text: the `[PEER] `
+/// prefix (at most 61 bytes: an IPv6 address with a scope id, and a port)
+/// and the newline.
+pub const LINE_OVERHEAD: usize = 62;
+
+/// The most one broadcast line can add to a receiver's queue (see
+/// [`crate::buffer::SharedQueue::cost`]) with receive buffers of `recv_buf`
+/// bytes: the longest complete line a buffer holds (its newline included),
+/// its prefix, and the entry of a chunk of its own.
+pub fn longest_line_cost(recv_buf: usize) -> usize {
+    recv_buf.saturating_add(LINE_OVERHEAD + crate::buffer::ENTRY_COST)
+}
 
 /// Per-connection state: the receive buffer holds any partial line.
 #[derive(Debug, Default)]
@@ -97,6 +113,10 @@ impl Chat {
                 }
                 // Both only once a line is complete: a partial line costs
                 // nothing per read, and takes no chunk from the pool.
+                if chunk.is_none() {
+                    // A chunk costs each receiver an entry in its queue.
+                    io.broadcast_room = io.broadcast_room.saturating_sub(crate::buffer::ENTRY_COST);
+                }
                 let chunk = chunk.get_or_insert_with(|| match io.chunks.as_deref_mut() {
                     Some(pool) => pool.take(),
                     None => ChunkWriter::fresh(),
@@ -267,6 +287,48 @@ mod tests {
         let outcome = service.process(&mut io);
         assert_eq!(outcome.effect, Some(Effect::WaitForRoom));
         assert_eq!(outcome.next, Next::Continue);
+    }
+
+    #[test]
+    fn the_longest_prefix_is_within_the_line_overhead() {
+        let peer: std::net::SocketAddr =
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535"
+                .parse()
+                .unwrap();
+        let mut chunk = ChunkWriter::fresh();
+        push_line(&mut chunk, peer, b"");
+        assert_eq!(chunk.len(), LINE_OVERHEAD);
+    }
+
+    #[test]
+    fn a_turn_overshoots_its_room_by_one_line_at_most() {
+        // Calls share the room as the calls of one turn do; what they queue
+        // on a receiver (bytes and one entry per chunk) stays within the
+        // room plus the cost of one line.
+        let mut pool = BufPool::new(1024);
+        let mut out_pool = BufPool::new(64);
+        let mut input = ByteBuf::new(1024);
+        let mut output = ByteBuf::new(64);
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let now = std::time::Instant::now();
+        for room in [1, 50, 100, 333, 1000] {
+            let mut service = Chat::default();
+            input.clear();
+            input.append(&mut pool, b"a\n");
+            input.append(&mut pool, &[b'x'; 900]);
+            input.append(&mut pool, b"\nb\nc\n");
+            let mut io = Io::new(&mut input, &mut output, &mut out_pool, peer, now);
+            io.broadcast_room = room;
+            let mut queued = 0;
+            while let Some(Effect::Broadcast(chunk)) = service.process(&mut io).effect {
+                queued += chunk.len() + crate::buffer::ENTRY_COST;
+            }
+            assert!(queued > 0, "some room, some line");
+            assert!(
+                queued <= room + longest_line_cost(1024),
+                "room {room}: {queued} queued"
+            );
+        }
     }
 
     #[test]
