@@ -14,7 +14,8 @@
 //!   the turn that moves bytes; tells the reactor what to do next.
 //! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
 //!   `SO_REUSEPORT`), the kernel queue ioctls, the directory-relative
-//!   opens (`openat2`, `openat`) the files service confines names with, and
+//!   opens (`openat2`, `openat`) and directory reads (`getdents64`,
+//!   `fstatat`) the files service confines names and walks `LIST` with, and
 //!   the raw `poll`/`write` of the log sink; every `unsafe` is here.
 //! - [`logsink`]: the `log` logger: a bounded queue written to stderr only
 //!   when it is writable, so a stalled or departed log reader never blocks
