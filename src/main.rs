@@ -273,7 +273,8 @@ Services:
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
          'LIST' names the files, sorted by path component; a list cut at its
          bounds (100,000 names) ends with an empty line and
-         'ERR list cut at N names'
+         'ERR list cut at N names' (': out of file descriptors' and the like
+         when the server, not the list, stopped it)
   chat   each line goes to every other chat client as '[PEER] line'; joins and
          leaves are announced; a paste goes out at the pace of the members
          that keep up; a member that stays behind (--chat-soft-limit for
