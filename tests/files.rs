@@ -598,3 +598,71 @@ fn regression_a_list_out_of_descriptors_ends_with_the_cut_line_and_why() {
         tail(&expected)
     );
 }
+
+/// A root with dotfiles and dot-directories at every depth beside plain
+/// files.
+fn dotted_root(tag: &str) -> TempDir {
+    let root = TempDir::new(tag);
+    for dir in [".git", ".dir", "sub/.cache", "sub/plain"] {
+        fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    for (name, body) in [
+        (".hidden", "hidden\n"),
+        (".git/config", "[core]\n"),
+        (".dir/x", "x\n"),
+        ("sub/.env", "TOKEN=1\n"),
+        ("sub/.cache/y", "y\n"),
+        ("sub/plain/ok.txt", "ok\n"),
+        ("visible.txt", "visible\n"),
+    ] {
+        fs::write(root.path().join(name), body).unwrap();
+    }
+    root
+}
+
+#[test]
+fn regression_dotfiles_are_neither_listed_nor_served_by_default() {
+    // With the default `--root .`, a checkout's .git/config, everything
+    // under .git/ and .ci/ was listed and served.
+    let root = dotted_root("files-dot");
+    let server = files_server(&root, &[]);
+    let files = server.addr("files");
+    assert_eq!(
+        String::from_utf8_lossy(&exchange(files, b"LIST\n")),
+        "sub/plain/ok.txt\nvisible.txt\n"
+    );
+    // Refused as missing names are, so a name's existence is not shown.
+    for name in [
+        ".hidden",
+        ".git/config",
+        ".dir/x",
+        "sub/.env",
+        "sub/.cache/y",
+        "./.hidden",
+        "sub//.env",
+        ".git",
+        ".missing",
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&exchange(files, format!("GET {name}\n").as_bytes())),
+            "ERR not found\n",
+            "GET {name}"
+        );
+        assert_eq!(exchange(files, name.as_bytes()), b"", "bare {name}");
+    }
+    // A leading `./` is the root itself, not a dotfile.
+    assert_eq!(exchange(files, b"GET ./visible.txt\n"), b"OK 8\nvisible\n");
+}
+
+#[test]
+fn with_hidden_dotfiles_are_listed_and_served() {
+    let root = dotted_root("files-dot-hidden");
+    let server = files_server(&root, &["--hidden"]);
+    let files = server.addr("files");
+    assert_eq!(
+        String::from_utf8_lossy(&exchange(files, b"LIST\n")),
+        ".dir/x\n.git/config\n.hidden\nsub/.cache/y\nsub/.env\nsub/plain/ok.txt\nvisible.txt\n"
+    );
+    assert_eq!(exchange(files, b"GET .git/config\n"), b"OK 7\n[core]\n");
+    assert_eq!(exchange(files, b"sub/.env"), b"TOKEN=1\n");
+}

@@ -18,6 +18,13 @@
 //!   `ERR list cut at N names`, with the reason after a colon in the second
 //!   case (see [`list_cut_line`]).
 //!
+//! Dotfiles: a name with a component that starts with `.` (`.git/config`,
+//! `sub/.env`) is neither listed nor served unless `--hidden`
+//! ([`ServiceConfig::hidden`]); asked for, it gets `ERR not found` (the
+//! bare form: nothing), as a missing file does, so whether it exists is not
+//! shown. With the default `--root .`, a checkout's `.git/` and CI
+//! settings would otherwise be downloadable.
+//!
 //! `GET` and `LIST` wait for their newline (or half-close) even when the
 //! socket runs dry, so a request split across packets is never cut short;
 //! only the bare form, whose client sends no newline, ends at a burst (and
@@ -122,6 +129,37 @@ pub fn check_name(name: &[u8]) -> Result<&Path, Refusal> {
         }
     }
     Ok(path)
+}
+
+/// Whether `path` (as [`check_name`] passed it) names a dotfile, or
+/// something under a dot-directory: a component that starts with `.`. A
+/// leading `./` is the root itself, not one.
+pub fn is_hidden(path: &Path) -> bool {
+    path.components()
+        .any(|c| matches!(c, Component::Normal(part) if part.as_bytes().starts_with(b".")))
+}
+
+/// Opens `name` as the service serves it: [`open_under`] the root, but a
+/// dotfile ([`is_hidden`]) is refused as `not found` without `--hidden`,
+/// before any lookup, so the answer does not tell whether it exists.
+///
+/// The rule is on the name asked for: a symlink of the root's whose own
+/// name is plain is served wherever inside the root it leads, dotfiles
+/// included, as a link the operator made.
+pub fn open_served(
+    config: &ServiceConfig,
+    name: &[u8],
+    peer: SocketAddr,
+) -> Result<(File, u64), Refusal> {
+    let path = check_name(name)?;
+    if !config.hidden && is_hidden(path) {
+        info!(
+            "files {peer}: {:?} is a dotfile; refused as not found (--hidden serves it)",
+            lossy(name)
+        );
+        return Err(Refusal::NotFound);
+    }
+    open_under(&config.root, name)
 }
 
 /// How [`open_beneath`] resolves a name under the root.
@@ -382,7 +420,8 @@ impl ListLimits {
 /// What is skipped, all as the entry's own type says (the record's
 /// `d_type`, or `fstatat` without following where the file system has
 /// none): symlinks (never followed), anything but directories and regular
-/// files, paths over [`MAX_NAME`] bytes (no `GET` could fetch them), and directories
+/// files, names starting with `.` (unless `hidden`: `--hidden`), paths
+/// over [`MAX_NAME`] bytes (no `GET` could fetch them), and directories
 /// that cannot be opened (no permission, gone, or no longer a directory;
 /// logged at debug). What cuts the answer, with [`list_cut_line`] and its
 /// reason: more than [`ListLimits::names`] names, more than
@@ -393,6 +432,8 @@ impl ListLimits {
 #[derive(Debug)]
 pub struct ListWalk {
     root: PathBuf,
+    /// List and descend into names starting with `.` (`--hidden`).
+    hidden: bool,
     /// The directories on the current path, the root first. All but the
     /// last are fully read and sorted; the last may still be being read.
     /// Empty before the root is opened and once the walk is over.
@@ -517,10 +558,11 @@ pub enum ListStep {
 
 impl ListWalk {
     /// A walk of `root` within `limits` (a `reads_per_call` or `depth` of 0
-    /// counts as 1). Touches nothing yet.
-    pub fn new(root: &Path, limits: ListLimits) -> ListWalk {
+    /// counts as 1), naming dotfiles only if `hidden`. Touches nothing yet.
+    pub fn new(root: &Path, limits: ListLimits, hidden: bool) -> ListWalk {
         ListWalk {
             root: root.to_path_buf(),
+            hidden,
             path: Vec::new(),
             current: Vec::new(),
             started: false,
@@ -658,7 +700,7 @@ impl ListWalk {
         };
         self.records_at += len;
         let name = record.name.to_bytes();
-        if name == b"." || name == b".." {
+        if name == b"." || name == b".." || (!self.hidden && name.starts_with(b".")) {
             return;
         }
         let kind = match record.kind {
@@ -916,9 +958,13 @@ impl Files {
         match Request::parse(line) {
             Request::List => {
                 info!("files {peer}: LIST");
-                self.list = Some(ListWalk::new(&config.root, ListLimits::SERVED));
+                self.list = Some(ListWalk::new(
+                    &config.root,
+                    ListLimits::SERVED,
+                    config.hidden,
+                ));
             }
-            Request::Get(name) => match open_under(&config.root, name) {
+            Request::Get(name) => match open_served(config, name, peer) {
                 Ok((file, size)) => {
                     info!("files {peer}: GET {:?}: {size} bytes", lossy(name));
                     self.pending = format!("OK {size}\n").into_bytes();
@@ -935,7 +981,7 @@ impl Files {
                     self.pending = format!("ERR {refusal}\n").into_bytes();
                 }
             },
-            Request::Bare(name) => match open_under(&config.root, name) {
+            Request::Bare(name) => match open_served(config, name, peer) {
                 Ok((file, size)) => {
                     info!("files {peer}: {:?}: {size} bytes", lossy(name));
                     self.stream = Some(Stream {
@@ -1179,8 +1225,9 @@ mod tests {
     }
 
     /// The old `LIST`: the whole tree read, every path sorted, then sent
-    /// (without its byte cap). The reference the walk must match.
-    fn whole_tree_sort(root: &Path) -> Vec<u8> {
+    /// (without its byte cap), dotfiles only if `hidden`. The reference
+    /// the walk must match.
+    fn whole_tree_sort(root: &Path, hidden: bool) -> Vec<u8> {
         let mut names = Vec::new();
         let mut dirs = vec![PathBuf::new()];
         while let Some(dir) = dirs.pop() {
@@ -1191,6 +1238,9 @@ mod tests {
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
+                if !hidden && entry.file_name().as_bytes().starts_with(b".") {
+                    continue;
+                }
                 let relative = dir.join(entry.file_name());
                 if kind.is_dir() {
                     dirs.push(relative);
@@ -1211,11 +1261,20 @@ mod tests {
     /// A tree whose sorted order is not the byte order of whole paths
     /// (`a/x` before `a.txt`, `a-b` before both), with nested and empty
     /// directories, a symlink to a file and one to a directory (neither
-    /// followed), a FIFO (not regular), a name that is not UTF-8, one that
-    /// starts with `...`, and 40 files in one directory.
+    /// followed), a FIFO (not regular), a name that is not UTF-8, dotfiles
+    /// (one that starts with `...`, one in a dot-directory), and 40 files
+    /// in one directory.
     fn generated_tree(root: &Path) {
         use std::os::unix::fs::symlink;
-        for dir in ["a", "a/deeper/deepest", "b", "empty", "c/empty-too", "many"] {
+        for dir in [
+            "a",
+            "a/deeper/deepest",
+            "b",
+            "empty",
+            "c/empty-too",
+            "many",
+            ".dot",
+        ] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
         for file in [
@@ -1227,6 +1286,8 @@ mod tests {
             "a/deeper/deepest/z",
             "b/...list cut",
             "top",
+            ".top",
+            ".dot/inner",
         ] {
             fs::write(root.join(file), b"").unwrap();
         }
@@ -1302,8 +1363,8 @@ mod tests {
     fn list_sends_what_a_whole_tree_sort_gives_whatever_the_send_buffer_room() {
         let dir = TempDir::new("list-order");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
-        assert_eq!(expected.split(|&b| b == b'\n').count() - 1, 49);
+        let expected = whole_tree_sort(&dir.0, false);
+        assert_eq!(expected.split(|&b| b == b'\n').count() - 1, 48);
         // Through the service, output drained after every call.
         for send_cap in [1, 2, 3, 7, 16, 64, 4096] {
             let out = run(
@@ -1318,13 +1379,22 @@ mod tests {
             assert!(out.closed, "send buffer {send_cap}");
             assert!(out.output == expected, "send buffer {send_cap}");
         }
-        // By hand: a slow peer, and walks that stop after every few reads.
-        for (send_cap, drain, reads) in [(8, 1, 1), (16, 3, 2), (64, 64, 5), (4096, 100, 512)] {
-            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, reads));
+        // By hand: a slow peer, and walks that stop after every few reads;
+        // with dotfiles and without.
+        let with_dotfiles = whole_tree_sort(&dir.0, true);
+        assert_eq!(with_dotfiles.split(|&b| b == b'\n').count() - 1, 51);
+        for (send_cap, drain, reads, hidden) in [
+            (8, 1, 1, true),
+            (16, 3, 2, false),
+            (64, 64, 5, true),
+            (4096, 100, 512, false),
+        ] {
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, reads), hidden);
+            let expected = if hidden { &with_dotfiles } else { &expected };
             let walked = drive(walk, send_cap, drain);
             assert!(
-                walked.output == expected,
-                "send buffer {send_cap}, drain {drain}, {reads} reads a call"
+                walked.output == *expected,
+                "send buffer {send_cap}, drain {drain}, {reads} reads a call, hidden {hidden}"
             );
         }
     }
@@ -1333,9 +1403,9 @@ mod tests {
     fn no_list_call_reads_more_than_its_bound() {
         let dir = TempDir::new("list-bound");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
+        let expected = whole_tree_sort(&dir.0, true);
         for bound in [1, 4, 33] {
-            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, bound));
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, bound), true);
             let walked = drive(walk, 1 << 16, 1 << 16);
             assert!(walked.output == expected, "bound {bound}");
             assert_eq!(walked.most_reads, bound, "bound {bound}");
@@ -1389,7 +1459,7 @@ mod tests {
             assert!(service.is_producing());
         }
         assert!(calls > 2, "{calls} calls");
-        assert!(answer == whole_tree_sort(&dir.0));
+        assert!(answer == whole_tree_sort(&dir.0, false));
     }
 
     #[test]
@@ -1456,16 +1526,16 @@ mod tests {
     fn a_list_past_its_cap_ends_with_the_cut_line() {
         let dir = TempDir::new("list-cut");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
+        let expected = whole_tree_sort(&dir.0, true);
         let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
         for cap in [0, 1, 5, 12] {
-            let walked = drive(ListWalk::new(&dir.0, limits(cap, 3)), 32, 7);
+            let walked = drive(ListWalk::new(&dir.0, limits(cap, 3), true), 32, 7);
             let mut want = lines[..cap].concat();
             want.extend_from_slice(format!("\nERR list cut at {cap} names\n").as_bytes());
             assert_eq!(lossy(&walked.output), lossy(&want), "cap {cap}");
         }
         // At exactly as many names as the tree holds, nothing is cut.
-        let walked = drive(ListWalk::new(&dir.0, limits(lines.len(), 3)), 32, 7);
+        let walked = drive(ListWalk::new(&dir.0, limits(lines.len(), 3), true), 32, 7);
         assert!(walked.output == expected);
         assert_eq!(list_cut_line(3, None), b"\nERR list cut at 3 names\n");
         assert_eq!(
@@ -1494,6 +1564,7 @@ mod tests {
                 held_bytes,
                 ..limits(MAX_LIST_NAMES, 4)
             },
+            true,
         );
         let walked = drive(walk, 64, 64);
         assert_eq!(lossy(&walked.output), "a\n\nERR list cut at 1 names\n");
@@ -1504,14 +1575,15 @@ mod tests {
                 held_bytes: held_bytes + 1 + entry,
                 ..limits(MAX_LIST_NAMES, 4)
             },
+            true,
         );
-        assert!(drive(walk, 64, 64).output == whole_tree_sort(&dir.0));
+        assert!(drive(walk, 64, 64).output == whole_tree_sort(&dir.0, true));
     }
 
     #[test]
     fn a_list_of_a_root_that_cannot_be_read_is_empty() {
         let walked = drive(
-            ListWalk::new(Path::new("/nonexistent/root"), ListLimits::SERVED),
+            ListWalk::new(Path::new("/nonexistent/root"), ListLimits::SERVED, false),
             64,
             64,
         );
@@ -1530,13 +1602,13 @@ mod tests {
             ..limits(MAX_LIST_NAMES, 2)
         };
         // The root and `a` are two directories: `a/b` is one too deep.
-        let walked = drive(ListWalk::new(&dir.0, depth(2)), 64, 64);
+        let walked = drive(ListWalk::new(&dir.0, depth(2), false), 64, 64);
         assert_eq!(
             lossy(&walked.output),
             "a/0\n\nERR list cut at 1 names: deeper than 2 directories\n"
         );
-        let walked = drive(ListWalk::new(&dir.0, depth(4)), 64, 64);
-        assert!(walked.output == whole_tree_sort(&dir.0));
+        let walked = drive(ListWalk::new(&dir.0, depth(4), false), 64, 64);
+        assert!(walked.output == whole_tree_sort(&dir.0, false));
     }
 
     /// The most descriptors `walk` held between any two of its calls, one
@@ -1567,7 +1639,7 @@ mod tests {
         fs::create_dir_all(chain.0.join("1/2/3/4/5/6")).unwrap();
         fs::write(chain.0.join("1/2/3/4/5/6/f"), b"").unwrap();
         fs::write(chain.0.join("1/f"), b"").unwrap();
-        let walk = ListWalk::new(&chain.0, limits(MAX_LIST_NAMES, 1));
+        let walk = ListWalk::new(&chain.0, limits(MAX_LIST_NAMES, 1), false);
         let (most, output) = most_descriptors(walk);
         assert_eq!(lossy(&output), "1/2/3/4/5/6/f\n1/f\n");
         assert_eq!(most, 1);
@@ -1581,9 +1653,9 @@ mod tests {
             path = path.join("a");
         }
         fs::create_dir(&path).unwrap();
-        let walk = ListWalk::new(&forks.0, limits(MAX_LIST_NAMES, 1));
+        let walk = ListWalk::new(&forks.0, limits(MAX_LIST_NAMES, 1), false);
         let (most, output) = most_descriptors(walk);
-        assert!(output == whole_tree_sort(&forks.0));
+        assert!(output == whole_tree_sort(&forks.0, false));
         assert_eq!(most, 7, "the root and six levels of `a`");
     }
 
@@ -1604,7 +1676,7 @@ mod tests {
         let mut pool = BufPool::new(1 << 16);
         let mut input = ByteBuf::new(16);
         let mut output = ByteBuf::new(1 << 16);
-        let mut walk = ListWalk::new(&root, limits(MAX_LIST_NAMES, 1));
+        let mut walk = ListWalk::new(&root, limits(MAX_LIST_NAMES, 1), false);
         let mut swapped = false;
         for _ in 0..1_000 {
             let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
@@ -1621,6 +1693,58 @@ mod tests {
         }
         assert!(swapped, "the walk never entered `a`");
         assert_eq!(lossy(output.data()), "a/f\n");
+    }
+
+    #[test]
+    fn dotfiles_are_hidden_by_any_component_but_a_leading_dot_slash() {
+        for (name, hidden) in [
+            (&b".env"[..], true),
+            (b".git/config", true),
+            (b"sub/.git/config", true),
+            (b"sub/.x/y", true),
+            (b"...", true),
+            (b"./.env", true),
+            (b"a//.b", true),
+            (b"./a.txt", false),
+            (b".", false),
+            (b"a.b/c.d", false),
+            (b"sub/file.", false),
+        ] {
+            let path = check_name(name).expect("a name check_name passes");
+            assert_eq!(is_hidden(path), hidden, "{}", lossy(name));
+        }
+    }
+
+    #[test]
+    fn dotfiles_are_refused_as_not_found_unless_hidden() {
+        let dir = TempDir::new("dotfiles");
+        fs::create_dir_all(dir.0.join(".git")).unwrap();
+        fs::write(dir.0.join(".git/config"), b"[core]").unwrap();
+        fs::write(dir.0.join("plain"), b"plain").unwrap();
+        let fetch_with = |hidden: bool, request: &[u8]| {
+            let config = ServiceConfig {
+                hidden,
+                ..config_with_root(&dir.0)
+            };
+            let out = run(
+                ServiceKind::Files,
+                &config,
+                &[request],
+                false,
+                true,
+                256,
+                64,
+            );
+            assert!(out.closed);
+            out.output
+        };
+        assert_eq!(fetch_with(false, b"GET .git/config\n"), b"ERR not found\n");
+        assert_eq!(fetch_with(false, b"GET .git/missing\n"), b"ERR not found\n");
+        assert_eq!(fetch_with(false, b".git/config\n"), b"");
+        assert_eq!(fetch_with(false, b"LIST\n"), b"plain\n");
+        assert_eq!(fetch_with(true, b"GET .git/config\n"), b"OK 6\n[core]");
+        assert_eq!(fetch_with(true, b".git/config\n"), b"[core]");
+        assert_eq!(fetch_with(true, b"LIST\n"), b".git/config\nplain\n");
     }
 
     /// What opening a name gave: the file's bytes, or the refusal.
