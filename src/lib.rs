@@ -14,9 +14,10 @@
 //!   the turn that moves bytes; tells the reactor what to do next.
 //! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
 //!   `SO_REUSEPORT`, keepalive), the kernel queue ioctls, the
-//!   directory-relative opens (`openat2`, `openat`) the files service
-//!   confines names with, the descriptor limit, and the raw calls of the
-//!   log sink; every `unsafe` is here.
+//!   directory-relative opens (`openat2`, `openat`) and directory reads
+//!   (`getdents64`, `fstatat`) the files service confines names and walks
+//!   `LIST` with, the descriptor limit, and the raw calls of the log sink;
+//!   every `unsafe` is here.
 //! - [`logsink`]: the `log` logger: a bounded queue written to stderr
 //!   through a private non-blocking description of it (or `send` with
 //!   `MSG_DONTWAIT` to a socket), so a stalled or departed log reader,

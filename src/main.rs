@@ -334,7 +334,9 @@ Services:
          refused); 'GET NAME' gets 'OK <size>' or 'ERR <reason>' first;
          'LIST' names the files, sorted by path component; a list cut at its
          bounds (100,000 names) ends with an empty line and
-         'ERR list cut at N names'
+         'ERR list cut at N names' (': out of file descriptors' and the like
+         when the server, not the list, stopped it). Names with a component
+         starting with '.' are neither listed nor served without --hidden
   chat   each line goes to every other chat client as '[PEER] line'; joins and
          leaves are announced (twice a second at most; a burst as
          '* N joined, M left'; never to a member that is behind); a paste
@@ -479,6 +481,14 @@ struct ServeArgs {
     /// then shows 0 bytes there and everything in the kernel's send queue.
     #[arg(long)]
     sendfile: bool,
+
+    /// files: list and serve names with a component that starts with '.'
+    /// (.git/, .env, .ssh/). Off by default: with the default --root . a
+    /// checkout's .git/config and CI settings would be downloadable. Without
+    /// it such a name gets 'ERR not found', as a missing one does, so its
+    /// existence is not shown.
+    #[arg(long)]
+    hidden: bool,
 
     /// Set SO_REUSEPORT, so several processes can listen on one port and the
     /// kernel spreads clients between them (one process per core).
@@ -971,6 +981,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             short: args.short,
             root,
             sendfile: args.sendfile,
+            hidden: args.hidden,
         },
     };
     let mut server = match Server::bind(config) {

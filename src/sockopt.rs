@@ -1,13 +1,15 @@
 //! System calls the standard library and `mio` do not offer: listening
 //! sockets with a deep accept backlog, optional `SO_REUSEPORT` and TCP
-//! keepalive, the kernel queue ioctls, and the two directory-relative opens
-//! (`openat2`, `openat`) the files service resolves names with; the
-//! descriptor limit (`RLIMIT_NOFILE`); the raw calls the log sink makes on
-//! standard error (what kind of file it is, a private non-blocking open of
-//! it, a zero-wait `poll` for `POLLOUT`, a `write` or a `send` that cannot
-//! block); a pseudo-terminal, for the tests that stand in for a stalled
-//! terminal; saving and restoring a terminal's settings, for the
-//! interactive client; and the clock tick the process figures are counted in.
+//! keepalive, the kernel queue ioctls, the two directory-relative opens
+//! (`openat2`, `openat`) the files service resolves names with, and the
+//! directory reads of its `LIST` walk (`getdents64`, and `fstatat` where an
+//! entry's record has no type); the descriptor limit (`RLIMIT_NOFILE`); the
+//! raw calls the log sink makes on standard error (what kind of file it is,
+//! a private non-blocking open of it, a zero-wait `poll` for `POLLOUT`, a
+//! `write` or a `send` that cannot block); a pseudo-terminal, for the tests
+//! that stand in for a stalled terminal; saving and restoring a terminal's
+//! settings, for the interactive client; and the clock tick the process
+//! figures are counted in.
 //!
 //! Every `unsafe` of the crate is here, each behind a safe function; no
 //! policy (what to open, what a failure means) is decided here.
@@ -302,6 +304,116 @@ pub fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Resul
     }
 }
 
+/// What a directory entry is, as its record or `fstatat` says. Nothing is
+/// followed: a symlink is `Other`, whatever it points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Other,
+    /// The file system does not say in the record (`DT_UNKNOWN`): ask
+    /// [`kind_at`].
+    Unknown,
+}
+
+/// One record of a [`read_dir_entries`] buffer: the entry's name (never
+/// empty, never containing `/` or NUL; `.` and `..` included) and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirEntry<'a> {
+    pub name: &'a CStr,
+    pub kind: EntryKind,
+}
+
+/// Offsets in the kernel's `struct linux_dirent64`: `d_ino` (u64),
+/// `d_off` (i64), `d_reclen` (u16), `d_type` (u8), then `d_name`,
+/// NUL-terminated and padded to the record's length.
+const DIRENT_RECLEN: usize = 16;
+const DIRENT_TYPE: usize = 18;
+const DIRENT_NAME: usize = 19;
+
+/// `getdents64(2)`: reads the next entries of the directory open as `dir`
+/// into `buf`, as the kernel's records (take them apart with
+/// [`next_dir_entry`]); the bytes filled, 0 at the directory's end. A
+/// buffer too small for one record (a name is at most 255 bytes, so 280
+/// always does) is `EINVAL`. Retried on `EINTR`.
+pub fn read_dir_entries(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the pointer and length describe one live, writable
+        // slice, of which the kernel writes at most `buf.len()` bytes; the
+        // borrowed fd stays open for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if rc >= 0 {
+            // Non-negative and at most `buf.len()`.
+            return Ok(rc as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The first record of `records` (what [`read_dir_entries`] filled, or the
+/// rest of it) and its length, by which to advance; `None` when no whole
+/// record is left. Safe code over bytes: a malformed record ends the buffer
+/// rather than reading past it.
+pub fn next_dir_entry(records: &[u8]) -> Option<(DirEntry<'_>, usize)> {
+    let reclen_bytes = records.get(DIRENT_RECLEN..DIRENT_RECLEN + 2)?;
+    let reclen = usize::from(u16::from_ne_bytes([reclen_bytes[0], reclen_bytes[1]]));
+    let record = records.get(..reclen)?;
+    let name = CStr::from_bytes_until_nul(record.get(DIRENT_NAME..)?).ok()?;
+    if name.is_empty() {
+        return None;
+    }
+    let kind = match record[DIRENT_TYPE] {
+        libc::DT_DIR => EntryKind::Dir,
+        libc::DT_REG => EntryKind::File,
+        libc::DT_UNKNOWN => EntryKind::Unknown,
+        _ => EntryKind::Other,
+    };
+    Some((DirEntry { name, kind }, reclen))
+}
+
+/// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`: the kind of `name` in the
+/// directory `dir`, for the file systems whose records say
+/// [`EntryKind::Unknown`].
+pub fn kind_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<EntryKind> {
+    // SAFETY: `stat` is plain integers, for which all zeros is valid.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `name` is NUL-terminated and `stat` a live `stat`, both
+        // outliving the call, which writes only `stat`; the borrowed fd
+        // stays open for the call.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &raw mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(match stat.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => EntryKind::Dir,
+        libc::S_IFREG => EntryKind::File,
+        _ => EntryKind::Other,
+    })
+}
+
 /// Takes ownership of the fd an open call returned: `Ok(None)` to retry
 /// after `EINTR`, the error for any other failure.
 fn new_fd(rc: libc::c_int) -> io::Result<Option<OwnedFd>> {
@@ -545,6 +657,99 @@ mod tests {
         assert_eq!(old.notsent_bytes, None, "never a made-up 0");
         assert_eq!(old.snd_wnd, None);
         assert_eq!(decode_tcp_info(&raw, 0), TcpInfo::default());
+    }
+
+    /// One `linux_dirent64` record of `name` and `d_type`, padded to 8 bytes.
+    fn record(name: &[u8], d_type: u8) -> Vec<u8> {
+        let len = (DIRENT_NAME + name.len() + 1).next_multiple_of(8);
+        let mut r = vec![0u8; len];
+        r[DIRENT_RECLEN..DIRENT_RECLEN + 2].copy_from_slice(&(len as u16).to_ne_bytes());
+        r[DIRENT_TYPE] = d_type;
+        r[DIRENT_NAME..DIRENT_NAME + name.len()].copy_from_slice(name);
+        r
+    }
+
+    #[test]
+    fn directory_records_are_taken_apart_and_a_malformed_one_ends_them() {
+        let mut records = record(b"a-directory", libc::DT_DIR);
+        records.extend(record(b"f", libc::DT_REG));
+        records.extend(record(b"unknown", libc::DT_UNKNOWN));
+        records.extend(record(b"link", libc::DT_LNK));
+        let mut at = 0;
+        let mut seen = Vec::new();
+        while let Some((entry, len)) = next_dir_entry(&records[at..]) {
+            seen.push((entry.name.to_bytes().to_vec(), entry.kind));
+            at += len;
+        }
+        assert_eq!(at, records.len());
+        assert_eq!(
+            seen,
+            [
+                (b"a-directory".to_vec(), EntryKind::Dir),
+                (b"f".to_vec(), EntryKind::File),
+                (b"unknown".to_vec(), EntryKind::Unknown),
+                (b"link".to_vec(), EntryKind::Other),
+            ]
+        );
+        // Cut short, a length past the end, no NUL, an empty name: none
+        // is read past, none panics.
+        let whole = record(b"name", libc::DT_REG);
+        assert_eq!(next_dir_entry(&whole[..whole.len() - 1]), None);
+        assert_eq!(next_dir_entry(&whole[..DIRENT_RECLEN + 1]), None);
+        let mut no_nul = whole.clone();
+        no_nul[DIRENT_NAME..].fill(b'x');
+        assert_eq!(next_dir_entry(&no_nul), None);
+        assert_eq!(next_dir_entry(&record(b"", libc::DT_REG)), None);
+        let mut zero_len = whole;
+        zero_len[DIRENT_RECLEN..DIRENT_RECLEN + 2].fill(0);
+        assert_eq!(next_dir_entry(&zero_len), None);
+    }
+
+    #[test]
+    fn a_directory_read_through_its_descriptor_gives_every_entry_and_kind() {
+        let dir = std::env::temp_dir().join(format!("tcp-reactor-dents-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink("file", dir.join("link")).unwrap();
+        let fd = OwnedFd::from(std::fs::File::open(&dir).unwrap());
+        // A buffer that holds one record at a time, so it takes many calls.
+        let mut buf = vec![0u8; 40];
+        let mut seen = Vec::new();
+        loop {
+            let n = read_dir_entries(fd.as_fd(), &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            let mut at = 0;
+            while let Some((entry, len)) = next_dir_entry(&buf[at..n]) {
+                let kind = match entry.kind {
+                    EntryKind::Unknown => kind_at(fd.as_fd(), entry.name).unwrap(),
+                    kind => kind,
+                };
+                assert_eq!(kind, kind_at(fd.as_fd(), entry.name).unwrap());
+                seen.push((entry.name.to_bytes().to_vec(), kind));
+                at += len;
+            }
+            assert_eq!(at, n, "whole records");
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        // Too small for one record (a fresh descriptor: at the end there
+        // is no record left to fit).
+        let fresh = OwnedFd::from(std::fs::File::open(&dir).unwrap());
+        let e = read_dir_entries(fresh.as_fd(), &mut [0u8; 8]).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(
+            seen,
+            [
+                (b".".to_vec(), EntryKind::Dir),
+                (b"..".to_vec(), EntryKind::Dir),
+                (b"file".to_vec(), EntryKind::File),
+                (b"link".to_vec(), EntryKind::Other),
+                (b"sub".to_vec(), EntryKind::Dir),
+            ]
+        );
     }
 
     #[test]

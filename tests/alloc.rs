@@ -91,6 +91,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
             short: false,
             root: std::env::temp_dir(),
             sendfile: false,
+            hidden: false,
         },
     };
     // The server is one thread's (it holds `Rc`s): built on its own.

@@ -4,7 +4,8 @@
 //! is one that is served) and in the bare form `NAME` (the file's bytes or
 //! nothing), with a secret beside the root whose marker must never appear
 //! in any answer; then `LIST`, which must name only the root's own regular
-//! files.
+//! files, also while a directory of the root is swapped for a symlink out
+//! of it mid-walk.
 //!
 //! A hard link in the root to a file outside it is served: it is a
 //! directory entry of the root, put there by whoever can write the root,
@@ -15,10 +16,14 @@
 mod support;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use support::{Server, TempDir, exchange};
 
@@ -265,5 +270,152 @@ fn list_names_only_the_roots_own_regular_files() {
         String::from_utf8_lossy(&answer),
         String::from_utf8_lossy(&want),
         "LIST must name the regular files under the root and nothing else"
+    );
+}
+
+/// A client with a small kernel receive buffer, set before connecting so
+/// the window it offers stays small: what it does not read stays in the
+/// server, whose walk then waits for it (loopback's autotuning would
+/// otherwise take megabytes).
+fn connect_small(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect_timeout(&addr.into(), support::WAIT).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(support::WAIT)).unwrap();
+    stream.set_write_timeout(Some(support::WAIT)).unwrap();
+    stream
+}
+
+/// Files in `a/` of the swap tests: their listing (about 420 KB) is far
+/// more than the buffers between the server and a client that does not
+/// read can take (tens of KB with the small buffers used), so the walk is
+/// held inside `a/` until the client reads on.
+const FILLER: usize = 2_000;
+
+/// `a/` with [`FILLER`] long names, and the answer they make.
+fn filler(root: &Path) -> Vec<u8> {
+    fs::create_dir_all(root.join("a")).unwrap();
+    let mut answer = Vec::new();
+    for i in 0..FILLER {
+        let name = format!("a/{i:05}-{}", "x".repeat(200));
+        fs::File::create(root.join(&name)).unwrap();
+        answer.extend_from_slice(name.as_bytes());
+        answer.push(b'\n');
+    }
+    answer
+}
+
+/// `outer/secret/`, a directory outside the root whose only entry is a
+/// file named with the marker, and holding it: a listing of it would name
+/// the marker.
+fn secret_dir(outer: &Path) -> std::path::PathBuf {
+    let secret = outer.join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::write(secret.join(std::ffi::OsStr::from_bytes(MARKER)), MARKER).unwrap();
+    secret
+}
+
+#[test]
+fn regression_list_does_not_follow_a_directory_swapped_for_a_symlink_mid_walk() {
+    // The old walk read the root, then opened each subdirectory by its
+    // path when it came to it: `z` renamed away and replaced by a symlink
+    // out after the root was read, and the answer named the entries of
+    // the directory the symlink led to.
+    let outer = TempDir::new("confine-list-swap");
+    let outer_path = fs::canonicalize(outer.path()).unwrap();
+    let root = outer_path.join("root");
+    let expected = filler(&root);
+    fs::create_dir(root.join("z")).unwrap();
+    fs::write(root.join("z/inside.txt"), "inside\n").unwrap();
+    let secret = secret_dir(&outer_path);
+    let server = Server::start(&[
+        "-l",
+        "127.0.0.1:0=files",
+        "--root",
+        root.to_str().unwrap(),
+        "--send-buf",
+        "4K",
+        "--so-sndbuf",
+        "4K",
+    ]);
+    let mut client = connect_small(server.addr("files"));
+    client.write_all(b"LIST\n").unwrap();
+    // A first byte: the root has been read, and the walk is in `a/`, held
+    // there by this client, which reads nothing more for now.
+    let mut answer = support::read_exact(&mut client, 1);
+    fs::rename(root.join("z"), outer_path.join("z-away")).unwrap();
+    symlink(&secret, root.join("z")).unwrap();
+    answer.extend_from_slice(&support::read_to_end(&mut client));
+    assert!(
+        !has_marker(&answer),
+        "LIST named an entry outside the root: {:?}",
+        String::from_utf8_lossy(&answer[answer.len().saturating_sub(300)..])
+    );
+    // `z` is now a symlink, not followed; `a/` is whole.
+    assert!(answer == expected, "the answer is not a/'s names alone");
+}
+
+#[test]
+fn regression_list_never_names_outside_while_a_directory_is_swapped_for_a_symlink() {
+    // Another local user flips `d` between a directory and a symlink out
+    // as fast as it can while LISTs walk the tree; many directories sort
+    // before `d`, so the walk reaches it well after it read the root.
+    let outer = TempDir::new("confine-list-race");
+    let outer_path = fs::canonicalize(outer.path()).unwrap();
+    let root = outer_path.join("root");
+    for i in 0..100 {
+        fs::create_dir_all(root.join(format!("b{i:02}"))).unwrap();
+        fs::write(root.join(format!("b{i:02}/f")), "").unwrap();
+    }
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/f"), "").unwrap();
+    let secret = secret_dir(&outer_path);
+    let server = Server::start(&["-l", "127.0.0.1:0=files", "--root", root.to_str().unwrap()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (root, outer, stop) = (root.clone(), outer_path.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (d, away) = (root.join("d"), outer.join("d-away"));
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                fs::rename(&d, &away).unwrap();
+                symlink(&secret, &d).unwrap();
+                fs::remove_file(&d).unwrap();
+                fs::rename(&away, &d).unwrap();
+                flips += 1;
+            }
+            flips
+        })
+    };
+    // Bounded in rounds and in time; ends early once the race has been
+    // seen both ways enough times to have caught the old walk.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut through, mut around, mut leaked) = (0u32, 0u32, 0u32);
+    for _ in 0..500 {
+        let answer = exchange(server.addr("files"), b"LIST\n");
+        if has_marker(&answer) {
+            leaked += 1;
+            break;
+        }
+        if answer.windows(4).any(|w| w == b"d/f\n") {
+            through += 1;
+        } else {
+            around += 1;
+        }
+        if (through >= 20 && around >= 20) || Instant::now() > deadline {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flips = swapper.join().expect("the swapper ran");
+    assert_eq!(
+        leaked, 0,
+        "LIST named an entry outside the root ({through} through d, {around} around it)"
+    );
+    assert!(
+        through > 0 && around > 0,
+        "the swap never raced a LIST ({through} through d, {around} around it, {flips} flips)"
     );
 }

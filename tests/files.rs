@@ -533,3 +533,136 @@ fn sendfile_downloads_arrive_byte_exact_and_bypass_the_send_buffer() {
 fn a_sendfile_download_of_a_file_truncated_mid_transfer_ends_with_a_reset() {
     a_truncated_bare_download_ends_with_a_reset("files-sendfile-shrink", &["--sendfile"]);
 }
+
+/// The lowest descriptor number free in process `pid`: with its
+/// RLIMIT_NOFILE set to it, the process can open nothing more (the kernel
+/// hands out the lowest free number, and refuses one at or past the limit).
+fn lowest_free_fd(pid: u32) -> u32 {
+    let open: std::collections::HashSet<u32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the server's descriptors")
+        .map(|e| {
+            e.expect("a descriptor entry")
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse().ok())
+                .expect("descriptor entries are numbers")
+        })
+        .collect();
+    (0..)
+        .find(|n| !open.contains(n))
+        .expect("some number is free")
+}
+
+#[test]
+fn regression_a_list_out_of_descriptors_ends_with_the_cut_line_and_why() {
+    // The old walk skipped a directory it could not open for lack of
+    // descriptors as if it were unreadable, and ended cleanly: a short
+    // answer that looked whole.
+    const NAMES: usize = 2_000;
+    let root = TempDir::new("files-list-emfile");
+    let mut expected = Vec::new();
+    for i in 0..NAMES {
+        // Long names: the listing (about 420 KB) is far more than the
+        // buffers between the server and a client that does not read can
+        // take, so the walk is held among these names until it reads on.
+        let name = format!("f{i:05}-{}", "x".repeat(200));
+        fs::File::create(root.path().join(&name)).unwrap();
+        expected.extend_from_slice(name.as_bytes());
+        expected.push(b'\n');
+    }
+    fs::create_dir(root.path().join("z")).unwrap();
+    fs::write(root.path().join("z/inside.txt"), "inside\n").unwrap();
+    let server = files_server(&root, &["--send-buf", "4K", "--so-sndbuf", "4K"]);
+    let mut client = connect_small(server.addr("files"));
+    client.write_all(b"LIST\n").unwrap();
+    // The walk has read the root and is held among the root's files.
+    let mut answer = read_exact(&mut client, 1);
+    // Now the server can open no descriptor: not `z` when the walk gets
+    // there. Soft and hard limit alike, so nothing can raise it back.
+    let limit = lowest_free_fd(server.pid());
+    let lowered = std::process::Command::new("prlimit")
+        .args(["--pid", &server.pid().to_string()])
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("run prlimit");
+    assert!(lowered.success(), "prlimit failed");
+    answer.extend_from_slice(&read_to_end(&mut client));
+    expected.extend_from_slice(
+        format!("\nERR list cut at {NAMES} names: out of file descriptors\n").as_bytes(),
+    );
+    let tail = |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(120)..]).into_owned();
+    assert!(
+        answer == expected,
+        "the answer ends {:?}, not {:?}",
+        tail(&answer),
+        tail(&expected)
+    );
+}
+
+/// A root with dotfiles and dot-directories at every depth beside plain
+/// files.
+fn dotted_root(tag: &str) -> TempDir {
+    let root = TempDir::new(tag);
+    for dir in [".git", ".dir", "sub/.cache", "sub/plain"] {
+        fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    for (name, body) in [
+        (".hidden", "hidden\n"),
+        (".git/config", "[core]\n"),
+        (".dir/x", "x\n"),
+        ("sub/.env", "TOKEN=1\n"),
+        ("sub/.cache/y", "y\n"),
+        ("sub/plain/ok.txt", "ok\n"),
+        ("visible.txt", "visible\n"),
+    ] {
+        fs::write(root.path().join(name), body).unwrap();
+    }
+    root
+}
+
+#[test]
+fn regression_dotfiles_are_neither_listed_nor_served_by_default() {
+    // With the default `--root .`, a checkout's .git/config, everything
+    // under .git/ and .ci/ was listed and served.
+    let root = dotted_root("files-dot");
+    let server = files_server(&root, &[]);
+    let files = server.addr("files");
+    assert_eq!(
+        String::from_utf8_lossy(&exchange(files, b"LIST\n")),
+        "sub/plain/ok.txt\nvisible.txt\n"
+    );
+    // Refused as missing names are, so a name's existence is not shown.
+    for name in [
+        ".hidden",
+        ".git/config",
+        ".dir/x",
+        "sub/.env",
+        "sub/.cache/y",
+        "./.hidden",
+        "sub//.env",
+        ".git",
+        ".missing",
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&exchange(files, format!("GET {name}\n").as_bytes())),
+            "ERR not found\n",
+            "GET {name}"
+        );
+        assert_eq!(exchange(files, name.as_bytes()), b"", "bare {name}");
+    }
+    // A leading `./` is the root itself, not a dotfile.
+    assert_eq!(exchange(files, b"GET ./visible.txt\n"), b"OK 8\nvisible\n");
+}
+
+#[test]
+fn with_hidden_dotfiles_are_listed_and_served() {
+    let root = dotted_root("files-dot-hidden");
+    let server = files_server(&root, &["--hidden"]);
+    let files = server.addr("files");
+    assert_eq!(
+        String::from_utf8_lossy(&exchange(files, b"LIST\n")),
+        ".dir/x\n.git/config\n.hidden\nsub/.cache/y\nsub/.env\nsub/plain/ok.txt\nvisible.txt\n"
+    );
+    assert_eq!(exchange(files, b"GET .git/config\n"), b"OK 7\n[core]\n");
+    assert_eq!(exchange(files, b"sub/.env"), b"TOKEN=1\n");
+}

@@ -403,6 +403,7 @@ pub fn config(root: &std::path::Path) -> ServiceConfig {
         encoding: Encoding::Utf8,
         short: false,
         root: root.to_path_buf(),
+        hidden: false,
     }
 }
 

@@ -13,8 +13,17 @@
 //! - `GET NAME`: `OK <size>\n`, the bytes, close; or `ERR <reason>\n`, close;
 //! - `LIST`: the regular files under the root, one relative path a line,
 //!   sorted by path component, then close; past [`MAX_LIST_NAMES`] names,
-//!   the answer ends with an empty line and `ERR list cut at N names` (see
-//!   [`list_cut_line`]).
+//!   or when the server cannot go on (out of descriptors, a tree deeper
+//!   than [`MAX_LIST_DEPTH`]), the answer ends with an empty line and
+//!   `ERR list cut at N names`, with the reason after a colon in the second
+//!   case (see [`list_cut_line`]).
+//!
+//! Dotfiles: a name with a component that starts with `.` (`.git/config`,
+//! `sub/.env`) is neither listed nor served unless `--hidden`
+//! ([`ServiceConfig::hidden`]); asked for, it gets `ERR not found` (the
+//! bare form: nothing), as a missing file does, so whether it exists is not
+//! shown. With the default `--root .`, a checkout's `.git/` and CI
+//! settings would otherwise be downloadable.
 //!
 //! `GET` and `LIST` wait for their newline (or half-close) even when the
 //! socket runs dry, so a request split across packets is never cut short;
@@ -26,16 +35,19 @@
 //! resolution beneath the root, in [`open_beneath`]) and reads the file in
 //! chunks straight into the send buffer, and only while that buffer is below
 //! its low watermark, so a 10 GB file costs no more memory than a 10 KB one.
-//! A `LIST` walks the tree the same way ([`ListWalk`]): names are produced
+//! A `LIST` walks the tree by descriptors ([`ListWalk`]): each directory
+//! opened relative to its parent's, without following a symlink, and read
+//! through its own descriptor, so a directory swapped for a symlink
+//! mid-walk cannot lead it out. Names are produced
 //! only while the send buffer is below its low watermark, and at most
 //! [`LIST_READS_PER_CALL`] entries are read per call before the service
 //! yields its turn, so a large tree neither stalls the other clients nor
 //! sits in memory. Those reads are blocking, which is fine for local files
 //! and page-cache hits.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -46,7 +58,7 @@ use std::path::{Component, Path, PathBuf};
 use log::{debug, info, warn};
 
 use super::{Io, Outcome, ServiceConfig};
-use crate::sockopt;
+use crate::sockopt::{self, EntryKind};
 
 /// Longest name accepted, in bytes (Linux's PATH_MAX).
 pub const MAX_NAME: usize = 4096;
@@ -117,6 +129,37 @@ pub fn check_name(name: &[u8]) -> Result<&Path, Refusal> {
         }
     }
     Ok(path)
+}
+
+/// Whether `path` (as [`check_name`] passed it) names a dotfile, or
+/// something under a dot-directory: a component that starts with `.`. A
+/// leading `./` is the root itself, not one.
+pub fn is_hidden(path: &Path) -> bool {
+    path.components()
+        .any(|c| matches!(c, Component::Normal(part) if part.as_bytes().starts_with(b".")))
+}
+
+/// Opens `name` as the service serves it: [`open_under`] the root, but a
+/// dotfile ([`is_hidden`]) is refused as `not found` without `--hidden`,
+/// before any lookup, so the answer does not tell whether it exists.
+///
+/// The rule is on the name asked for: a symlink of the root's whose own
+/// name is plain is served wherever inside the root it leads, dotfiles
+/// included, as a link the operator made.
+pub fn open_served(
+    config: &ServiceConfig,
+    name: &[u8],
+    peer: SocketAddr,
+) -> Result<(File, u64), Refusal> {
+    let path = check_name(name)?;
+    if !config.hidden && is_hidden(path) {
+        info!(
+            "files {peer}: {:?} is a dotfile; refused as not found (--hidden serves it)",
+            lossy(name)
+        );
+        return Err(Refusal::NotFound);
+    }
+    open_under(&config.root, name)
 }
 
 /// How [`open_beneath`] resolves a name under the root.
@@ -298,6 +341,31 @@ pub const MAX_LIST_NAMES: usize = 100_000;
 /// 4 MiB holds a directory of about 100,000 names of 16 bytes.
 pub const MAX_LIST_HELD_BYTES: usize = 4 << 20;
 
+/// Most directories on a `LIST`'s current path, the root counting as one;
+/// a directory deeper than that cuts the answer where it sorts. Every
+/// directory on the path that still has a subdirectory to open holds its
+/// descriptor (the walk opens each directory relative to its parent's,
+/// never by a path string), so this bounds the descriptors one `LIST`
+/// holds: a few such clients must not take the descriptors every other
+/// connection needs. 64 is several times the depth of a Linux source
+/// tree (13) or a `node_modules` (about 20).
+pub const MAX_LIST_DEPTH: usize = 64;
+
+/// Bytes of directory records one `LIST` reads per `getdents64` call: one
+/// buffer a walk, since only the deepest directory on its path is ever
+/// being read. 8 KiB holds about 250 records of 16-byte names (glibc's
+/// `readdir`, which the walk used before, takes 32 KiB a directory), and
+/// is far above the one record (280 bytes at most) a call needs.
+const LIST_RECORD_BYTES: usize = 8 << 10;
+
+/// Flags of a subdirectory's open during a `LIST` (the call adds
+/// `O_CLOEXEC`). `O_NOFOLLOW`: a subdirectory swapped for a symlink since
+/// its parent was read fails to open (`ELOOP`, or `ENOTDIR` as
+/// `O_DIRECTORY` reports it) instead of leading out; the name is one
+/// component, taken from the parent's own records, so no other part of it
+/// could be a link.
+const LIST_DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+
 /// The bounds of one [`ListWalk`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListLimits {
@@ -308,6 +376,9 @@ pub struct ListLimits {
     pub held_bytes: usize,
     /// Entries read, and directories opened, per call.
     pub reads_per_call: usize,
+    /// Directories on the current path, the root included; one deeper
+    /// cuts the answer.
+    pub depth: usize,
 }
 
 impl ListLimits {
@@ -316,6 +387,7 @@ impl ListLimits {
         names: MAX_LIST_NAMES,
         held_bytes: MAX_LIST_HELD_BYTES,
         reads_per_call: LIST_READS_PER_CALL,
+        depth: MAX_LIST_DEPTH,
     };
 }
 
@@ -326,31 +398,49 @@ impl ListLimits {
 /// whole list of paths gives), while the server holds only the directories
 /// on the current path.
 ///
-/// Memory: the send buffer, plus the names of the directories on the
+/// Confinement: every subdirectory is opened relative to its parent's
+/// descriptor, one component at a time and without following a symlink
+/// (`O_NOFOLLOW`), and read from its own descriptor; no path string
+/// is ever resolved but the root's. So a directory renamed away and
+/// replaced by a symlink while a `LIST` runs cannot lead the walk out of
+/// the root: the open fails and the entry is skipped.
+///
+/// Memory: the send buffer, one buffer of directory records
+/// (8 KiB), plus the names of the directories on the
 /// current path (one arena a directory and a 24-byte index entry a name),
 /// never the whole answer. Bounded: what is held never passes
 /// [`ListLimits::held_bytes`] (counted by length; the vectors' growth can
 /// add as much again), a directory that would pass it ending the answer
-/// there, since its names cannot be sent in order without all of them; and
-/// the path is under `PATH_MAX / 2` directories deep (a longer path cannot
-/// be opened, and is skipped). Only the deepest directory is open (one fd)
-/// while it is being read.
+/// there, since its names cannot be sent in order without all of them.
 ///
-/// Symlinks are not followed, only regular files are named, and a
-/// directory that cannot be opened is skipped (logged at debug), all as the
-/// entry's own type says (`d_type`, or `lstat` where the file system has no
-/// `d_type`). Past [`ListLimits::names`] names, the answer ends with
-/// [`list_cut_line`].
+/// Descriptors: one for each directory on the path that still has a
+/// subdirectory to open (a directory lets its descriptor go once its last
+/// subdirectory is opened), so at most [`ListLimits::depth`].
+///
+/// What is skipped, all as the entry's own type says (the record's
+/// `d_type`, or `fstatat` without following where the file system has
+/// none): symlinks (never followed), anything but directories and regular
+/// files, names starting with `.` (unless `hidden`: `--hidden`), paths
+/// over [`MAX_NAME`] bytes (no `GET` could fetch them), and directories
+/// that cannot be opened (no permission, gone, or no longer a directory;
+/// logged at debug). What cuts the answer, with [`list_cut_line`] and its
+/// reason: more than [`ListLimits::names`] names, more than
+/// [`ListLimits::held_bytes`] held, a directory deeper than
+/// [`ListLimits::depth`], and a directory that cannot be opened for lack
+/// of descriptors (`EMFILE`, `ENFILE`), since skipping it would make a
+/// short answer look whole.
 #[derive(Debug)]
 pub struct ListWalk {
     root: PathBuf,
+    /// List and descend into names starting with `.` (`--hidden`).
+    hidden: bool,
     /// The directories on the current path, the root first. All but the
     /// last are fully read and sorted; the last may still be being read.
     /// Empty before the root is opened and once the walk is over.
     path: Vec<Level>,
     /// The last directory's path relative to the root, ending in `/` (empty
-    /// for the root itself): what each of its names is prefixed with. Under
-    /// `PATH_MAX` bytes, since a longer one cannot be opened.
+    /// for the root itself): what each of its names is prefixed with.
+    /// Under [`MAX_NAME`] bytes, since no deeper directory is entered.
     current: Vec<u8>,
     /// The root has been opened (or failed to): an empty `path` then means
     /// the walk is over.
@@ -365,6 +455,13 @@ pub struct ListWalk {
     /// Entries read and directories opened in the current call, never more
     /// than `limits.reads_per_call`.
     reads: usize,
+    /// Directory records of the last directory on `path` while it is
+    /// being read: `records[records_at..records_len]` are not taken apart
+    /// yet. [`LIST_RECORD_BYTES`] long once the root is opened, empty
+    /// before.
+    records: Vec<u8>,
+    records_at: usize,
+    records_len: usize,
     /// The line being emitted (a name and its newline, or the cut line);
     /// `line[line_sent..]` is not yet in the send buffer. One line's worth
     /// (about `PATH_MAX` bytes at most), reused for each name.
@@ -379,14 +476,20 @@ pub struct ListWalk {
 struct Level {
     /// `ListWalk::current[..prefix_len]` is this directory's path.
     prefix_len: usize,
+    /// The directory, open: read while `reading`, then kept to open its
+    /// subdirectories from. `None` once no subdirectory is left to open.
+    dir: Option<OwnedFd>,
     /// The names read, back to back; `entries` index into it.
     names: Vec<u8>,
     entries: Vec<Entry>,
-    /// The directory is still being read: the iterator, kept between calls.
-    /// `None` once it is read to its end; `entries` are then sorted.
-    reading: Option<fs::ReadDir>,
+    /// The directory is still being read (through `ListWalk::records`).
+    /// Once it is read to its end, `entries` are sorted.
+    reading: bool,
+    /// Directories among `entries[next..]`: when it reaches 0 with the
+    /// directory read, `dir` is let go.
+    dirs_left: usize,
     /// Entries before this one are emitted (or descended into); only moves
-    /// once `reading` is `None`.
+    /// once `reading` is over.
     next: usize,
 }
 
@@ -400,12 +503,14 @@ struct Entry {
 }
 
 impl Level {
-    fn new(prefix_len: usize, reading: fs::ReadDir) -> Level {
+    fn new(prefix_len: usize, dir: OwnedFd) -> Level {
         Level {
             prefix_len,
+            dir: Some(dir),
             names: Vec::new(),
             entries: Vec::new(),
-            reading: Some(reading),
+            reading: true,
+            dirs_left: 0,
             next: 0,
         }
     }
@@ -413,13 +518,31 @@ impl Level {
     fn name(&self, entry: Entry) -> &[u8] {
         &self.names[entry.start..entry.end]
     }
+
+    /// The directory is read to its end: its entries are sorted, and its
+    /// descriptor let go if it has no subdirectory to open.
+    fn read_to_end(&mut self) {
+        self.reading = false;
+        let names = &self.names;
+        self.entries
+            .sort_unstable_by(|a, b| names[a.start..a.end].cmp(&names[b.start..b.end]));
+        if self.dirs_left == 0 {
+            self.dir = None;
+        }
+    }
 }
 
 /// The last line of a `LIST` cut after `names` names: an empty line (never
 /// a name, since every name listed is a non-empty path), then `ERR list cut
-/// at N names`. The empty line is what tells it from a file of that name.
-pub fn list_cut_line(names: usize) -> Vec<u8> {
-    format!("\nERR list cut at {names} names\n").into_bytes()
+/// at N names`, followed by `: WHY` when the cut is not one of the
+/// answer's own bounds (names, bytes held) but the server's state, such as
+/// `out of file descriptors`. The empty line is what tells it from a file
+/// of that name.
+pub fn list_cut_line(names: usize, why: Option<&str>) -> Vec<u8> {
+    match why {
+        None => format!("\nERR list cut at {names} names\n").into_bytes(),
+        Some(why) => format!("\nERR list cut at {names} names: {why}\n").into_bytes(),
+    }
 }
 
 /// Why [`ListWalk::step`] returned.
@@ -434,11 +557,12 @@ pub enum ListStep {
 }
 
 impl ListWalk {
-    /// A walk of `root` within `limits` (a `reads_per_call` of 0 counts as
-    /// 1). Touches nothing yet.
-    pub fn new(root: &Path, limits: ListLimits) -> ListWalk {
+    /// A walk of `root` within `limits` (a `reads_per_call` or `depth` of 0
+    /// counts as 1), naming dotfiles only if `hidden`. Touches nothing yet.
+    pub fn new(root: &Path, limits: ListLimits, hidden: bool) -> ListWalk {
         ListWalk {
             root: root.to_path_buf(),
+            hidden,
             path: Vec::new(),
             current: Vec::new(),
             started: false,
@@ -446,9 +570,13 @@ impl ListWalk {
             sent: 0,
             limits: ListLimits {
                 reads_per_call: limits.reads_per_call.max(1),
+                depth: limits.depth.max(1),
                 ..limits
             },
             reads: 0,
+            records: Vec::new(),
+            records_at: 0,
+            records_len: 0,
             line: Vec::new(),
             line_sent: 0,
             finished: false,
@@ -491,57 +619,13 @@ impl ListWalk {
                 self.finished = true;
             } else {
                 self.started = true;
-                self.open(peer);
+                self.open(peer, None);
             }
             return;
         };
-        if let Some(reading) = &mut level.reading {
+        if level.reading {
             self.reads += 1;
-            match reading.next() {
-                None => {
-                    level.reading = None;
-                    let names = &level.names;
-                    level
-                        .entries
-                        .sort_unstable_by(|a, b| names[a.start..a.end].cmp(&names[b.start..b.end]));
-                }
-                Some(Err(e)) => {
-                    debug!(
-                        "files {peer}: LIST: reading {:?} failed: {e}; listing what was read",
-                        lossy(&self.current)
-                    );
-                    level.reading = None;
-                }
-                Some(Ok(entry)) => {
-                    let Ok(kind) = entry.file_type() else {
-                        return;
-                    };
-                    if !kind.is_dir() && !kind.is_file() {
-                        return;
-                    }
-                    let name = entry.file_name();
-                    let cost = name.len() + size_of::<Entry>();
-                    if self.held + cost > self.limits.held_bytes {
-                        warn!(
-                            "files {peer}: LIST: {:?} takes the walk past {} bytes held; \
-                             cut after {} names",
-                            lossy(&self.current),
-                            self.limits.held_bytes,
-                            self.sent
-                        );
-                        self.cut();
-                        return;
-                    }
-                    let start = level.names.len();
-                    level.names.extend_from_slice(name.as_bytes());
-                    level.entries.push(Entry {
-                        start,
-                        end: level.names.len(),
-                        dir: kind.is_dir(),
-                    });
-                    self.held += cost;
-                }
-            }
+            self.read_entry(peer);
             return;
         }
         let Some(&entry) = level.entries.get(level.next) else {
@@ -553,16 +637,19 @@ impl ListWalk {
         };
         level.next += 1;
         if entry.dir {
-            self.current.extend_from_slice(level.name(entry));
+            level.dirs_left -= 1;
+            // Names come from the kernel's records, which end at a NUL.
+            let name = CString::new(level.name(entry)).expect("directory entry names hold no NUL");
+            self.current.extend_from_slice(name.as_bytes());
             self.current.push(b'/');
-            self.open(peer);
+            self.open(peer, Some(&name));
         } else if self.sent == self.limits.names {
             warn!(
                 "files {peer}: LIST of {} cut at {} names",
                 self.root.display(),
                 self.sent
             );
-            self.cut();
+            self.cut(None);
         } else {
             self.sent += 1;
             self.line.clear();
@@ -573,13 +660,145 @@ impl ListWalk {
         }
     }
 
-    /// Opens the directory at `current` as the new end of the path (or,
-    /// if it cannot be opened, takes `current` back to the last one); one
-    /// read.
-    fn open(&mut self, peer: SocketAddr) {
+    /// Takes the next record of the last directory on the path (reading
+    /// more records first if none is left), and keeps its name if it is
+    /// one the answer may hold; at the directory's end, sorts it.
+    fn read_entry(&mut self, peer: SocketAddr) {
+        let Some(level) = self.path.last_mut() else {
+            return;
+        };
+        // A directory being read is open: `dir` goes only once it is read.
+        let Some(dir) = level.dir.as_ref().map(AsFd::as_fd) else {
+            level.read_to_end();
+            return;
+        };
+        if self.records_at >= self.records_len {
+            self.records_at = 0;
+            self.records_len = 0;
+            match sockopt::read_dir_entries(dir, &mut self.records) {
+                Ok(0) => {
+                    level.read_to_end();
+                    return;
+                }
+                Ok(n) => self.records_len = n,
+                Err(e) => {
+                    debug!(
+                        "files {peer}: LIST: reading {:?} failed: {e}; listing what was read",
+                        lossy(&self.current)
+                    );
+                    level.read_to_end();
+                    return;
+                }
+            }
+        }
+        let Some((record, len)) =
+            sockopt::next_dir_entry(&self.records[self.records_at..self.records_len])
+        else {
+            // Never from the kernel; taken as the end of these records.
+            self.records_at = self.records_len;
+            return;
+        };
+        self.records_at += len;
+        let name = record.name.to_bytes();
+        if name == b"." || name == b".." || (!self.hidden && name.starts_with(b".")) {
+            return;
+        }
+        let kind = match record.kind {
+            EntryKind::Unknown => sockopt::kind_at(dir, record.name).unwrap_or(EntryKind::Other),
+            kind => kind,
+        };
+        let is_dir = match kind {
+            EntryKind::Dir => true,
+            EntryKind::File => false,
+            EntryKind::Other | EntryKind::Unknown => return,
+        };
+        // A file's path, or a directory's with `/` and at least one byte
+        // of a name under it, past MAX_NAME: no GET could fetch it.
+        if self.current.len() + name.len() + if is_dir { 2 } else { 0 } > MAX_NAME {
+            debug!(
+                "files {peer}: LIST: skipping {:?}{:?}: its path is over {MAX_NAME} bytes",
+                lossy(&self.current),
+                lossy(name)
+            );
+            return;
+        }
+        let cost = name.len() + size_of::<Entry>();
+        if self.held + cost > self.limits.held_bytes {
+            warn!(
+                "files {peer}: LIST: {:?} takes the walk past {} bytes held; \
+                 cut after {} names",
+                lossy(&self.current),
+                self.limits.held_bytes,
+                self.sent
+            );
+            self.cut(None);
+            return;
+        }
+        let start = level.names.len();
+        level.names.extend_from_slice(name);
+        level.entries.push(Entry {
+            start,
+            end: level.names.len(),
+            dir: is_dir,
+        });
+        level.dirs_left += usize::from(is_dir);
+        self.held += cost;
+    }
+
+    /// Opens the directory at `current` as the new end of the path: the
+    /// root (by its path, the operator's) when `name` is `None`, else
+    /// `name` in the last directory on the path, relative to its
+    /// descriptor. If it cannot be opened, takes `current` back to the
+    /// last one, or cuts the answer (see [`ListWalk`]). One read.
+    fn open(&mut self, peer: SocketAddr, name: Option<&CStr>) {
         self.reads += 1;
-        match fs::read_dir(self.root.join(OsStr::from_bytes(&self.current))) {
-            Ok(reading) => self.path.push(Level::new(self.current.len(), reading)),
+        if self.path.len() >= self.limits.depth {
+            warn!(
+                "files {peer}: LIST: {:?} is deeper than {} directories; cut after {} names",
+                lossy(&self.current),
+                self.limits.depth,
+                self.sent
+            );
+            let why = format!("deeper than {} directories", self.limits.depth);
+            self.cut(Some(&why));
+            return;
+        }
+        let opened = match (name, self.path.last_mut()) {
+            (Some(name), Some(parent)) => {
+                // A parent keeps its descriptor while it has
+                // subdirectories to open, this one counted until now.
+                let at = parent.dir.as_ref().map(AsFd::as_fd);
+                let opened = at
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+                    .and_then(|at| sockopt::openat(at, name, LIST_DIR_FLAGS));
+                if parent.dirs_left == 0 {
+                    parent.dir = None;
+                }
+                opened
+            }
+            _ => OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&self.root)
+                .map(OwnedFd::from),
+        };
+        match opened {
+            Ok(dir) => {
+                if self.records.is_empty() {
+                    self.records = vec![0; LIST_RECORD_BYTES];
+                }
+                self.records_at = 0;
+                self.records_len = 0;
+                self.path.push(Level::new(self.current.len(), dir));
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                warn!(
+                    "files {peer}: LIST: cannot open {:?}: {e}; cut after {} names",
+                    lossy(&self.current),
+                    self.sent
+                );
+                self.cut(Some("out of file descriptors"));
+            }
             Err(e) => {
                 debug!(
                     "files {peer}: LIST: skipping {:?}: {e}",
@@ -591,12 +810,20 @@ impl ListWalk {
         }
     }
 
-    /// Ends the answer with the cut line; what the path held is let go.
-    fn cut(&mut self) {
-        self.line = list_cut_line(self.sent);
+    /// Descriptors the walk holds: what [`ListLimits::depth`] bounds.
+    #[cfg(test)]
+    fn descriptors(&self) -> usize {
+        self.path.iter().filter(|level| level.dir.is_some()).count()
+    }
+
+    /// Ends the answer with the cut line (saying `why` if given); what the
+    /// path held, descriptors included, is let go.
+    fn cut(&mut self, why: Option<&str>) {
+        self.line = list_cut_line(self.sent, why);
         self.line_sent = 0;
         self.path.clear();
         self.current.clear();
+        self.records = Vec::new();
         self.held = 0;
         self.finished = true;
     }
@@ -759,9 +986,13 @@ impl Files {
         match Request::parse(line) {
             Request::List => {
                 info!("files {peer}: LIST");
-                self.list = Some(ListWalk::new(&config.root, ListLimits::SERVED));
+                self.list = Some(ListWalk::new(
+                    &config.root,
+                    ListLimits::SERVED,
+                    config.hidden,
+                ));
             }
-            Request::Get(name) => match open_under(&config.root, name) {
+            Request::Get(name) => match open_served(config, name, peer) {
                 Ok((file, size)) => {
                     info!("files {peer}: GET {:?}: {size} bytes", lossy(name));
                     self.pending = format!("OK {size}\n").into_bytes();
@@ -778,7 +1009,7 @@ impl Files {
                     self.pending = format!("ERR {refusal}\n").into_bytes();
                 }
             },
-            Request::Bare(name) => match open_under(&config.root, name) {
+            Request::Bare(name) => match open_served(config, name, peer) {
                 Ok((file, size)) => {
                     info!("files {peer}: {:?}: {size} bytes", lossy(name));
                     self.stream = Some(Stream {
@@ -892,6 +1123,7 @@ mod tests {
     use super::super::{Next, Service, ServiceKind};
     use super::*;
     use crate::buffer::{BufPool, ByteBuf};
+    use std::fs;
     use std::time::Instant;
 
     /// A fresh directory under the system temp dir, removed on drop.
@@ -1052,8 +1284,9 @@ mod tests {
     }
 
     /// The old `LIST`: the whole tree read, every path sorted, then sent
-    /// (without its byte cap). The reference the walk must match.
-    fn whole_tree_sort(root: &Path) -> Vec<u8> {
+    /// (without its byte cap), dotfiles only if `hidden`. The reference
+    /// the walk must match.
+    fn whole_tree_sort(root: &Path, hidden: bool) -> Vec<u8> {
         let mut names = Vec::new();
         let mut dirs = vec![PathBuf::new()];
         while let Some(dir) = dirs.pop() {
@@ -1064,6 +1297,9 @@ mod tests {
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
+                if !hidden && entry.file_name().as_bytes().starts_with(b".") {
+                    continue;
+                }
                 let relative = dir.join(entry.file_name());
                 if kind.is_dir() {
                     dirs.push(relative);
@@ -1084,11 +1320,20 @@ mod tests {
     /// A tree whose sorted order is not the byte order of whole paths
     /// (`a/x` before `a.txt`, `a-b` before both), with nested and empty
     /// directories, a symlink to a file and one to a directory (neither
-    /// followed), a FIFO (not regular), a name that is not UTF-8, one that
-    /// starts with `...`, and 40 files in one directory.
+    /// followed), a FIFO (not regular), a name that is not UTF-8, dotfiles
+    /// (one that starts with `...`, one in a dot-directory), and 40 files
+    /// in one directory.
     fn generated_tree(root: &Path) {
         use std::os::unix::fs::symlink;
-        for dir in ["a", "a/deeper/deepest", "b", "empty", "c/empty-too", "many"] {
+        for dir in [
+            "a",
+            "a/deeper/deepest",
+            "b",
+            "empty",
+            "c/empty-too",
+            "many",
+            ".dot",
+        ] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
         for file in [
@@ -1100,6 +1345,8 @@ mod tests {
             "a/deeper/deepest/z",
             "b/...list cut",
             "top",
+            ".top",
+            ".dot/inner",
         ] {
             fs::write(root.join(file), b"").unwrap();
         }
@@ -1175,8 +1422,8 @@ mod tests {
     fn list_sends_what_a_whole_tree_sort_gives_whatever_the_send_buffer_room() {
         let dir = TempDir::new("list-order");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
-        assert_eq!(expected.split(|&b| b == b'\n').count() - 1, 49);
+        let expected = whole_tree_sort(&dir.0, false);
+        assert_eq!(expected.split(|&b| b == b'\n').count() - 1, 48);
         // Through the service, output drained after every call.
         for send_cap in [1, 2, 3, 7, 16, 64, 4096] {
             let out = run(
@@ -1191,13 +1438,22 @@ mod tests {
             assert!(out.closed, "send buffer {send_cap}");
             assert!(out.output == expected, "send buffer {send_cap}");
         }
-        // By hand: a slow peer, and walks that stop after every few reads.
-        for (send_cap, drain, reads) in [(8, 1, 1), (16, 3, 2), (64, 64, 5), (4096, 100, 512)] {
-            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, reads));
+        // By hand: a slow peer, and walks that stop after every few reads;
+        // with dotfiles and without.
+        let with_dotfiles = whole_tree_sort(&dir.0, true);
+        assert_eq!(with_dotfiles.split(|&b| b == b'\n').count() - 1, 51);
+        for (send_cap, drain, reads, hidden) in [
+            (8, 1, 1, true),
+            (16, 3, 2, false),
+            (64, 64, 5, true),
+            (4096, 100, 512, false),
+        ] {
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, reads), hidden);
+            let expected = if hidden { &with_dotfiles } else { &expected };
             let walked = drive(walk, send_cap, drain);
             assert!(
-                walked.output == expected,
-                "send buffer {send_cap}, drain {drain}, {reads} reads a call"
+                walked.output == *expected,
+                "send buffer {send_cap}, drain {drain}, {reads} reads a call, hidden {hidden}"
             );
         }
     }
@@ -1206,9 +1462,9 @@ mod tests {
     fn no_list_call_reads_more_than_its_bound() {
         let dir = TempDir::new("list-bound");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
+        let expected = whole_tree_sort(&dir.0, true);
         for bound in [1, 4, 33] {
-            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, bound));
+            let walk = ListWalk::new(&dir.0, limits(MAX_LIST_NAMES, bound), true);
             let walked = drive(walk, 1 << 16, 1 << 16);
             assert!(walked.output == expected, "bound {bound}");
             assert_eq!(walked.most_reads, bound, "bound {bound}");
@@ -1262,7 +1518,7 @@ mod tests {
             assert!(service.is_producing());
         }
         assert!(calls > 2, "{calls} calls");
-        assert!(answer == whole_tree_sort(&dir.0));
+        assert!(answer == whole_tree_sort(&dir.0, false));
     }
 
     #[test]
@@ -1329,18 +1585,22 @@ mod tests {
     fn a_list_past_its_cap_ends_with_the_cut_line() {
         let dir = TempDir::new("list-cut");
         generated_tree(&dir.0);
-        let expected = whole_tree_sort(&dir.0);
+        let expected = whole_tree_sort(&dir.0, true);
         let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
         for cap in [0, 1, 5, 12] {
-            let walked = drive(ListWalk::new(&dir.0, limits(cap, 3)), 32, 7);
+            let walked = drive(ListWalk::new(&dir.0, limits(cap, 3), true), 32, 7);
             let mut want = lines[..cap].concat();
             want.extend_from_slice(format!("\nERR list cut at {cap} names\n").as_bytes());
             assert_eq!(lossy(&walked.output), lossy(&want), "cap {cap}");
         }
         // At exactly as many names as the tree holds, nothing is cut.
-        let walked = drive(ListWalk::new(&dir.0, limits(lines.len(), 3)), 32, 7);
+        let walked = drive(ListWalk::new(&dir.0, limits(lines.len(), 3), true), 32, 7);
         assert!(walked.output == expected);
-        assert_eq!(list_cut_line(3), b"\nERR list cut at 3 names\n");
+        assert_eq!(list_cut_line(3, None), b"\nERR list cut at 3 names\n");
+        assert_eq!(
+            list_cut_line(3, Some("out of file descriptors")),
+            b"\nERR list cut at 3 names: out of file descriptors\n"
+        );
     }
 
     #[test]
@@ -1363,6 +1623,7 @@ mod tests {
                 held_bytes,
                 ..limits(MAX_LIST_NAMES, 4)
             },
+            true,
         );
         let walked = drive(walk, 64, 64);
         assert_eq!(lossy(&walked.output), "a\n\nERR list cut at 1 names\n");
@@ -1373,18 +1634,176 @@ mod tests {
                 held_bytes: held_bytes + 1 + entry,
                 ..limits(MAX_LIST_NAMES, 4)
             },
+            true,
         );
-        assert!(drive(walk, 64, 64).output == whole_tree_sort(&dir.0));
+        assert!(drive(walk, 64, 64).output == whole_tree_sort(&dir.0, true));
     }
 
     #[test]
     fn a_list_of_a_root_that_cannot_be_read_is_empty() {
         let walked = drive(
-            ListWalk::new(Path::new("/nonexistent/root"), ListLimits::SERVED),
+            ListWalk::new(Path::new("/nonexistent/root"), ListLimits::SERVED, false),
             64,
             64,
         );
         assert_eq!(walked.output, b"");
+    }
+
+    #[test]
+    fn a_list_deeper_than_its_depth_is_cut_where_the_deep_directory_sorts() {
+        let dir = TempDir::new("list-depth");
+        fs::create_dir_all(dir.0.join("a/b/c")).unwrap();
+        for file in ["a/0", "a/b/c/f", "a/x", "z"] {
+            fs::write(dir.0.join(file), b"").unwrap();
+        }
+        let depth = |depth| ListLimits {
+            depth,
+            ..limits(MAX_LIST_NAMES, 2)
+        };
+        // The root and `a` are two directories: `a/b` is one too deep.
+        let walked = drive(ListWalk::new(&dir.0, depth(2), false), 64, 64);
+        assert_eq!(
+            lossy(&walked.output),
+            "a/0\n\nERR list cut at 1 names: deeper than 2 directories\n"
+        );
+        let walked = drive(ListWalk::new(&dir.0, depth(4), false), 64, 64);
+        assert!(walked.output == whole_tree_sort(&dir.0, false));
+    }
+
+    /// The most descriptors `walk` held between any two of its calls, one
+    /// read a call, and what it sent.
+    fn most_descriptors(mut walk: ListWalk) -> (usize, Vec<u8>) {
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = BufPool::new(1 << 16);
+        let mut input = ByteBuf::new(16);
+        let mut output = ByteBuf::new(1 << 16);
+        let mut most = 0;
+        for _ in 0..100_000 {
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
+            io.low_watermark = 1 << 14;
+            let step = walk.step(&mut io);
+            most = most.max(walk.descriptors());
+            if step == ListStep::Done {
+                return (most, output.data().to_vec());
+            }
+        }
+        panic!("the walk never ended");
+    }
+
+    #[test]
+    fn a_list_holds_a_descriptor_only_for_directories_it_must_come_back_to() {
+        // A chain: each directory has one subdirectory, let go as soon as
+        // that is opened, so the walk holds one descriptor at a time.
+        let chain = TempDir::new("list-fds-chain");
+        fs::create_dir_all(chain.0.join("1/2/3/4/5/6")).unwrap();
+        fs::write(chain.0.join("1/2/3/4/5/6/f"), b"").unwrap();
+        fs::write(chain.0.join("1/f"), b"").unwrap();
+        let walk = ListWalk::new(&chain.0, limits(MAX_LIST_NAMES, 1), false);
+        let (most, output) = most_descriptors(walk);
+        assert_eq!(lossy(&output), "1/2/3/4/5/6/f\n1/f\n");
+        assert_eq!(most, 1);
+        // Each directory with two subdirectories: while in the first, the
+        // walk must come back for the second, so it holds one a level.
+        let forks = TempDir::new("list-fds-forks");
+        let mut path = forks.0.clone();
+        for _ in 0..6 {
+            fs::create_dir_all(path.join("b")).unwrap();
+            fs::write(path.join("b/f"), b"").unwrap();
+            path = path.join("a");
+        }
+        fs::create_dir(&path).unwrap();
+        let walk = ListWalk::new(&forks.0, limits(MAX_LIST_NAMES, 1), false);
+        let (most, output) = most_descriptors(walk);
+        assert!(output == whole_tree_sort(&forks.0, false));
+        assert_eq!(most, 7, "the root and six levels of `a`");
+    }
+
+    #[test]
+    fn regression_a_list_does_not_follow_a_subdirectory_swapped_for_a_symlink_after_its_parent_was_read()
+     {
+        // The old walk opened `z` by its path when it came to it: a symlink
+        // put there after the root was read led it out.
+        let outer = TempDir::new("list-swap");
+        let root = outer.0.join("root");
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::create_dir_all(root.join("z")).unwrap();
+        fs::create_dir(outer.0.join("secret")).unwrap();
+        fs::write(root.join("a/f"), b"").unwrap();
+        fs::write(root.join("z/f"), b"").unwrap();
+        fs::write(outer.0.join("secret/SECRET"), b"").unwrap();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = BufPool::new(1 << 16);
+        let mut input = ByteBuf::new(16);
+        let mut output = ByteBuf::new(1 << 16);
+        let mut walk = ListWalk::new(&root, limits(MAX_LIST_NAMES, 1), false);
+        let mut swapped = false;
+        for _ in 0..1_000 {
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
+            io.low_watermark = 1 << 14;
+            if walk.step(&mut io) == ListStep::Done {
+                break;
+            }
+            // Once the root is read (and the walk in `a`), `z` goes.
+            if !swapped && walk.path.len() == 2 {
+                fs::rename(root.join("z"), outer.0.join("z-away")).unwrap();
+                std::os::unix::fs::symlink(outer.0.join("secret"), root.join("z")).unwrap();
+                swapped = true;
+            }
+        }
+        assert!(swapped, "the walk never entered `a`");
+        assert_eq!(lossy(output.data()), "a/f\n");
+    }
+
+    #[test]
+    fn dotfiles_are_hidden_by_any_component_but_a_leading_dot_slash() {
+        for (name, hidden) in [
+            (&b".env"[..], true),
+            (b".git/config", true),
+            (b"sub/.git/config", true),
+            (b"sub/.x/y", true),
+            (b"...", true),
+            (b"./.env", true),
+            (b"a//.b", true),
+            (b"./a.txt", false),
+            (b".", false),
+            (b"a.b/c.d", false),
+            (b"sub/file.", false),
+        ] {
+            let path = check_name(name).expect("a name check_name passes");
+            assert_eq!(is_hidden(path), hidden, "{}", lossy(name));
+        }
+    }
+
+    #[test]
+    fn dotfiles_are_refused_as_not_found_unless_hidden() {
+        let dir = TempDir::new("dotfiles");
+        fs::create_dir_all(dir.0.join(".git")).unwrap();
+        fs::write(dir.0.join(".git/config"), b"[core]").unwrap();
+        fs::write(dir.0.join("plain"), b"plain").unwrap();
+        let fetch_with = |hidden: bool, request: &[u8]| {
+            let config = ServiceConfig {
+                hidden,
+                ..config_with_root(&dir.0)
+            };
+            let out = run(
+                ServiceKind::Files,
+                &config,
+                &[request],
+                false,
+                true,
+                256,
+                64,
+            );
+            assert!(out.closed);
+            out.output
+        };
+        assert_eq!(fetch_with(false, b"GET .git/config\n"), b"ERR not found\n");
+        assert_eq!(fetch_with(false, b"GET .git/missing\n"), b"ERR not found\n");
+        assert_eq!(fetch_with(false, b".git/config\n"), b"");
+        assert_eq!(fetch_with(false, b"LIST\n"), b"plain\n");
+        assert_eq!(fetch_with(true, b"GET .git/config\n"), b"OK 6\n[core]");
+        assert_eq!(fetch_with(true, b".git/config\n"), b"[core]");
+        assert_eq!(fetch_with(true, b"LIST\n"), b".git/config\nplain\n");
     }
 
     /// What opening a name gave: the file's bytes, or the refusal.

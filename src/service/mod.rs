@@ -95,6 +95,10 @@ pub struct ServiceConfig {
     /// Downloads go from the file to the socket with `sendfile(2)`
     /// (`--sendfile`): zero copy, the send buffer bypassed.
     pub sendfile: bool,
+    /// The files service lists and serves names with a component that
+    /// starts with `.` (`--hidden`); without it they are neither listed
+    /// nor served (see [`files::open_served`]).
+    pub hidden: bool,
 }
 
 /// One connection's protocol state.
@@ -445,6 +449,7 @@ pub(crate) mod testing {
             short: false,
             root: root.to_path_buf(),
             sendfile: false,
+            hidden: false,
         }
     }
 
