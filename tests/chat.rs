@@ -622,6 +622,11 @@ fn paste_lines() -> Vec<String> {
     lines
 }
 
+/// Bytes `lines` take on the wire, each with its newline.
+fn pasted_bytes(lines: &[String]) -> u64 {
+    lines.iter().map(|l| l.len() as u64 + 1).sum()
+}
+
 /// Reads `reader`'s lines from `sender` on a thread, until `count` came or
 /// the stream ends; returns their text.
 fn lines_from(
@@ -667,9 +672,15 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
     for line in &lines {
         sender.say(line);
     }
-    // Lines read and waiting for room: now the server ends everything.
+    // Every line read by the server (not some still in the kernel's receive
+    // queue, which a shutdown rightly never reads), some waiting for room:
+    // now the server ends everything.
+    let total = pasted_bytes(&lines);
     support::wait_for_row(&server, sender.addr(), "chat", |row| {
-        row.is_some_and(|r| support::json_number(r, "recv_buf_used").unwrap_or(0) > 0)
+        row.is_some_and(|r| {
+            support::json_number(r, "bytes_in") == Some(total)
+                && support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
+        })
     });
     sigterm(&server);
     let got = got.join().expect("reader thread");
@@ -719,9 +730,11 @@ fn regression_a_sender_ended_before_a_shutdown_loses_its_waiting_lines() {
     }
     // Lines read and waiting for room, and the sender ended: now the
     // server ends everything.
+    let total = pasted_bytes(&lines);
     support::wait_for_row(&server, sender.addr(), "chat", |row| {
         row.is_some_and(|r| {
-            support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
+            support::json_number(r, "bytes_in") == Some(total)
+                && support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
                 && support::json_text(r, "state") == "finishing"
         })
     });
