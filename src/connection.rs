@@ -53,8 +53,8 @@ use mio::net::TcpStream;
 
 use crate::buffer::{self, BufPool, ByteBuf, Chunk, ChunkPool, SharedQueue};
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
-use crate::sockopt;
 use crate::stats::CloseReason;
+use crate::sys;
 
 /// Bytes a connection may read plus write in one turn. Past it the connection
 /// is queued again behind the others, so that a bulk transfer cannot starve a
@@ -975,7 +975,7 @@ impl Connection {
                 // the next turn, which starts with whole segments.
                 break;
             }
-            match sockopt::sendfile(&self.socket, file, count) {
+            match sys::sendfile(&self.socket, file, count) {
                 Ok(0) => {
                     warn!(
                         "conn {key} {}: the file ended {left} bytes short of its size; resetting",

@@ -12,7 +12,7 @@
 //!   ready queue that keeps turns fair, deadlines, closing.
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
-//! - [`sockopt`]: socket options `mio` does not expose (listen backlog,
+//! - [`sys`]: socket options `mio` does not expose (listen backlog,
 //!   `SO_REUSEPORT`, keepalive), the kernel queue ioctls, the
 //!   directory-relative opens (`openat2`, `openat`) and directory reads
 //!   (`getdents64`, `fstatat`) the files service confines names and walks
@@ -58,8 +58,8 @@ pub mod plot;
 pub mod process;
 pub mod reactor;
 pub mod service;
-pub mod sockopt;
 pub mod stats;
+pub mod sys;
 pub mod text;
 pub mod timer;
 

@@ -25,11 +25,11 @@
 //! room, not a chunk's worth, so a blocking write of 4 KiB to a terminal
 //! whose reader stalled (an ssh session behind a dead link) waits for that
 //! reader, and the server's one thread with it. So [`init`] chooses, once,
-//! by what fd 2 is ([`sockopt::fd_kind`]):
+//! by what fd 2 is ([`sys::fd_kind`]):
 //!
 //! - a pipe, FIFO or terminal: the sink opens its own open file
 //!   description of it, through `/proc/self/fd/2`, with `O_NONBLOCK`
-//!   ([`sockopt::reopen_nonblocking`]). The flag is then the sink's alone;
+//!   ([`sys::reopen_nonblocking`]). The flag is then the sink's alone;
 //!   a full pipe or terminal answers `EAGAIN` or takes part of a chunk,
 //!   never waits.
 //! - a socket (a supervisor's log stream, systemd's journal): each write is
@@ -74,7 +74,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 
-use crate::sockopt::{self, FdKind};
+use crate::sys::{self, FdKind};
 
 /// Most bytes queued for a reader that is not keeping up: enough for a burst
 /// of several hundred lines, small beside the server's buffers. Past it new
@@ -135,9 +135,9 @@ impl Route {
     /// The route for fd 2 as it is now.
     fn for_stderr() -> Route {
         let fd = io::stderr();
-        match sockopt::fd_kind(fd.as_fd()) {
+        match sys::fd_kind(fd.as_fd()) {
             Ok(FdKind::Pipe | FdKind::CharDevice) => {
-                sockopt::reopen_nonblocking(fd.as_fd()).map_or(Route::Polled, Route::Private)
+                sys::reopen_nonblocking(fd.as_fd()).map_or(Route::Polled, Route::Private)
             }
             Ok(FdKind::Socket) => Route::Socket,
             Ok(FdKind::File | FdKind::Other) | Err(_) => Route::Polled,
@@ -174,14 +174,14 @@ impl Output for Stderr {
         };
         // Round up, so a wait of a few microseconds is not a busy loop.
         let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        sockopt::poll_writable(fd, ms)
+        sys::poll_writable(fd, ms)
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match ROUTE.get() {
-            Some(Route::Private(own)) => sockopt::write_fd(own.as_fd(), bytes),
-            Some(Route::Socket) => sockopt::send_dontwait(io::stderr().as_fd(), bytes),
-            Some(Route::Polled) | None => sockopt::write_fd(io::stderr().as_fd(), bytes),
+            Some(Route::Private(own)) => sys::write_fd(own.as_fd(), bytes),
+            Some(Route::Socket) => sys::send_dontwait(io::stderr().as_fd(), bytes),
+            Some(Route::Polled) | None => sys::write_fd(io::stderr().as_fd(), bytes),
         }
     }
 }

@@ -24,7 +24,7 @@ use tcp_reactor::plot::Label;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::admin::WATCH_MS;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
-use tcp_reactor::sockopt::{self, MAX_KEEPALIVE_IDLE_SECS};
+use tcp_reactor::sys::{self, MAX_KEEPALIVE_IDLE_SECS};
 use tcp_reactor::text::Encoding;
 
 /// A single-threaded TCP server on a hand-written mio reactor, with bounded,
@@ -655,10 +655,10 @@ fn client(args: ClientArgs) -> ExitCode {
         // The line editor may still hold the terminal raw when the server
         // ends the session: put it back as it was.
         let stdin = std::io::stdin();
-        let saved = sockopt::terminal_mode(stdin.as_fd()).ok();
+        let saved = sys::terminal_mode(stdin.as_fd()).ok();
         let ended = interactive::interactive_on_terminal(&opts);
         if let Some(mode) = &saved {
-            let _ = sockopt::restore_terminal(stdin.as_fd(), mode);
+            let _ = sys::restore_terminal(stdin.as_fd(), mode);
         }
         if ended == Ok(Ended::ServerClosed) {
             // Off the prompt line the editor left, before the log line.
@@ -1017,7 +1017,7 @@ fn fit_descriptor_limit(
 ) -> Result<Option<usize>, String> {
     let files = listeners.iter().any(|l| l.service == ServiceKind::Files);
     let budget = DescriptorBudget::new(listeners.len(), files);
-    let (soft, hard) = match sockopt::nofile_limit() {
+    let (soft, hard) = match sys::nofile_limit() {
         Ok(limits) => limits,
         Err(e) => {
             warn!("cannot read the descriptor limit: {e}; --max-conns left as it is");
@@ -1026,7 +1026,7 @@ fn fit_descriptor_limit(
     };
     let mut limit = soft;
     if let Some(want) = budget.soft_wanted(max_conns, soft, hard) {
-        match sockopt::set_nofile_soft(want) {
+        match sys::set_nofile_soft(want) {
             Ok(()) => {
                 debug!("descriptor limit raised from {soft} to {want}");
                 limit = want;

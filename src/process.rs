@@ -11,7 +11,7 @@
 
 use std::fs;
 
-use crate::sockopt;
+use crate::sys;
 
 /// What one scrape reports about the process. A figure that cannot be read
 /// is `None` and left out of the answer, never shown as 0.
@@ -32,7 +32,7 @@ impl ProcessFigures {
         let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
         let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
         let boot = fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks = sockopt::clock_ticks_per_second();
+        let ticks = sys::clock_ticks_per_second();
         let times = stat_times(&stat);
         let boot_time = boot_time(&boot);
         ProcessFigures {
@@ -42,7 +42,7 @@ impl ProcessFigures {
                 .ok()
                 // One entry is the directory being listed.
                 .map(|d| (d.count() as u64).saturating_sub(1)),
-            max_fds: sockopt::nofile_limit()
+            max_fds: sys::nofile_limit()
                 .ok()
                 .map(|(soft, _)| soft)
                 .filter(|&soft| soft != u64::MAX),

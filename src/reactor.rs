@@ -79,8 +79,8 @@ use crate::limits::{self, Admission};
 use crate::metrics;
 use crate::service::admin::{self, ClientRow, Cursor, Query};
 use crate::service::{Effect, ServiceKind};
-use crate::sockopt;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
+use crate::sys;
 use crate::timer::{DeadlineList, earliest};
 
 /// Listener `i` has token `usize::MAX - i`.
@@ -324,7 +324,7 @@ impl Server {
         for (i, spec) in config.listeners.iter().enumerate() {
             let fail =
                 |e: io::Error| format!("cannot listen on {} ({}): {e}", spec.addr, spec.service);
-            let mut socket = sockopt::listener(
+            let mut socket = sys::listener(
                 spec.addr,
                 config.reuse_port,
                 config.so_rcvbuf,
@@ -332,7 +332,7 @@ impl Server {
             )
             .map_err(fail)?;
             if let Some(idle) = config.keepalive {
-                sockopt::keepalive(&socket, idle).map_err(fail)?;
+                sys::keepalive(&socket, idle).map_err(fail)?;
             }
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()
@@ -1490,7 +1490,7 @@ impl Server {
             .filter(|&key| {
                 self.conns
                     .get(key)
-                    .is_none_or(|c| sockopt::send_queue(&c.socket).is_ok_and(|q| q == 0))
+                    .is_none_or(|c| sys::send_queue(&c.socket).is_ok_and(|q| q == 0))
             })
             .collect();
         for key in done {
@@ -1531,7 +1531,7 @@ impl Server {
         // with SOCK_CLOEXEC, never duplicated) takes it out of the epoll set,
         // which saves an epoll_ctl per connection. An event already drained
         // for it is dropped by its token's generation.
-        if reset && let Err(e) = sockopt::reset_on_close(&conn.socket) {
+        if reset && let Err(e) = sys::reset_on_close(&conn.socket) {
             debug!("conn {key}: cannot set SO_LINGER 0: {e}");
         }
         conn.release(&mut self.pools);
@@ -1552,7 +1552,7 @@ impl Server {
 /// Connection `key` as the `clients` command shows it, with the kernel's
 /// view of its socket (six system calls).
 fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) -> ClientRow {
-    let (so_rcvbuf, so_sndbuf) = sockopt::buffer_sizes(&c.socket);
+    let (so_rcvbuf, so_sndbuf) = sys::buffer_sizes(&c.socket);
     ClientRow {
         id,
         peer: c.peer(),
@@ -1563,16 +1563,16 @@ fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) ->
         recv_capacity: config.recv_buf,
         send_used: c.owed(),
         send_capacity: config.send_buf,
-        kernel_recv_queue: sockopt::recv_queue(&c.socket).ok(),
-        kernel_send_queue: sockopt::send_queue(&c.socket).ok(),
-        kernel_unsent: sockopt::send_queue_unsent(&c.socket).ok(),
+        kernel_recv_queue: sys::recv_queue(&c.socket).ok(),
+        kernel_send_queue: sys::send_queue(&c.socket).ok(),
+        kernel_unsent: sys::send_queue_unsent(&c.socket).ok(),
         so_rcvbuf,
         so_sndbuf,
         state: c.state_name(),
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
         write_blocked: !c.writable && c.owed() > 0,
-        tcp: sockopt::tcp_info(&c.socket).ok(),
+        tcp: sys::tcp_info(&c.socket).ok(),
         snapshots_skipped: c.skipped_snapshots(),
     }
 }

@@ -199,7 +199,7 @@ fn regression_short_echo_with_a_first_message_of_exactly_the_buffer_never_closes
     let message = Pattern::bytes(64 * 1024);
     client.write_all(&message).unwrap();
     let deadline = Instant::now() + WAIT;
-    while tcp_reactor::sockopt::send_queue(&client).unwrap() > 0 {
+    while tcp_reactor::sys::send_queue(&client).unwrap() > 0 {
         assert!(Instant::now() < deadline, "loopback never took the message");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -254,11 +254,11 @@ fn regression_bytes_read_before_a_reset_never_reach_the_service() {
     kill("STOP", server.pid());
     (&sender).write_all(b"last words\n").unwrap();
     let deadline = Instant::now() + WAIT;
-    while tcp_reactor::sockopt::send_queue(&sender).unwrap() > 0 {
+    while tcp_reactor::sys::send_queue(&sender).unwrap() > 0 {
         assert!(Instant::now() < deadline, "loopback never took the line");
         std::thread::sleep(Duration::from_millis(5));
     }
-    tcp_reactor::sockopt::reset_on_close(&sender).unwrap();
+    tcp_reactor::sys::reset_on_close(&sender).unwrap();
     drop(sender);
     kill("CONT", server.pid());
     line.clear();

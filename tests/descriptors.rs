@@ -94,7 +94,7 @@ fn open_files_limit(pid: u32) -> (u64, u64) {
 /// soft limit if needed; false (the test then skips) if the hard limit is
 /// too low.
 fn can_hold(n: u64) -> bool {
-    let (soft, hard) = tcp_reactor::sockopt::nofile_limit().expect("getrlimit");
+    let (soft, hard) = tcp_reactor::sys::nofile_limit().expect("getrlimit");
     let want = n + 256;
     if soft >= want {
         return true;
@@ -103,7 +103,7 @@ fn can_hold(n: u64) -> bool {
         eprintln!("SKIPPED: this process's hard descriptor limit {hard} is below {want}");
         return false;
     }
-    tcp_reactor::sockopt::set_nofile_soft(want).expect("raise the soft limit");
+    tcp_reactor::sys::set_nofile_soft(want).expect("raise the soft limit");
     true
 }
 

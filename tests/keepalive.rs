@@ -3,7 +3,7 @@
 //! established sockets. A peer that vanishes without a FIN is then found
 //! and reset by the kernel, instead of holding its slot forever. Skipped
 //! (with one line) where `ss` is missing. That the options reach accepted
-//! sockets through the listener is unit-tested in `src/sockopt.rs`.
+//! sockets through the listener is unit-tested in `src/sys.rs`.
 
 mod support;
 

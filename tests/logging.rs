@@ -265,7 +265,7 @@ fn a_stalled_terminal_does_not_block_the_server() {
     // link): the pty's buffers fill, `poll` still says POLLOUT while a few
     // bytes fit, and a blocking write of a 4 KiB chunk then waits for a
     // reader that never comes.
-    let (master, slave) = tcp_reactor::sockopt::open_pty().expect("a pseudo-terminal");
+    let (master, slave) = tcp_reactor::sys::open_pty().expect("a pseudo-terminal");
     let child = Command::new(binary())
         .args(["serve", "-v", "--reply", "OK"])
         .args(["-l", "127.0.0.1:0=ack", "-l", "127.0.0.1:0=admin"])

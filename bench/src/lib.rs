@@ -55,7 +55,7 @@ pub fn listen_addr() -> SocketAddr {
     flag("listen", Some(SocketAddr::from(([127, 0, 0, 1], 0))))
 }
 
-/// Accept backlog: tcp-reactor's (`sockopt::LISTEN_BACKLOG`), so that no
+/// Accept backlog: tcp-reactor's (`sys::LISTEN_BACKLOG`), so that no
 /// server loses the 10,000 connections of a run to SYN retransmission
 /// because its library's default is shallower (std's is 128).
 pub const BACKLOG: i32 = 4096;

@@ -159,7 +159,7 @@ pub fn interactive(
 /// The editor puts the terminal in raw mode while it waits for a line. If
 /// the server closes meanwhile, this returns with the editor still waiting,
 /// so the caller must put the terminal back as it was before it exits
-/// ([`crate::sockopt::terminal_mode`]).
+/// ([`crate::sys::terminal_mode`]).
 pub fn interactive_on_terminal(opts: &ClientOptions) -> Result<Ended, ClientError> {
     let config = rustyline::Config::builder()
         .auto_add_history(true)

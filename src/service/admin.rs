@@ -36,8 +36,8 @@ use serde::Serialize;
 
 use super::{Effect, Io, Outcome};
 use crate::metrics::{self, Format};
-use crate::sockopt::TcpInfo;
 use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
+use crate::sys::TcpInfo;
 
 /// A question only the reactor can answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

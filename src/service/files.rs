@@ -58,7 +58,7 @@ use std::path::{Component, Path, PathBuf};
 use log::{debug, info, warn};
 
 use super::{Io, Outcome, ServiceConfig};
-use crate::sockopt::{self, EntryKind};
+use crate::sys::{self, EntryKind};
 
 /// Longest name accepted, in bytes (Linux's PATH_MAX).
 pub const MAX_NAME: usize = 4096;
@@ -250,7 +250,7 @@ fn resolve_in_kernel(root: BorrowedFd<'_>, name: &[u8]) -> Option<io::Result<Own
     let mut tries = 0;
     loop {
         tries += 1;
-        match sockopt::openat2(root, &path, FILE_FLAGS, resolve) {
+        match sys::openat2(root, &path, FILE_FLAGS, resolve) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => return None,
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && tries < OPENAT2_TRIES => {}
             other => return Some(other),
@@ -280,7 +280,7 @@ fn walk(root: BorrowedFd<'_>, relative: &Path, dir_wanted: bool) -> io::Result<O
         // check_name has refused names containing NUL.
         let part = CString::new(part.as_bytes()).expect("check_name refuses NUL bytes");
         if parts.peek().is_some() {
-            let dir = File::from(sockopt::openat(at, &part, libc::O_PATH | libc::O_NOFOLLOW)?);
+            let dir = File::from(sys::openat(at, &part, libc::O_PATH | libc::O_NOFOLLOW)?);
             let kind = dir.metadata()?.file_type();
             if kind.is_symlink() {
                 return Err(io::Error::from_raw_os_error(libc::ELOOP));
@@ -291,7 +291,7 @@ fn walk(root: BorrowedFd<'_>, relative: &Path, dir_wanted: bool) -> io::Result<O
             current = Some(dir);
         } else {
             let flags = FILE_FLAGS | libc::O_NOFOLLOW;
-            current = Some(File::from(sockopt::openat(at, &part, flags)?));
+            current = Some(File::from(sys::openat(at, &part, flags)?));
         }
     }
     // No component but `.`: the root itself (then refused as not regular).
@@ -675,7 +675,7 @@ impl ListWalk {
         if self.records_at >= self.records_len {
             self.records_at = 0;
             self.records_len = 0;
-            match sockopt::read_dir_entries(dir, &mut self.records) {
+            match sys::read_dir_entries(dir, &mut self.records) {
                 Ok(0) => {
                     level.read_to_end();
                     return;
@@ -692,7 +692,7 @@ impl ListWalk {
             }
         }
         let Some((record, len)) =
-            sockopt::next_dir_entry(&self.records[self.records_at..self.records_len])
+            sys::next_dir_entry(&self.records[self.records_at..self.records_len])
         else {
             // Never from the kernel; taken as the end of these records.
             self.records_at = self.records_len;
@@ -704,7 +704,7 @@ impl ListWalk {
             return;
         }
         let kind = match record.kind {
-            EntryKind::Unknown => sockopt::kind_at(dir, record.name).unwrap_or(EntryKind::Other),
+            EntryKind::Unknown => sys::kind_at(dir, record.name).unwrap_or(EntryKind::Other),
             kind => kind,
         };
         let is_dir = match kind {
@@ -770,7 +770,7 @@ impl ListWalk {
                 let at = parent.dir.as_ref().map(AsFd::as_fd);
                 let opened = at
                     .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
-                    .and_then(|at| sockopt::openat(at, name, LIST_DIR_FLAGS));
+                    .and_then(|at| sys::openat(at, name, LIST_DIR_FLAGS));
                 if parent.dirs_left == 0 {
                     parent.dir = None;
                 }
