@@ -65,7 +65,10 @@ DEADLINE_SLACK = 10.0
 # admin clients, two slots of the reserve of 16 stay free for the
 # script's own `stats`.
 IDLE_ADMINS = 4
-SCRAPE = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
+# Prometheus's own Accept: it asks for OpenMetrics, whose end is `# EOF`
+# (a scraper that does not ask gets the text format 0.0.4).
+SCRAPE = (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+          b"Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n")
 
 
 def payload(sid, seq):
@@ -611,11 +614,11 @@ class Load:
     # What admin's HTTP face must answer, and the text connection that
     # turns to HTTP: (request, the answer's start, what it must not hold).
     HTTP_CASES = (
-        (b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.0 200 OK\r\n", b"# EOF"),
+        (b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.0 200 OK\r\n", b"tcp_reactor_"),
         (b"POST /metrics HTTP/1.1\r\nContent-Length: 12\r\n\r\nstats\nhelp\n",
          b"HTTP/1.0 405 Method Not Allowed\r\nAllow: GET, HEAD\r\n", b"uptime"),
-        (b"GET /other HTTP/1.0\r\n\r\n", b"HTTP/1.0 404 ", b"# EOF"),
-        (b"GET /metrics HTTX/1.1\r\n\r\n", b"HTTP/1.0 400 ", b"# EOF"),
+        (b"GET /other HTTP/1.0\r\n\r\n", b"HTTP/1.0 404 ", b"tcp_reactor_"),
+        (b"GET /metrics HTTX/1.1\r\n\r\n", b"HTTP/1.0 400 ", b"tcp_reactor_"),
         (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\nstats\n",
          b"HTTP/1.0 431 ", b"uptime"),
         (b"help\nPOST /x HTTP/1.1\r\nHost: x\r\n\r\nstats\n", b"commands:", b"uptime"),

@@ -105,7 +105,12 @@ fn metrics_answer_the_prometheus_text_format_as_a_command_and_over_http() {
         .split_once("\r\n\r\n")
         .expect("headers, then the body");
     assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
-    assert!(head.contains("Content-Type: application/openmetrics-text"));
+    // No Accept: the text format 0.0.4, which every scraper reads.
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     assert!(head.contains(&format!("Content-Length: {}", body.len())));
     assert!(body.contains("tcp_reactor_connections{service=\"admin\"}"));
+    assert!(body.contains("# TYPE tcp_reactor_accepted_total counter\n"));
 }
