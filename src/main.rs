@@ -919,10 +919,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         soft_for: Duration::from_secs_f64(args.chat_soft_secs),
         hard: args.chat_hard_limit,
     };
-    if let Err(e) = chat.check(args.recv_buf) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     let root = match std::fs::canonicalize(&args.root) {
         Ok(root) if root.is_dir() => root,
         Ok(_) => {
@@ -939,6 +935,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         args.listen
     };
+    // Only a running chat service needs its limits to fit each other: an
+    // echo server with a 1M --recv-buf must not be refused over chat.
+    if listeners.iter().any(|l| l.service == ServiceKind::Chat)
+        && let Err(e) = chat.check(args.recv_buf)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if !args.admin_anywhere
         && let Some(open) = listeners
             .iter()

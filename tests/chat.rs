@@ -775,3 +775,11 @@ fn regression_chat_limits_are_not_checked_against_each_other() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--chat-hard-limit"), "{stderr}");
 }
+
+#[test]
+fn regression_chat_limits_refused_a_server_without_chat() {
+    // The chat limits were checked whatever the listeners: an echo server
+    // with a 1M --recv-buf (a demonstration does this) refused to start.
+    let server = Server::start(&["-l", "127.0.0.1:0=echo", "--recv-buf", "1M"]);
+    assert_eq!(support::exchange(server.addr("echo"), b"hello"), b"hello");
+}
