@@ -622,9 +622,19 @@ fn paste_lines() -> Vec<String> {
     lines
 }
 
-/// Bytes `lines` take on the wire, each with its newline.
-fn pasted_bytes(lines: &[String]) -> u64 {
-    lines.iter().map(|l| l.len() as u64 + 1).sum()
+/// Waits until the server has read every one of `lines` from `sender` (not
+/// some still in the kernel's receive queue, which a server ending the
+/// conversation rightly never reads), some of them still waiting for room
+/// in its receive buffer, and, if given, the sender is in `state`.
+fn wait_until_read(server: &Server, sender: SocketAddr, lines: &[String], state: Option<&str>) {
+    let total: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    support::wait_for_row(server, sender, "chat", |row| {
+        row.is_some_and(|r| {
+            support::json_number(r, "bytes_in") == Some(total)
+                && support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
+                && state.is_none_or(|s| support::json_text(r, "state") == s)
+        })
+    });
 }
 
 /// Reads `reader`'s lines from `sender` on a thread, until `count` came or
@@ -672,16 +682,8 @@ fn regression_lines_read_before_a_shutdown_are_dropped() {
     for line in &lines {
         sender.say(line);
     }
-    // Every line read by the server (not some still in the kernel's receive
-    // queue, which a shutdown rightly never reads), some waiting for room:
-    // now the server ends everything.
-    let total = pasted_bytes(&lines);
-    support::wait_for_row(&server, sender.addr(), "chat", |row| {
-        row.is_some_and(|r| {
-            support::json_number(r, "bytes_in") == Some(total)
-                && support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
-        })
-    });
+    // Lines read and waiting for room: now the server ends everything.
+    wait_until_read(&server, sender.addr(), &lines, None);
     sigterm(&server);
     let got = got.join().expect("reader thread");
     assert_eq!(
@@ -730,14 +732,7 @@ fn regression_a_sender_ended_before_a_shutdown_loses_its_waiting_lines() {
     }
     // Lines read and waiting for room, and the sender ended: now the
     // server ends everything.
-    let total = pasted_bytes(&lines);
-    support::wait_for_row(&server, sender.addr(), "chat", |row| {
-        row.is_some_and(|r| {
-            support::json_number(r, "bytes_in") == Some(total)
-                && support::json_number(r, "recv_buf_used").unwrap_or(0) > 0
-                && support::json_text(r, "state") == "finishing"
-        })
-    });
+    wait_until_read(&server, sender.addr(), &lines, Some("finishing"));
     sigterm(&server);
     let got = got.join().expect("reader thread");
     typing.store(false, Ordering::Release);
