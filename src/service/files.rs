@@ -422,3 +422,210 @@ fn may_be_bare(data: &[u8]) -> bool {
         && !b"GET ".starts_with(data)
         && !b"LIST".starts_with(data)
 }
+
+/// The protocol over a source in memory ([`testing::MemSource`]): every
+/// answer, failure and cut, with no file touched.
+#[cfg(test)]
+mod in_memory {
+    use super::testing::{MemSource, serve};
+    use super::*;
+    use crate::service::Next;
+
+    #[test]
+    fn get_answers_ok_with_the_size_then_the_bytes_whatever_the_send_buffer() {
+        let mut source = MemSource::with_files(&[]);
+        let body: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 256) as u8).collect();
+        source.files.insert(b"sub/data.bin".to_vec(), body.clone());
+        let expected = [&b"OK 3000\n"[..], &body].concat();
+        for send_cap in [1, 2, 7, 64, 4096] {
+            let served = serve(&source, b"GET sub/data.bin\n", false, send_cap, |_| {});
+            assert_eq!(served.next, Next::CloseAfterFlush, "send buffer {send_cap}");
+            assert!(served.output == expected, "send buffer {send_cap}");
+            // A bare name gets the bytes alone.
+            let served = serve(&source, b"sub/data.bin", false, send_cap, |_| {});
+            assert_eq!(served.next, Next::CloseAfterFlush, "send buffer {send_cap}");
+            assert!(served.output == body, "send buffer {send_cap}");
+        }
+    }
+
+    #[test]
+    fn failures_answer_err_and_the_reason_for_get_and_nothing_for_a_bare_name() {
+        let mut source = MemSource::with_files(&["sub/a.txt"]);
+        let refusals = [
+            Refusal::NotFound,
+            Refusal::NotRegular,
+            Refusal::Outside,
+            Refusal::TooLong,
+            Refusal::BadName,
+            Refusal::Unreadable,
+        ];
+        for refusal in refusals {
+            source
+                .refusals
+                .insert(format!("{refusal:?}").into_bytes(), refusal);
+        }
+        let mut cases: Vec<(String, &str)> =
+            refusals.iter().map(|r| (format!("{r:?}"), "")).collect();
+        cases.push(("missing".into(), "not found"));
+        cases.push(("sub".into(), "not a regular file"));
+        for (name, reason) in cases {
+            let reason = match reason {
+                "" => source.refusals[name.as_bytes()].to_string(),
+                reason => reason.to_string(),
+            };
+            let get = serve(
+                &source,
+                format!("GET {name}\n").as_bytes(),
+                false,
+                64,
+                |_| {},
+            );
+            assert_eq!(get.next, Next::CloseAfterFlush, "{name}");
+            assert_eq!(lossy(&get.output), format!("ERR {reason}\n"), "{name}");
+            for bare in [format!("{name}\n"), name.clone()] {
+                let served = serve(&source, bare.as_bytes(), false, 64, |_| {});
+                assert_eq!(served.next, Next::CloseAfterFlush, "{bare:?}");
+                assert_eq!(served.output, b"", "{bare:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn get_and_list_wait_for_their_newline_where_a_bare_name_ends_at_a_burst() {
+        let source = MemSource::with_files(&["GET", "LIS", "x"]);
+        // The start of a GET or LIST request is not taken for a bare name.
+        for partial in [&b"GET x"[..], b"GE", b"LIS", b"LIST"] {
+            let served = serve(&source, partial, false, 64, |_| {});
+            assert_eq!(served.next, Next::Continue, "{}", lossy(partial));
+            assert_eq!(served.output, b"", "{}", lossy(partial));
+        }
+        // The client's half-close ends them.
+        let served = serve(&source, b"GET x", true, 64, |_| {});
+        assert_eq!(served.output, b"OK 1\nx");
+        let served = serve(&source, b"LIST", true, 64, |_| {});
+        assert_eq!(served.output, b"GET\nLIS\nx\n");
+        let served = serve(&source, b"x", false, 64, |_| {});
+        assert_eq!(served.output, b"x");
+    }
+
+    #[test]
+    fn regression_slow_loris_a_timed_out_request_is_answered_in_its_form_without_a_lookup() {
+        // Everything in the tree would be served, were it asked for.
+        let source = MemSource::with_files(&["a.t", "GE"]);
+        for (received, answer) in [
+            (&b"GET a.t"[..], &b"ERR request timeout\n"[..]),
+            (b"LIST", b"ERR request timeout\n"),
+            (b"a.t", b""),
+            (b"GE", b""),
+            (b"", b""),
+        ] {
+            let served = serve(&source, received, false, 64, |files| {
+                files.time_out_request(received)
+            });
+            assert_eq!(served.output, answer, "{:?}", lossy(received));
+        }
+    }
+
+    #[test]
+    fn a_download_that_comes_up_short_is_aborted_after_what_it_had() {
+        let mut source = MemSource::with_files(&["f"]);
+        source.files.insert(b"f".to_vec(), vec![b'x'; 100]);
+        source.shrunk_by.insert(b"f".to_vec(), 5);
+        let served = serve(&source, b"GET f\n", false, 32, |_| {});
+        assert_eq!(served.next, Next::Abort);
+        assert!(served.output == [&b"OK 105\n"[..], &[b'x'; 100]].concat());
+        let served = serve(&source, b"f", false, 32, |_| {});
+        assert_eq!(served.next, Next::Abort);
+        assert_eq!(served.output, [b'x'; 100]);
+    }
+
+    #[test]
+    fn a_file_without_a_descriptor_goes_through_the_send_buffer_even_with_sendfile() {
+        // `serve` runs with --sendfile on: a file in memory has nothing for
+        // sendfile(2) to read, so it is read into the send buffer instead.
+        let source = MemSource::with_files(&["f"]);
+        let served = serve(&source, b"GET f\n", false, 64, |files| {
+            assert!(files.zero_copy().is_none());
+        });
+        assert_eq!(served.output, b"OK 1\nf");
+    }
+
+    #[test]
+    fn a_list_out_of_descriptors_ends_with_the_cut_line_and_why() {
+        let mut source = MemSource::with_files(&["a", "b/1", "b/2", "c"]);
+        source.open_errors.insert(b"b".to_vec(), libc::EMFILE);
+        let served = serve(&source, b"LIST\n", false, 64, |_| {});
+        assert_eq!(served.next, Next::CloseAfterFlush);
+        assert_eq!(
+            lossy(&served.output),
+            "a\n\nERR list cut at 1 names: out of file descriptors\n"
+        );
+        // Out of descriptors for the whole system, likewise.
+        source.open_errors.insert(b"b".to_vec(), libc::ENFILE);
+        let served = serve(&source, b"LIST\n", false, 64, |_| {});
+        assert_eq!(
+            lossy(&served.output),
+            "a\n\nERR list cut at 1 names: out of file descriptors\n"
+        );
+        // Any other failure skips the directory: the answer is whole but
+        // for it, and does not say it is cut.
+        source.open_errors.insert(b"b".to_vec(), libc::EACCES);
+        let served = serve(&source, b"LIST\n", false, 64, |_| {});
+        assert_eq!(lossy(&served.output), "a\nc\n");
+    }
+
+    #[test]
+    fn a_list_deeper_than_the_served_depth_is_cut_where_it_sorts() {
+        // MAX_LIST_DEPTH directories, the root counting as one, are walked;
+        // one more is too deep.
+        let deep = |levels: usize| {
+            let mut path = vec!["d"; levels].join("/");
+            path.push_str("/f");
+            path
+        };
+        let fits = deep(MAX_LIST_DEPTH - 1);
+        let too_deep = deep(MAX_LIST_DEPTH);
+        let source = MemSource::with_files(&[fits.as_str(), "z"]);
+        let served = serve(&source, b"LIST\n", false, 4096, |_| {});
+        assert_eq!(lossy(&served.output), format!("{fits}\nz\n"));
+        let source = MemSource::with_files(&["a", too_deep.as_str(), "z"]);
+        let served = serve(&source, b"LIST\n", false, 4096, |_| {});
+        assert_eq!(
+            lossy(&served.output),
+            format!("a\n\nERR list cut at 1 names: deeper than {MAX_LIST_DEPTH} directories\n")
+        );
+    }
+
+    #[test]
+    fn a_list_yields_its_turn_after_its_reads_and_names_every_file_in_order() {
+        let names: Vec<String> = (0..LIST_READS_PER_CALL * 3)
+            .map(|i| format!("d{}/f{i:05}", i % 3))
+            .collect();
+        let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+        let source = MemSource::with_files(&paths);
+        let mut sorted = names.clone();
+        sorted.sort();
+        let expected: String = sorted.iter().map(|n| format!("{n}\n")).collect();
+        let served = serve(&source, b"LIST\n", false, 1 << 20, |_| {});
+        assert_eq!(served.next, Next::CloseAfterFlush);
+        assert!(lossy(&served.output) == expected);
+        // Each yield follows a call that spent its reads: more names than
+        // one call's reads, so at least three.
+        assert!(served.yields >= 3, "{} yields", served.yields);
+    }
+
+    #[test]
+    fn a_list_past_the_served_names_ends_with_the_cut_line() {
+        let names: Vec<String> = (0..=MAX_LIST_NAMES).map(|i| format!("{i:06}")).collect();
+        let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+        let source = MemSource::with_files(&paths);
+        let served = serve(&source, b"LIST\n", false, 1 << 20, |_| {});
+        assert_eq!(served.next, Next::CloseAfterFlush);
+        let mut expected: String = names[..MAX_LIST_NAMES]
+            .iter()
+            .map(|n| format!("{n}\n"))
+            .collect();
+        expected.push_str(&format!("\nERR list cut at {MAX_LIST_NAMES} names\n"));
+        assert!(lossy(&served.output) == expected);
+    }
+}

@@ -470,3 +470,199 @@ impl<D: DirSource> ListWalk<D> {
         self.finished = true;
     }
 }
+
+/// The walk over a tree in memory ([`super::testing::MemDirs`]): its
+/// order, every bound and every cut, with no file touched.
+#[cfg(test)]
+mod tests {
+    use super::super::FileSource;
+    use super::super::testing::{MemSource, drive, limits};
+    use super::*;
+
+    /// `source`'s `LIST` within `limits`, through a send buffer of
+    /// `send_cap` bytes drained by `drain` after each call.
+    fn listed(source: &MemSource, limits: ListLimits, send_cap: usize, drain: usize) -> String {
+        lossy(&drive(ListWalk::new(source.dirs(), limits), send_cap, drain).output)
+    }
+
+    /// A tree whose order by path component (`a/x` < `a-b` < `a.txt`) is
+    /// not the byte order of the whole paths (`a-b` < `a.txt` < `a/x`),
+    /// with an empty directory.
+    fn tree() -> MemSource {
+        let mut source = MemSource::with_files(&["a.txt", "a-b", "a/x", "a/y/z", "B", "c/d"]);
+        source.dirs.insert(b"empty".to_vec());
+        source
+    }
+
+    const ALL: &str = "B\na/x\na/y/z\na-b\na.txt\nc/d\n";
+
+    #[test]
+    fn names_come_in_the_order_of_their_path_components_whatever_the_room() {
+        for (send_cap, drain, reads) in [(1, 1, 1), (3, 2, 2), (16, 5, 3), (4096, 4096, 512)] {
+            let walked = listed(&tree(), limits(MAX_LIST_NAMES, reads), send_cap, drain);
+            assert_eq!(walked, ALL, "send buffer {send_cap}, {reads} reads a call");
+        }
+    }
+
+    #[test]
+    fn a_list_past_its_names_ends_with_the_cut_line() {
+        let lines: Vec<&str> = ALL.split_inclusive('\n').collect();
+        for cap in [0, 1, 4, 5] {
+            let walked = listed(&tree(), limits(cap, 2), 32, 7);
+            let want = format!("{}\nERR list cut at {cap} names\n", lines[..cap].concat());
+            assert_eq!(walked, want, "cap {cap}");
+        }
+        // At exactly as many names as the tree holds, nothing is cut.
+        assert_eq!(listed(&tree(), limits(6, 2), 32, 7), ALL);
+    }
+
+    #[test]
+    fn a_list_with_a_directory_larger_than_it_may_hold_is_cut_before_it() {
+        // `a` then `b`, whose ten one-byte names are all read before any is
+        // sent: what is held is the root's two names and b's ten.
+        let names: Vec<String> = (0..10).map(|i| format!("b/{i}")).collect();
+        let mut paths: Vec<&str> = names.iter().map(String::as_str).collect();
+        paths.push("a");
+        let source = MemSource::with_files(&paths);
+        let entry = size_of::<Entry>();
+        let all = 2 + 2 * entry + 10 * (1 + entry);
+        let held = |held_bytes| ListLimits {
+            held_bytes,
+            ..limits(MAX_LIST_NAMES, 4)
+        };
+        assert_eq!(
+            listed(&source, held(all - 1), 64, 64),
+            "a\n\nERR list cut at 1 names\n"
+        );
+        let whole: String = ["a"]
+            .iter()
+            .chain(&paths[..10])
+            .map(|n| format!("{n}\n"))
+            .collect();
+        assert_eq!(listed(&source, held(all), 64, 64), whole);
+    }
+
+    #[test]
+    fn a_list_cut_lets_go_of_what_it_held() {
+        let mut walk = ListWalk::new(tree().dirs(), limits(1, 1));
+        let walked = drive_by_hand(&mut walk);
+        assert_eq!(walked, "B\n\nERR list cut at 1 names\n");
+        assert!(walk.dirs.released);
+        assert_eq!((walk.descriptors(), walk.held), (0, 0));
+    }
+
+    /// Drives `walk` to its end, one read a call, through a roomy buffer.
+    fn drive_by_hand(walk: &mut ListWalk<super::super::testing::MemDirs>) -> String {
+        let peer = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = crate::buffer::BufPool::new(4096);
+        let mut input = crate::buffer::ByteBuf::new(16);
+        let mut output = crate::buffer::ByteBuf::new(4096);
+        for _ in 0..10_000 {
+            let now = std::time::Instant::now();
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, now);
+            if walk.step(&mut io) == ListStep::Done {
+                return lossy(output.data());
+            }
+        }
+        panic!("the walk never ended");
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_opened_for_lack_of_descriptors_cuts_the_answer() {
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let mut source = tree();
+            source.open_errors.insert(b"a".to_vec(), errno);
+            assert_eq!(
+                listed(&source, limits(MAX_LIST_NAMES, 3), 64, 64),
+                "B\n\nERR list cut at 1 names: out of file descriptors\n",
+                "errno {errno}"
+            );
+        }
+        // Out of descriptors at the root: nothing sent but the cut line.
+        let mut source = tree();
+        source.open_errors.insert(Vec::new(), libc::EMFILE);
+        assert_eq!(
+            listed(&source, limits(MAX_LIST_NAMES, 3), 64, 64),
+            "\nERR list cut at 0 names: out of file descriptors\n"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_opened_otherwise_is_skipped() {
+        let mut source = tree();
+        source.open_errors.insert(b"a/y".to_vec(), libc::EACCES);
+        assert_eq!(
+            listed(&source, limits(MAX_LIST_NAMES, 3), 64, 64),
+            "B\na/x\na-b\na.txt\nc/d\n"
+        );
+        // A root that cannot be read: an empty answer, as before the split.
+        let mut source = tree();
+        source.open_errors.insert(Vec::new(), libc::ENOENT);
+        assert_eq!(listed(&source, limits(MAX_LIST_NAMES, 3), 64, 64), "");
+    }
+
+    #[test]
+    fn a_directory_whose_read_fails_lists_what_was_read() {
+        // The source gives entries in reverse order: `y` is read, then the
+        // read fails before `x`.
+        let mut source = tree();
+        source.read_errors.insert(b"a".to_vec(), 1);
+        assert_eq!(
+            listed(&source, limits(MAX_LIST_NAMES, 3), 64, 64),
+            "B\na/y/z\na-b\na.txt\nc/d\n"
+        );
+    }
+
+    #[test]
+    fn a_list_deeper_than_its_depth_is_cut_where_the_deep_directory_sorts() {
+        let source = MemSource::with_files(&["a/0", "a/b/c/f", "a/x", "z"]);
+        let depth = |depth| ListLimits {
+            depth,
+            ..limits(MAX_LIST_NAMES, 2)
+        };
+        assert_eq!(
+            listed(&source, depth(2), 64, 64),
+            "a/0\n\nERR list cut at 1 names: deeper than 2 directories\n"
+        );
+        assert_eq!(listed(&source, depth(4), 64, 64), "a/0\na/b/c/f\na/x\nz\n");
+    }
+
+    #[test]
+    fn no_call_reads_more_than_its_bound_and_a_walk_holds_a_directory_a_level() {
+        for bound in [1, 4, 33] {
+            let walked = drive(
+                ListWalk::new(tree().dirs(), limits(MAX_LIST_NAMES, bound)),
+                4096,
+                4096,
+            );
+            assert_eq!(lossy(&walked.output), ALL, "bound {bound}");
+            assert!(walked.most_reads <= bound, "bound {bound}");
+            let spent = walked
+                .steps
+                .iter()
+                .filter(|s| **s == ListStep::Spent)
+                .count();
+            assert_eq!(spent, walked.steps.len() - 1, "bound {bound}");
+        }
+        // At most two held open: while in `a/y`, the root (still to come
+        // back to for `c` and `empty`) and `a/y` itself; `a` is let go once
+        // its last subdirectory is open.
+        let mut walk = ListWalk::new(tree().dirs(), limits(MAX_LIST_NAMES, 1));
+        let mut most = 0;
+        let peer = "127.0.0.1:4000".parse().expect("literal address");
+        let mut pool = crate::buffer::BufPool::new(4096);
+        let mut input = crate::buffer::ByteBuf::new(16);
+        let mut output = crate::buffer::ByteBuf::new(4096);
+        for _ in 0..10_000 {
+            let now = std::time::Instant::now();
+            let mut io = Io::new(&mut input, &mut output, &mut pool, peer, now);
+            let step = walk.step(&mut io);
+            most = most.max(walk.descriptors());
+            if step == ListStep::Done {
+                break;
+            }
+        }
+        assert_eq!(lossy(output.data()), ALL);
+        assert_eq!(most, 2);
+    }
+}

@@ -1,7 +1,7 @@
 //! The file system half on real directories: confinement under races,
 //! and the `LIST` walk's order, bounds and descriptors through [`FsDirs`].
 
-use super::super::testing::{TempDir, generated_tree, whole_tree_sort};
+use super::super::testing::{TempDir, drive, generated_tree, limits, whole_tree_sort};
 use super::super::{ListLimits, ListStep, ListWalk, MAX_LIST_NAMES, list_cut_line};
 use super::*;
 use crate::buffer::{BufPool, ByteBuf};
@@ -20,59 +20,6 @@ fn names_that_could_leave_the_root_are_refused_before_any_lookup() {
     assert_eq!(check_name(b""), Err(Refusal::BadName));
     assert_eq!(check_name(&[b'a'; MAX_NAME + 1]), Err(Refusal::TooLong));
     assert!(check_name(b"./sub/file.txt").is_ok());
-}
-
-/// The served limits with `names` and `reads_per_call` as given.
-fn limits(names: usize, reads_per_call: usize) -> ListLimits {
-    ListLimits {
-        names,
-        reads_per_call,
-        ..ListLimits::SERVED
-    }
-}
-
-/// What driving a walk by hand showed.
-struct Walked {
-    output: Vec<u8>,
-    steps: Vec<ListStep>,
-    /// The most reads any one call made.
-    most_reads: usize,
-}
-
-/// Drives `walk` to its end with a send buffer of `send_cap` bytes,
-/// moving `drain` bytes out of it after each call (a slow peer), and
-/// checks on every call that nothing is produced at or above the low
-/// watermark.
-fn drive(mut walk: ListWalk<FsDirs>, send_cap: usize, drain: usize) -> Walked {
-    let peer: SocketAddr = "127.0.0.1:4000".parse().expect("literal address");
-    let mut pool = BufPool::new(send_cap);
-    let mut input = ByteBuf::new(16);
-    let mut output = ByteBuf::new(send_cap);
-    let low_watermark = send_cap / 4 + 1;
-    let mut walked = Walked {
-        output: Vec::new(),
-        steps: Vec::new(),
-        most_reads: 0,
-    };
-    for _ in 0..1_000_000 {
-        let before = output.len();
-        let mut io = Io::new(&mut input, &mut output, &mut pool, peer, Instant::now());
-        io.low_watermark = low_watermark;
-        let step = walk.step(&mut io);
-        if before >= low_watermark {
-            assert_eq!(output.len(), before, "produced at the watermark");
-        }
-        walked.most_reads = walked.most_reads.max(walk.reads());
-        walked.steps.push(step);
-        let n = output.len().min(drain);
-        walked.output.extend_from_slice(&output.data()[..n]);
-        output.consume(n);
-        if step == ListStep::Done {
-            walked.output.extend_from_slice(output.data());
-            return walked;
-        }
-    }
-    panic!("the walk never ended");
 }
 
 #[test]
