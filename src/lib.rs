@@ -15,9 +15,10 @@
 //! - [`sys`]: socket options `mio` does not expose (listen backlog,
 //!   `SO_REUSEPORT`, keepalive), the kernel queue ioctls, the
 //!   directory-relative opens (`openat2`, `openat`) and directory reads
-//!   (`getdents64`, `fstatat`) the files service confines names and walks
-//!   `LIST` with, the descriptor limit, and the raw calls of the log sink;
-//!   every `unsafe` is here.
+//!   (`getdents64`, `fstatat`) the files service's file system half
+//!   ([`service::files::fs`], the only part of it that touches files)
+//!   confines names and walks `LIST` with, the descriptor limit, and the
+//!   raw calls of the log sink; every `unsafe` is here.
 //! - [`logsink`]: the `log` logger: a bounded queue written to stderr
 //!   through a private non-blocking description of it (or `send` with
 //!   `MSG_DONTWAIT` to a socket), so a stalled or departed log reader,
@@ -39,7 +40,9 @@
 //! - [`limits`]: admission caps, in total and per client IP.
 //! - [`chat_room`]: chat membership, flow control (soft and hard limits) and
 //!   announcements (batched, summarised, skipped by members behind).
-//! - [`service`]: the protocols (echo, ack) as sans-IO state machines.
+//! - [`service`]: the protocols as sans-IO state machines; the files
+//!   protocol reads its files through a `FileSource` (in memory in its
+//!   tests).
 //! - [`config`]: the resolved server configuration and value parsers.
 //! - [`stats`]: counters per service.
 //! - [`metrics`]: the counters in the Prometheus text formats (0.0.4 and
