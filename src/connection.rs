@@ -52,8 +52,8 @@ use log::{debug, trace, warn};
 use mio::net::TcpStream;
 
 use crate::buffer::{self, BufPool, ByteBuf, Chunk, ChunkPool, SharedQueue};
+use crate::observe::stats::CloseReason;
 use crate::service::{Effect, Io, Next, Service, ServiceConfig, ServiceKind, files};
-use crate::stats::CloseReason;
 use crate::sys;
 
 /// Bytes a connection may read plus write in one turn. Past it the connection

@@ -29,8 +29,6 @@
 //!   `bench`, an echo load generator; `record`, admin snapshots to CSV;
 //!   the address parsing and connecting they share.
 //! - [`plot`]: a `record` CSV drawn as an SVG picture (file in, file out).
-//! - [`process`]: the process's own memory, descriptors and CPU time, read
-//!   from `/proc` for `metrics`.
 //!
 //! Pure (no I/O, time passed in):
 //! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
@@ -44,9 +42,10 @@
 //!   protocol reads its files through a `FileSource` (in memory in its
 //!   tests).
 //! - [`config`]: the resolved server configuration and value parsers.
-//! - [`stats`]: counters per service.
-//! - [`metrics`]: the counters in the Prometheus text formats (0.0.4 and
-//!   OpenMetrics).
+//! - [`observe`]: what is observed, in one place: counters per service,
+//!   their Prometheus text formats, the process's own figures (read from
+//!   `/proc`), `clients` rows and the rule naming what holds a connection
+//!   back, the kernel's `TCP_INFO` view.
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
@@ -56,12 +55,10 @@ pub mod config;
 pub mod connection;
 pub mod limits;
 pub mod logsink;
-pub mod metrics;
+pub mod observe;
 pub mod plot;
-pub mod process;
 pub mod reactor;
 pub mod service;
-pub mod stats;
 pub mod sys;
 pub mod text;
 pub mod timer;

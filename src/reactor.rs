@@ -76,10 +76,12 @@ use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection, Phase, Pools, TurnContext, Verdict};
 use crate::limits::{self, Admission};
-use crate::metrics;
-use crate::service::admin::{self, ClientRow, Cursor, Query};
+use crate::observe::clients::{self, ClientRow};
+use crate::observe::metrics;
+use crate::observe::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
+use crate::observe::tcp;
+use crate::service::admin::{self, Cursor, Query};
 use crate::service::{Effect, ServiceKind};
-use crate::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
 use crate::sys;
 use crate::timer::{DeadlineList, earliest};
 
@@ -1221,7 +1223,7 @@ impl Server {
         let json = table != (Table::Clients { json: false });
         let mut out = match table {
             _ if cursor.started => String::new(),
-            Table::Clients { json } => admin::clients_head(json),
+            Table::Clients { json } => clients::clients_head(json),
             Table::Watch => {
                 // One JSON line: the stats, then the rows as `clients json`.
                 let stats = self.render_stats(true, now);
@@ -1242,11 +1244,11 @@ impl Server {
             looked += 1;
         }
         self.admin_rows_left -= rows.len();
-        out.push_str(&admin::clients_rows(&rows, json, cursor.rows == 0));
+        out.push_str(&clients::clients_rows(&rows, json, cursor.rows == 0));
         let total = cursor.rows + rows.len();
         if key >= end {
             match table {
-                Table::Clients { json } => out.push_str(&admin::clients_tail(json, total)),
+                Table::Clients { json } => out.push_str(&clients::clients_tail(json, total)),
                 Table::Watch => out.push_str("]}\n"),
             }
             return (out, None);
@@ -1266,7 +1268,7 @@ impl Server {
     /// The `stats` answer, as a table or one JSON line.
     fn render_stats(&self, json: bool, now: Instant) -> String {
         let running: Vec<(&str, &ServiceStats)> = self.running_services();
-        admin::render_stats(
+        crate::observe::stats::render_stats(
             &self.stats,
             &running,
             now - self.started,
@@ -1307,7 +1309,7 @@ impl Server {
                 log_lines_dropped: crate::logsink::dropped(),
                 poll_iterations: self.counters.iterations,
                 poll_events: self.counters.events,
-                process: crate::process::ProcessFigures::read(),
+                process: crate::observe::process::ProcessFigures::read(),
             },
             metrics::Format::OpenMetrics,
         )
@@ -1572,7 +1574,7 @@ fn client_row(id: usize, c: &Connection, config: &ServerConfig, now: Instant) ->
         bytes_in: c.bytes_in,
         bytes_out: c.bytes_out,
         write_blocked: !c.writable && c.owed() > 0,
-        tcp: sys::tcp_info(&c.socket).ok(),
+        tcp: tcp::tcp_info(&c.socket).ok(),
         snapshots_skipped: c.skipped_snapshots(),
     }
 }

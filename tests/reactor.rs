@@ -60,7 +60,7 @@ fn echo_data_segments(addr: SocketAddr, total: u64) -> Option<(u64, u64)> {
         got += n as u64;
     }
     let _writer = send.join().unwrap();
-    let info = tcp_reactor::sys::tcp_info(&stream).expect("TCP_INFO");
+    let info = tcp_reactor::observe::tcp::tcp_info(&stream).expect("TCP_INFO");
     Some((u64::from(info.data_segs_in?), u64::from(info.snd_mss?)))
 }
 

@@ -13,71 +13,14 @@ pub mod chat;
 pub mod echo;
 pub mod files;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Instant;
 
 use crate::buffer::{BufPool, ByteBuf, Chunk, ChunkPool};
 use crate::text::Encoding;
 
-/// The services a listener can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServiceKind {
-    Echo,
-    Ack,
-    Files,
-    Chat,
-    Admin,
-}
-
-impl ServiceKind {
-    /// Every service, in the order `stats` lists them.
-    pub const ALL: [ServiceKind; 5] = [
-        ServiceKind::Echo,
-        ServiceKind::Ack,
-        ServiceKind::Files,
-        ServiceKind::Chat,
-        ServiceKind::Admin,
-    ];
-
-    /// The service's name on the command line and in logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Echo => "echo",
-            ServiceKind::Ack => "ack",
-            ServiceKind::Files => "files",
-            ServiceKind::Chat => "chat",
-            ServiceKind::Admin => "admin",
-        }
-    }
-
-    /// Position in [`ServiceKind::ALL`], for per-service tables.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for ServiceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ServiceKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<ServiceKind, String> {
-        ServiceKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown service '{s}' (one of: {})", names.join(", "))
-            })
-    }
-}
+pub use crate::observe::stats::ServiceKind;
 
 /// Settings the services read; fixed for the server's life.
 #[derive(Clone, Debug)]

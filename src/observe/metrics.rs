@@ -18,8 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::process::ProcessFigures;
-use crate::stats::{CloseReason, RefuseReason, ServiceStats};
+use crate::observe::process::ProcessFigures;
+use crate::observe::stats::{CloseReason, RefuseReason, ServiceStats};
 
 /// The two text formats an answer can take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
