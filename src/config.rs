@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::chat_room::ChatLimits;
+use crate::hub::room::ChatLimits;
 use crate::service::{ServiceConfig, ServiceKind};
 
 /// One listener to open: where, and what it serves.

@@ -36,8 +36,8 @@
 //!   every receiver has sent them.
 //! - [`timer`]: deadline lists with O(1) touch and expiry.
 //! - [`limits`]: admission caps, in total and per client IP.
-//! - [`chat_room`]: chat membership, flow control (soft and hard limits) and
-//!   announcements (batched, summarised, skipped by members behind).
+//! - [`hub`]: the work between connections: the chat room (membership,
+//!   flow control, announcements) and the admin views over the server.
 //! - [`service`]: the protocols as sans-IO state machines; the files
 //!   protocol reads its files through a `FileSource` (in memory in its
 //!   tests).
@@ -49,10 +49,10 @@
 //! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
-pub mod chat_room;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod hub;
 pub mod limits;
 pub mod logsink;
 pub mod observe;

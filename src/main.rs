@@ -10,7 +10,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use log::{LevelFilter, debug, error, info, warn};
 
-use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::client::bench::{self, BenchConfig};
 use tcp_reactor::client::get::{self, GetOptions};
 use tcp_reactor::client::interactive::{self, ClientOptions, Ended, Show};
@@ -18,6 +17,7 @@ use tcp_reactor::client::record::{self, RecordOptions};
 use tcp_reactor::client::top::{self, TopConfig};
 use tcp_reactor::client::{Address, Interrupt, Target};
 use tcp_reactor::config::{self, ListenSpec, ServerConfig};
+use tcp_reactor::hub::room::ChatLimits;
 use tcp_reactor::limits::DescriptorBudget;
 use tcp_reactor::logsink;
 use tcp_reactor::plot::Label;

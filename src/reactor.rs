@@ -71,16 +71,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::buffer::Chunk;
-use crate::chat_room::{ChatRoom, Judgement};
 use crate::config::ServerConfig;
 use crate::connection::{self, Connection, Phase, Pools, TurnContext, Verdict};
+use crate::hub::{self, Command, Hub, Policy, ServerView};
 use crate::limits::{self, Admission};
-use crate::observe::clients::{self, ClientRow};
-use crate::observe::metrics;
+use crate::observe::clients::ClientRow;
 use crate::observe::stats::{CloseReason, RefuseReason, ServiceStats, Stats};
-use crate::observe::tcp;
-use crate::service::admin::{self, Cursor, Query};
+use crate::observe::{metrics, tcp};
 use crate::service::{Effect, ServiceKind};
 use crate::sys;
 use crate::timer::{DeadlineList, earliest};
@@ -148,17 +145,6 @@ const DRAIN_CHECK: Duration = Duration::from_millis(20);
 /// wait in the backlog for the next turn.
 pub const MAX_ACCEPTS_PER_TURN: usize = 1000;
 
-/// Rows of a `clients` answer rendered in one step, for one admin
-/// connection: each row costs five system calls (the kernel queues and
-/// buffer sizes), so an answer for thousands of connections is spread over
-/// turns instead of stalling every client at once.
-pub const ROWS_PER_STEP: usize = 128;
-
-/// Rows rendered in one turn of the loop, across every admin connection:
-/// concurrent `clients` queries share it, so more operators do not mean a
-/// longer stall for everyone else.
-pub const ROWS_PER_TURN: usize = 256;
-
 /// Bytes the queued (carried-over) connections may move in one pass before
 /// the loop polls again: the poll's fresh events, a small request among
 /// them, are served before the rest of the queue. About 100 µs of copying
@@ -175,6 +161,8 @@ struct Listener {
     socket: TcpListener,
     addr: SocketAddr,
     kind: ServiceKind,
+    /// What its connections are to the server beyond their service.
+    policy: Policy,
 }
 
 /// An admin client refused because the reserve is full, held (outside the
@@ -185,7 +173,7 @@ struct Refused {
     socket: TcpStream,
     peer: SocketAddr,
     /// The first bytes, up to [`FIRST_BYTES`]: enough to tell an HTTP
-    /// method ([`admin::first_bytes`]).
+    /// method ([`hub::refusal_ready`]).
     first: Vec<u8>,
     /// The answer was written and our side shut: input is read and dropped
     /// until the client closes, so the close does not reset the answer.
@@ -195,16 +183,6 @@ struct Refused {
 /// The longest HTTP method and its space: what deciding the protocol of a
 /// refused admin client takes.
 const FIRST_BYTES: usize = 8;
-
-/// The two tables rendered in steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Table {
-    Clients {
-        json: bool,
-    },
-    /// A `watch` snapshot: stats and clients, one JSON line.
-    Watch,
-}
 
 /// Loop-wide counters for `metrics`.
 #[derive(Debug, Default)]
@@ -270,11 +248,8 @@ pub struct Server {
     /// Their deadlines, [`REFUSAL_WAIT`] after each step.
     refused_deadlines: DeadlineList,
     admission: Admission,
-    /// The chat room: members, flow control, pending announcements.
-    chat: ChatRoom,
-    /// `clients` rows that may still be rendered in this turn of the loop
-    /// (reset to [`ROWS_PER_TURN`] each turn).
-    admin_rows_left: usize,
+    /// The work between connections: the chat room, the admin views.
+    hub: Hub,
     /// Connections whose service asked to be called at a time (a `watch`
     /// snapshot due), earliest first, with the generation they were asked
     /// for (a key reused since is not woken).
@@ -348,6 +323,7 @@ impl Server {
                 socket,
                 addr,
                 kind: spec.service,
+                policy: Policy::of(spec.service),
             });
         }
         Ok(Server {
@@ -369,8 +345,7 @@ impl Server {
             refused: Slab::with_capacity(limits::ADMIN_REFUSALS),
             refused_deadlines: DeadlineList::new(REFUSAL_WAIT),
             admission: Admission::new(config.max_conns, config.max_conns_per_ip),
-            chat: ChatRoom::new(config.chat),
-            admin_rows_left: ROWS_PER_TURN,
+            hub: Hub::new(config.chat),
             wakeups: BinaryHeap::new(),
             counters: LoopCounters::default(),
             turn_budget: connection::TURN_BUDGET,
@@ -441,7 +416,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            self.admin_rows_left = ROWS_PER_TURN;
+            self.hub.handle_turn();
             self.counters.iterations += 1;
             // Every connection with an event or queued shares this turn.
             self.turn_budget = connection::turn_budget(events.iter().count() + self.ready.len());
@@ -516,9 +491,8 @@ impl Server {
                     self.drive(key, now);
                 }
             }
-            // The joins and leaves so far, as one chunk to every member,
-            // when a batch is due.
-            self.flush_announcements(now, false);
+            self.hub.handle_pass_end(now);
+            self.run_hub(now);
             if self.next_drain_check.is_some_and(|t| t <= now) {
                 self.close_acknowledged(now);
             }
@@ -535,7 +509,7 @@ impl Server {
         earliest([
             self.wakeups.peek().map(|Reverse((at, _, _))| *at),
             self.phase_deadlines.next_deadline(),
-            self.chat.next_deadline(),
+            self.hub.poll_timeout(),
             self.shutdown_deadline,
             self.idle_deadline(),
             self.requests.as_ref().and_then(|l| l.next_deadline()),
@@ -589,8 +563,8 @@ impl Server {
             };
             match listener.socket.accept() {
                 Ok((socket, peer)) => {
-                    let kind = listener.kind;
-                    self.admit(socket, peer, kind, now);
+                    let (kind, policy) = (listener.kind, listener.policy);
+                    self.admit(socket, peer, kind, policy, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // The client gave up between its SYN and our accept, or a
@@ -700,8 +674,15 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, kind: ServiceKind, now: Instant) {
-        let mut admitted = if kind == ServiceKind::Admin {
+    fn admit(
+        &mut self,
+        mut socket: TcpStream,
+        peer: SocketAddr,
+        kind: ServiceKind,
+        policy: Policy,
+        now: Instant,
+    ) {
+        let mut admitted = if policy.operator {
             self.admission.admit_admin()
         } else {
             self.admission.admit(peer.ip())
@@ -754,14 +735,12 @@ impl Server {
         // The accept is its first activity.
         self.track_open(key, kind, true, awaiting, false, now);
         self.stats.opened(kind);
-        if kind == ServiceKind::Chat {
-            self.chat.join(key, peer);
-        }
+        self.hub.handle_open(key, peer, policy);
     }
 
     /// Gives back the admission slot of a connection of `kind` from `peer`.
     fn release_admission(&mut self, kind: ServiceKind, peer: SocketAddr) {
-        if kind == ServiceKind::Admin {
+        if Policy::of(kind).operator {
             self.admission.release_admin();
         } else {
             self.admission.release(peer.ip());
@@ -781,7 +760,7 @@ impl Server {
             config: &self.config.service,
             now,
             effects: &mut effects,
-            broadcast_room: self.chat.room(),
+            broadcast_room: self.hub.broadcast_room(),
             budget: self.turn_budget,
         };
         let report = conn.turn(key, &mut ctx);
@@ -813,32 +792,33 @@ impl Server {
             self.track_open(key, kind, moved, awaiting, watching, now);
         }
         self.track_phase(key, phase, report.phase_changed, report.bytes_out > 0, now);
-        if kind == ServiceKind::Chat && self.chat.members.contains(&key) {
+        if Policy::of(kind).room {
             // Judged now that the turn has tried to write to it.
-            let (judgement, freed) = self.chat.judge(key, queued_cost, report.bytes_out, now);
-            if judgement == Judgement::TooSlow {
-                self.dismiss(key, "its queue passed the hard limit", now);
-            } else if freed {
-                self.wake_senders();
-            }
+            self.hub
+                .handle_sent(key, queued_cost, report.bytes_out, now);
+            self.run_hub(now);
         }
         for effect in effects.drain(..) {
-            self.apply(key, effect, now);
+            let view = View {
+                conns: &self.conns,
+                pools: &self.pools,
+                stats: &self.stats,
+                config: &self.config,
+                counters: &self.counters,
+                started: self.started,
+            };
+            self.hub.handle_effect(key, effect, &view, now);
+            self.run_hub(now);
         }
         self.effects = effects;
-        let Some(conn) = self.conns.get_mut(key) else {
+        if !self.conns.contains(key) {
             return;
-        };
+        }
         match next {
             Verdict::Wait => {}
-            Verdict::Requeue => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.ready.push_back(key);
-                }
-            }
-            Verdict::Close(reason) => self.close(key, reason, false),
-            Verdict::Reset(reason) => self.close(key, reason, true),
+            Verdict::Requeue => self.queue(key),
+            Verdict::Close(reason) => self.close(key, reason, false, now),
+            Verdict::Reset(reason) => self.close(key, reason, true, now),
         }
     }
 
@@ -882,7 +862,7 @@ impl Server {
         if moved && let Some(activity) = &mut self.activity {
             activity.touch(key, now);
         }
-        if kind == ServiceKind::Admin
+        if Policy::of(kind).operator
             && let Some(admin_idle) = &mut self.admin_idle
         {
             if watching {
@@ -932,7 +912,7 @@ impl Server {
             .find(|(key, _)| {
                 self.conns
                     .get(*key)
-                    .is_some_and(|c| c.kind != ServiceKind::Admin)
+                    .is_some_and(|c| !Policy::of(c.kind).operator)
             });
         let Some((key, last_active)) = idlest.filter(|(_, last)| *last + after <= now) else {
             return false;
@@ -977,7 +957,7 @@ impl Server {
     fn refuse_admin(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
         let retry_after = self.retry_after(now);
         if self.refused.len() >= limits::ADMIN_REFUSALS {
-            refuse_with(&mut socket, |first| refusal_answer(first, retry_after));
+            refuse_with(&mut socket, |first| hub::refusal_answer(first, retry_after));
             return;
         }
         let key = self.refused.vacant_key();
@@ -987,7 +967,7 @@ impl Server {
             Interest::READABLE,
         ) {
             debug!("{peer}: cannot register a refused admin client: {e}");
-            refuse_with(&mut socket, |first| refusal_answer(first, retry_after));
+            refuse_with(&mut socket, |first| hub::refusal_answer(first, retry_after));
             return;
         }
         self.refused.insert(Refused {
@@ -1035,11 +1015,13 @@ impl Server {
                 }
             }
         }
-        let known = admin::first_bytes(&r.first) != admin::FirstBytes::Unknown;
+        let known = hub::refusal_ready(&r.first);
         if !r.answered && (known || ended || expired) {
             // A fresh socket's send queue is empty: this short write does
             // not block.
-            let _ = r.socket.write_all(&refusal_answer(&r.first, retry_after));
+            let _ = r
+                .socket
+                .write_all(&hub::refusal_answer(&r.first, retry_after));
             let _ = r.socket.shutdown(Shutdown::Write);
             r.answered = true;
             debug!("{}: refused admin client answered", r.peer);
@@ -1066,255 +1048,6 @@ impl Server {
             .max(1)
     }
 
-    /// Carries out what connection `key`'s service asked for.
-    fn apply(&mut self, key: usize, effect: Effect, now: Instant) {
-        match effect {
-            Effect::Broadcast(chunk) => {
-                // A sender's join goes out before its first line, so every
-                // member sees it join before it speaks.
-                if !self.chat.is_announced(key) {
-                    self.flush_announcements(now, true);
-                }
-                self.broadcast(Some(key), &chunk, now);
-                // Refilled for a later line once every receiver sent it.
-                self.pools.chunks.recycle(chunk);
-                // Lines a sender the server is ending gets out are its
-                // progress: they push its deadline back, as bytes sent do.
-                if self.conns.get(key).map(Connection::phase) == Some(Phase::Finishing) {
-                    self.phase_deadlines.touch(key, now);
-                }
-            }
-            Effect::WaitForRoom => {
-                self.chat.wait(key);
-                // Woken at once if the room freed up in this very turn.
-                self.wake_senders();
-            }
-            Effect::Query(query) => {
-                let answer = match query {
-                    Query::Stats { json } => (self.render_stats(json, now), None),
-                    Query::Clients { json, cursor } => {
-                        self.clients_step(Table::Clients { json }, cursor, now)
-                    }
-                    Query::Watch { cursor } => self.clients_step(Table::Watch, cursor, now),
-                    Query::Metrics => (self.render_metrics(), None),
-                };
-                let Some(conn) = self.conns.get_mut(key) else {
-                    return;
-                };
-                conn.deliver(answer.0.into_bytes(), answer.1);
-                // The answer waits in the service; a turn sends it.
-                if !conn.queued {
-                    conn.queued = true;
-                    self.ready.push_back(key);
-                }
-            }
-        }
-    }
-
-    /// Queues `chunk` on every open chat member but `from`, shared, and
-    /// queues each for a write after this poll round (one vectored write per
-    /// receiver, with whatever else arrives in the round). Members are not
-    /// judged here, before the server has tried to write to them; one that
-    /// goes over the soft limit congests the room at once.
-    fn broadcast(&mut self, from: Option<usize>, chunk: &Chunk, now: Instant) {
-        // Allocated only when some member went over the soft limit.
-        let mut over = Vec::new();
-        for &key in &self.chat.members {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if Some(key) == from || !conn.phase().is_open() {
-                continue;
-            }
-            let cost = conn.share(&mut self.pools, chunk.clone(), 0);
-            if cost > self.chat.limits().soft {
-                over.push((key, cost));
-            }
-            if !conn.queued {
-                conn.queued = true;
-                self.ready.push_back(key);
-            }
-        }
-        for (key, cost) in over {
-            self.chat.note_queued(key, cost, now);
-        }
-    }
-
-    /// Queues the joins and leaves not yet announced, as one shared chunk,
-    /// to every member that is open and has room for it under its soft
-    /// limit (news is not worth congesting the room for); a newcomer gets
-    /// the part after its own join. Only when the room says a batch is due
-    /// (see [`ChatRoom::take_announcements`]), or at once if `force`.
-    fn flush_announcements(&mut self, now: Instant, force: bool) {
-        let Some(batch) = self.chat.take_announcements(now, force) else {
-            return;
-        };
-        let len = batch.lines.len();
-        for &key in &self.chat.members {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let from = batch.from(key);
-            if from >= len
-                || !conn.phase().is_open()
-                || self.chat.skips_announcement(conn.shared_cost(), len - from)
-            {
-                continue;
-            }
-            conn.share(&mut self.pools, batch.lines.clone(), from);
-            if !conn.queued {
-                conn.queued = true;
-                self.ready.push_back(key);
-            }
-        }
-    }
-
-    /// Drives again the senders whose lines waited for room, once no member
-    /// is over the soft limit.
-    fn wake_senders(&mut self) {
-        for key in self.chat.wake() {
-            if let Some(conn) = self.conns.get_mut(key)
-                && !conn.queued
-            {
-                conn.queued = true;
-                self.ready.push_back(key);
-            }
-        }
-    }
-
-    /// Ends chat member `key`, which cannot keep up (`why`): it gets the rest
-    /// of the line it is reading, the farewell and the server's close, and
-    /// no more chat lines; the others see it leave.
-    fn dismiss(&mut self, key: usize, why: &str, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        self.counters.slow_consumers += 1;
-        let peer = conn.peer();
-        warn!(
-            "chat {peer}: too slow ({why}), {} bytes queued; disconnecting",
-            conn.owed()
-        );
-        conn.dismiss(
-            b"* disconnected: too slow\n",
-            &mut self.pools,
-            CloseReason::Limit,
-        );
-        if !conn.queued {
-            conn.queued = true;
-            self.ready.push_back(key);
-        }
-        self.track_phase(key, Phase::Finishing, true, false, now);
-        if self.chat.leave(key, peer, true) {
-            self.wake_senders();
-        }
-    }
-
-    /// One step of a `clients` answer: at most [`ROWS_PER_STEP`] rows from
-    /// `cursor` on (fewer once this turn's [`ROWS_PER_TURN`] are spent),
-    /// and the query for the rest, if any. The table is live, not a
-    /// snapshot: a connection opened or closed meanwhile may or may not show.
-    fn clients_step(
-        &mut self,
-        table: Table,
-        cursor: Cursor,
-        now: Instant,
-    ) -> (String, Option<Query>) {
-        let json = table != (Table::Clients { json: false });
-        let mut out = match table {
-            _ if cursor.started => String::new(),
-            Table::Clients { json } => clients::clients_head(json),
-            Table::Watch => {
-                // One JSON line: the stats, then the rows as `clients json`.
-                let stats = self.render_stats(true, now);
-                format!("{{\"stats\":{},\"clients\":[", stats.trim_end())
-            }
-        };
-        let most = ROWS_PER_STEP.min(self.admin_rows_left);
-        let mut rows = Vec::with_capacity(most);
-        let mut key = cursor.next_key;
-        // Vacant slots cost a look each: bounded too.
-        let mut looked = 0;
-        let end = self.conns.capacity();
-        while key < end && rows.len() < most && looked < 4 * ROWS_PER_STEP {
-            if let Some(c) = self.conns.get(key) {
-                rows.push(client_row(key, c, &self.config, now));
-            }
-            key += 1;
-            looked += 1;
-        }
-        self.admin_rows_left -= rows.len();
-        out.push_str(&clients::clients_rows(&rows, json, cursor.rows == 0));
-        let total = cursor.rows + rows.len();
-        if key >= end {
-            match table {
-                Table::Clients { json } => out.push_str(&clients::clients_tail(json, total)),
-                Table::Watch => out.push_str("]}\n"),
-            }
-            return (out, None);
-        }
-        let rest = Cursor {
-            next_key: key,
-            rows: total,
-            started: true,
-        };
-        let next = match table {
-            Table::Clients { json } => Query::Clients { json, cursor: rest },
-            Table::Watch => Query::Watch { cursor: rest },
-        };
-        (out, Some(next))
-    }
-
-    /// The `stats` answer, as a table or one JSON line.
-    fn render_stats(&self, json: bool, now: Instant) -> String {
-        let running: Vec<(&str, &ServiceStats)> = self.running_services();
-        crate::observe::stats::render_stats(
-            &self.stats,
-            &running,
-            now - self.started,
-            crate::logsink::dropped(),
-            self.config.max_conns,
-            json,
-        )
-    }
-
-    /// The counters of the services that have a listener, by name.
-    fn running_services(&self) -> Vec<(&'static str, &ServiceStats)> {
-        ServiceKind::ALL
-            .iter()
-            .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
-            .map(|k| (k.name(), &self.stats.services[k.index()]))
-            .collect()
-    }
-
-    /// The `metrics` answer. The buffer figures are summed over every
-    /// connection: a walk of memory only (no system call), done once per
-    /// scrape.
-    fn render_metrics(&self) -> String {
-        let (mut sum, mut max) = (0u64, 0u64);
-        for (_, c) in &self.conns {
-            let held = (c.received() + c.owed()) as u64;
-            sum += held;
-            max = max.max(held);
-        }
-        metrics::render(
-            &metrics::Snapshot {
-                services: self.running_services(),
-                user_buffer_bytes: sum,
-                user_buffer_max_bytes: max,
-                pool_blocks_recv: self.pools.recv.idle_blocks() as u64,
-                pool_blocks_send: self.pools.send.idle_blocks() as u64,
-                backpressure_pauses: self.counters.pauses,
-                slow_consumer_disconnects: self.counters.slow_consumers,
-                log_lines_dropped: crate::logsink::dropped(),
-                poll_iterations: self.counters.iterations,
-                poll_events: self.counters.events,
-                process: crate::observe::process::ProcessFigures::read(),
-            },
-            metrics::Format::OpenMetrics,
-        )
-    }
-
     /// Acts on every deadline that has passed.
     fn expire(&mut self, now: Instant) {
         while let Some(key) = self.phase_deadlines.pop_expired(now) {
@@ -1335,27 +1068,22 @@ impl Server {
                     conn.state_name()
                 );
             }
-            self.close(key, reason, !clean);
+            self.close(key, reason, !clean, now);
         }
         while let Some(Reverse((at, key, generation))) = self.wakeups.peek().copied()
             && at <= now
         {
             self.wakeups.pop();
-            if let Some(conn) = self.conns.get_mut(key)
-                && conn.generation == generation
-                && !conn.queued
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation)
             {
-                conn.queued = true;
-                self.ready.push_back(key);
+                self.queue(key);
             }
         }
-        if self.chat.expire_congestion(now) {
-            self.wake_senders();
-        }
-        while let Some(key) = self.chat.pop_expired(now) {
-            let secs = self.chat.limits().soft_for.as_secs_f64();
-            self.dismiss(key, &format!("over the soft limit for {secs} s"), now);
-        }
+        self.hub.handle_timeout(now);
+        self.run_hub(now);
         if let Some(timeout) = self.config.idle_timeout
             && let Some(idle_since) = now.checked_sub(timeout)
         {
@@ -1415,7 +1143,7 @@ impl Server {
         self.accept_paused_until = None;
         // Everyone is leaving: no announcements (O(n^2) lines nobody reads)
         // and no flow control (nothing more is read).
-        self.chat.shut();
+        self.hub.handle_shutdown();
         self.broadcast_what_was_read(now);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -1425,7 +1153,7 @@ impl Server {
         }
     }
 
-    /// At shutdown, before any conversation ends: every chat connection
+    /// At shutdown, before any conversation ends: every room member
     /// holding lines it has read (open, or already being ended) gets a turn
     /// that reads nothing (its readiness hint set aside for it), in which
     /// its service broadcasts
@@ -1436,7 +1164,7 @@ impl Server {
         let talkers: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.kind == ServiceKind::Chat && c.received() > 0)
+            .filter(|(_, c)| Policy::of(c.kind).room && c.received() > 0)
             // One the server was already ending may wait for room too: the
             // room forgets its waiters now, so it gets its turn here.
             .filter(|(_, c)| c.phase().is_open() || c.phase() == Phase::Finishing)
@@ -1475,7 +1203,7 @@ impl Server {
                     .conns
                     .get(key)
                     .map_or(CloseReason::Shutdown, |c| c.close_reason);
-                self.close(key, reason, !clean);
+                self.close(key, reason, !clean, now);
             }
         }
         self.conns.is_empty()
@@ -1498,31 +1226,18 @@ impl Server {
         for key in done {
             self.awaiting_ack.remove(&key);
             if let Some(reason) = self.conns.get(key).map(|c| c.close_reason) {
-                self.close(key, reason, false);
+                self.close(key, reason, false, now);
             }
         }
         self.next_drain_check = (!self.awaiting_ack.is_empty()).then(|| now + DRAIN_CHECK);
     }
 
-    /// Closes connection `key` (with a reset when `reset`); a chat member's
-    /// leave is announced with the next batch.
-    fn close(&mut self, key: usize, reason: CloseReason, reset: bool) {
-        if let Some(peer) = self.close_quietly(key, reason, reset)
-            && self.chat.leave(key, peer, false)
-        {
-            self.wake_senders();
-        }
-    }
-
-    /// Closes connection `key`; returns the peer if it was a chat
-    /// connection, whose leave is then the caller's to announce.
-    fn close_quietly(
-        &mut self,
-        key: usize,
-        reason: CloseReason,
-        reset: bool,
-    ) -> Option<SocketAddr> {
-        let mut conn = self.conns.try_remove(key)?;
+    /// Closes connection `key` (with a reset when `reset`); the hub hears
+    /// of it (a room member's leave is announced with the next batch).
+    fn close(&mut self, key: usize, reason: CloseReason, reset: bool, now: Instant) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
         self.phase_deadlines.remove(key);
         self.awaiting_ack.remove(&key);
         self.forget_open_deadlines(key);
@@ -1547,7 +1262,142 @@ impl Server {
             conn.bytes_out,
             conn.opened().elapsed()
         );
-        (conn.kind == ServiceKind::Chat).then_some(conn.peer())
+        if Policy::of(conn.kind).room {
+            self.hub.handle_close(key, conn.peer());
+            self.run_hub(now);
+        }
+    }
+
+    /// Gives connection `key` a turn soon, without waiting for an event
+    /// (once: a connection already queued keeps its place).
+    fn queue(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.ready.push_back(key);
+        }
+    }
+
+    /// Carries out what the hub asks, until it asks nothing more.
+    fn run_hub(&mut self, now: Instant) {
+        while let Some(command) = self.hub.poll_command() {
+            match command {
+                Command::Queue(key) => self.queue(key),
+                Command::Share {
+                    key,
+                    chunk,
+                    from,
+                    unless_over,
+                } => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    let rest = chunk.len().saturating_sub(from);
+                    if !conn.phase().is_open()
+                        || unless_over
+                            .is_some_and(|limit| conn.shared_cost().saturating_add(rest) > limit)
+                    {
+                        continue;
+                    }
+                    let cost = conn.share(&mut self.pools, chunk, from);
+                    self.queue(key);
+                    if unless_over.is_none() {
+                        self.hub.handle_queued(key, cost, now);
+                    }
+                }
+                Command::Recycle(chunk) => self.pools.chunks.recycle(chunk),
+                Command::Progress(key) => {
+                    if self.conns.get(key).map(Connection::phase) == Some(Phase::Finishing) {
+                        self.phase_deadlines.touch(key, now);
+                    }
+                }
+                Command::Dismiss { key, why, farewell } => {
+                    let Some(conn) = self.conns.get_mut(key) else {
+                        continue;
+                    };
+                    self.counters.slow_consumers += 1;
+                    let peer = conn.peer();
+                    hub::log_dismissal(peer, &why, conn.owed());
+                    conn.dismiss(farewell, &mut self.pools, CloseReason::Limit);
+                    self.queue(key);
+                    self.track_phase(key, Phase::Finishing, true, false, now);
+                    self.hub.handle_dismissed(key, peer);
+                }
+                Command::Deliver { key, answer, next } => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.deliver(answer, next);
+                        // The answer waits in the service; a turn sends it.
+                        self.queue(key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The server as the hub's admin views read it.
+struct View<'a> {
+    conns: &'a Slab<Connection>,
+    pools: &'a Pools,
+    stats: &'a Stats,
+    config: &'a ServerConfig,
+    counters: &'a LoopCounters,
+    started: Instant,
+}
+
+impl ServerView for View<'_> {
+    fn stats(&self) -> &Stats {
+        self.stats
+    }
+
+    fn running_services(&self) -> Vec<(&'static str, &ServiceStats)> {
+        ServiceKind::ALL
+            .iter()
+            .filter(|k| self.config.listeners.iter().any(|l| l.service == **k))
+            .map(|k| (k.name(), &self.stats.services[k.index()]))
+            .collect()
+    }
+
+    fn uptime(&self, now: Instant) -> Duration {
+        now - self.started
+    }
+
+    fn max_conns(&self) -> Option<usize> {
+        self.config.max_conns
+    }
+
+    fn key_end(&self) -> usize {
+        self.conns.capacity()
+    }
+
+    fn row(&self, key: usize, now: Instant) -> Option<ClientRow> {
+        let c = self.conns.get(key)?;
+        Some(client_row(key, c, self.config, now))
+    }
+
+    /// The buffer figures are summed over every connection: a walk of
+    /// memory only (no system call), done once per scrape.
+    fn metrics(&self) -> metrics::Snapshot<'_> {
+        let (mut sum, mut max) = (0u64, 0u64);
+        for (_, c) in self.conns {
+            let held = (c.received() + c.owed()) as u64;
+            sum += held;
+            max = max.max(held);
+        }
+        metrics::Snapshot {
+            services: self.running_services(),
+            user_buffer_bytes: sum,
+            user_buffer_max_bytes: max,
+            pool_blocks_recv: self.pools.recv.idle_blocks() as u64,
+            pool_blocks_send: self.pools.send.idle_blocks() as u64,
+            backpressure_pauses: self.counters.pauses,
+            slow_consumer_disconnects: self.counters.slow_consumers,
+            log_lines_dropped: crate::logsink::dropped(),
+            poll_iterations: self.counters.iterations,
+            poll_events: self.counters.events,
+            process: crate::observe::process::ProcessFigures::read(),
+        }
     }
 }
 
@@ -1616,20 +1466,4 @@ fn refuse_with(socket: &mut TcpStream, answer: impl FnOnce(&[u8]) -> Vec<u8>) {
     // A fresh socket's send queue is empty: this write does not block.
     let _ = socket.write_all(&answer(&first));
     let _ = socket.shutdown(Shutdown::Write);
-}
-
-/// What a refused admin client is told, in the protocol its `first` bytes
-/// speak: HTTP gets `503` with `Retry-After` (headers only for `HEAD`),
-/// anything else the `ERR` line.
-fn refusal_answer(first: &[u8], retry_after: u64) -> Vec<u8> {
-    if admin::first_bytes(first) != admin::FirstBytes::Http {
-        return format!("{}\n", limits::Refusal::AdminFull).into_bytes();
-    }
-    admin::http_response(
-        "503 Service Unavailable",
-        &format!("Retry-After: {retry_after}\r\n"),
-        "text/plain; charset=utf-8",
-        b"too many admin connections\n",
-        first.starts_with(b"HEAD "),
-    )
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tcp_reactor::chat_room::ChatLimits;
 use tcp_reactor::config::{ListenSpec, ServerConfig};
+use tcp_reactor::hub::room::ChatLimits;
 use tcp_reactor::reactor::Server;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
 use tcp_reactor::text::Encoding;

@@ -1,7 +1,8 @@
 //! The chat room's bookkeeping: who is a member, who is behind, who waits
 //! to broadcast, and the join and leave news not yet sent. Pure: no I/O, no
-//! sockets and no clock (`now` is passed in); the reactor queues the lines
-//! and closes the connections.
+//! sockets and no clock (`now` is passed in); the [hub](super) turns what
+//! it decides into commands, and the reactor queues the lines and closes
+//! the connections.
 //!
 //! Flow control, after Redis's `client-output-buffer-limit`: a member's
 //! queue (bytes of shared lines not yet written to it, plus what each queued
@@ -37,7 +38,7 @@
 //! join is queued to it from just past its own join line, so it does not
 //! see itself join (a summary it gets whole: the count of those who came
 //! with it). A sender's join goes out before its first line (the
-//! reactor asks for the batch at once then, [`ChatRoom::is_announced`]).
+//! hub asks for the batch at once then, [`ChatRoom::is_announced`]).
 //!
 //! At shutdown ([`ChatRoom::shut`]) the room announces nothing more and
 //! judges no one: nothing more is read, so what is left to broadcast is what
