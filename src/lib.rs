@@ -7,46 +7,54 @@
 //! peer ─▶ kernel receive queue ─read()─▶ recv buffer ─service─▶ send buffer ─write()─▶ kernel send queue ─▶ peer
 //! ```
 //!
-//! Modules, OS-facing first:
-//! - [`reactor`]: the poll loop: listeners, accept, dispatch of events, the
-//!   ready queue that keeps turns fair, deadlines, closing.
+//! The map of the house (what each module owns, what it may import, the
+//! path of a byte in and out, the invariants and the tests that hold them)
+//! is `docs/ARCHITECTURE.md`. Arrows run down this list; no module imports
+//! one above it, and none imports another in a circle.
+//!
+//! - [`reactor`]: the poll loop: listeners (each with its [`hub::Policy`]),
+//!   accept and admission, dispatch of events, the ready queue that keeps
+//!   turns fair, deadlines, closing; carries out what connections and the
+//!   hub ask for. Names no service.
 //! - [`connection`]: one client: socket, buffers, readiness hints, phase, and
 //!   the turn that moves bytes; tells the reactor what to do next.
-//! - [`sys`]: socket options `mio` does not expose (listen backlog,
-//!   `SO_REUSEPORT`, keepalive), the kernel queue ioctls, the
-//!   directory-relative opens (`openat2`, `openat`) and directory reads
-//!   (`getdents64`, `fstatat`) the files service's file system half
-//!   ([`service::files::fs`], the only part of it that touches files)
-//!   confines names and walks `LIST` with, the descriptor limit, and the
-//!   raw calls of the log sink; every `unsafe` is here.
+//! - [`hub`]: the work between connections: the chat room (fan-out,
+//!   announcements, flow control) and the admin views over the server, as
+//!   `handle_*` inputs and `poll_*` outputs, time passed in.
+//! - [`service`]: the protocols (echo, ack, chat, admin, files) as sans-IO
+//!   state machines: byte slices in and out, effects returned as values;
+//!   the files protocol reads its files through a `FileSource` (in memory
+//!   in its tests), and its file system half ([`service::files::fs`]) is
+//!   the only part of it that touches files.
+//! - [`config`]: the resolved server configuration and value parsers.
+//! - [`limits`]: admission caps, in total, per client IP, and the
+//!   operators' reserve.
+//! - [`observe`]: what is observed, in one place: counters per service,
+//!   their Prometheus text formats, the process's own figures (read from
+//!   `/proc`), `clients` rows and the rule naming what holds a connection
+//!   back, the kernel's `TCP_INFO` view.
+//! - [`sys`]: every system call `std` and `mio` do not make: socket options
+//!   (listen backlog, `SO_REUSEPORT`, keepalive), the kernel queue ioctls,
+//!   `TCP_INFO`, `sendfile`, the directory-relative opens (`openat2`,
+//!   `openat`) and reads (`getdents64`, `fstatat`) of the files service,
+//!   the descriptor limit, and the raw calls of the log sink; every
+//!   `unsafe` is here.
+//! - [`buffer`], [`timer`]: pure: bounded byte buffers whose storage is
+//!   pooled (idle connections hold none), shared chunks of chat lines
+//!   recycled once every receiver has sent them; deadline lists with O(1)
+//!   touch and expiry.
+//! - [`text`]: the encodings the ack service speaks.
 //! - [`logsink`]: the `log` logger: a bounded queue written to stderr
 //!   through a private non-blocking description of it (or `send` with
 //!   `MSG_DONTWAIT` to a socket), so a stalled or departed log reader,
 //!   terminal or pipe, never blocks or kills the loop (lines are dropped and
 //!   counted instead).
 //!
+//! Apart from the server:
 //! - [`client`]: the programs on the other end: `client`, `get`, `top`;
 //!   `bench`, an echo load generator; `record`, admin snapshots to CSV;
 //!   the address parsing and connecting they share.
 //! - [`plot`]: a `record` CSV drawn as an SVG picture (file in, file out).
-//!
-//! Pure (no I/O, time passed in):
-//! - [`buffer`]: bounded byte buffers whose storage is pooled, so idle
-//!   connections hold none; shared chunks of chat lines, recycled once
-//!   every receiver has sent them.
-//! - [`timer`]: deadline lists with O(1) touch and expiry.
-//! - [`limits`]: admission caps, in total and per client IP.
-//! - [`hub`]: the work between connections: the chat room (membership,
-//!   flow control, announcements) and the admin views over the server.
-//! - [`service`]: the protocols as sans-IO state machines; the files
-//!   protocol reads its files through a `FileSource` (in memory in its
-//!   tests).
-//! - [`config`]: the resolved server configuration and value parsers.
-//! - [`observe`]: what is observed, in one place: counters per service,
-//!   their Prometheus text formats, the process's own figures (read from
-//!   `/proc`), `clients` rows and the rule naming what holds a connection
-//!   back, the kernel's `TCP_INFO` view.
-//! - [`text`]: the encodings the ack service speaks.
 
 pub mod buffer;
 pub mod client;

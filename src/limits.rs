@@ -8,8 +8,8 @@
 //! the clients already connected. Admin connections do not count against
 //! either cap (an operator needs `stats` most when clients fill the server,
 //! as HAProxy keeps its stats socket outside `maxconn`); they have a reserve
-//! of their own, [`ADMIN_RESERVE`]. When the reserve is full, a few more
-//! ([`ADMIN_REFUSALS`]) are held just long enough to be refused in their own
+//! of their own, [`OPERATOR_RESERVE`]. When the reserve is full, a few more
+//! ([`OPERATOR_REFUSALS`]) are held just long enough to be refused in their own
 //! protocol. At `--max-conns` the reactor may evict the idlest connection to
 //! admit a newcomer ([`Admission::per_ip_allows`] says whether the newcomer
 //! would then get in). Pure: no I/O here.
@@ -26,13 +26,13 @@ pub enum Refusal {
     /// `--max-conns-per-ip` reached for this address.
     PerIp(IpAddr),
     /// Every admin slot of the reserve is taken.
-    AdminFull,
+    OperatorsFull,
 }
 
 /// Admin connections open at once at most, outside `--max-conns`: a few
 /// operators and scripts, not a way around the cap (each can ask for a
 /// table of every connection).
-pub const ADMIN_RESERVE: usize = 16;
+pub const OPERATOR_RESERVE: usize = 16;
 
 /// Admin clients refused (the reserve full) that are held at once while
 /// their first bytes are awaited, so each is refused in its own protocol
@@ -40,7 +40,7 @@ pub const ADMIN_RESERVE: usize = 16;
 /// two retrying; past it a refusal is decided at once, from whatever bytes
 /// have arrived, and each held one costs a descriptor for at most
 /// `REFUSAL_WAIT` (see the reactor).
-pub const ADMIN_REFUSALS: usize = 16;
+pub const OPERATOR_REFUSALS: usize = 16;
 
 /// Descriptors the process needs besides its connections and listeners:
 /// the standard streams, the poller, the signal pipes, the log's own
@@ -62,7 +62,7 @@ pub const NO_CAP_FDS: u64 = 1 << 20;
 /// reading; a walk keeps only the deepest one open), so then it counts
 /// twice: a cap that fits the limit never leaves an admitted client
 /// without the descriptor its request needs. Admin connections have their
-/// [`ADMIN_RESERVE`]; listeners one each; the rest is [`RESERVED_FDS`].
+/// [`OPERATOR_RESERVE`]; listeners one each; the rest is [`RESERVED_FDS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DescriptorBudget {
     /// Descriptors per client connection: 1, or 2 with a files listener.
@@ -77,7 +77,7 @@ impl DescriptorBudget {
     pub fn new(listeners: usize, files: bool) -> DescriptorBudget {
         DescriptorBudget {
             per_conn: if files { 2 } else { 1 },
-            fixed: RESERVED_FDS + listeners as u64 + ADMIN_RESERVE as u64,
+            fixed: RESERVED_FDS + listeners as u64 + OPERATOR_RESERVE as u64,
         }
     }
 
@@ -111,7 +111,7 @@ impl Refusal {
     /// A short name for counters.
     pub fn cause(self) -> &'static str {
         match self {
-            Refusal::Full | Refusal::AdminFull => "full",
+            Refusal::Full | Refusal::OperatorsFull => "full",
             Refusal::PerIp(_) => "per-ip",
         }
     }
@@ -122,7 +122,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Full => f.write_str("ERR server full"),
             Refusal::PerIp(ip) => write!(f, "ERR too many connections from {ip}"),
-            Refusal::AdminFull => f.write_str("ERR too many admin connections"),
+            Refusal::OperatorsFull => f.write_str("ERR too many admin connections"),
         }
     }
 }
@@ -139,7 +139,7 @@ pub struct Admission {
     max_per_ip: Option<usize>,
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
-    /// Admin connections open, at most [`ADMIN_RESERVE`].
+    /// Admin connections open, at most [`OPERATOR_RESERVE`].
     admin: usize,
 }
 
@@ -191,16 +191,16 @@ impl Admission {
     }
 
     /// Admits an admin connection from the reserve, or refuses it.
-    pub fn admit_admin(&mut self) -> Result<(), Refusal> {
-        if self.admin >= ADMIN_RESERVE {
-            return Err(Refusal::AdminFull);
+    pub fn admit_operator(&mut self) -> Result<(), Refusal> {
+        if self.admin >= OPERATOR_RESERVE {
+            return Err(Refusal::OperatorsFull);
         }
         self.admin += 1;
         Ok(())
     }
 
     /// Forgets one admitted admin connection.
-    pub fn release_admin(&mut self) {
+    pub fn release_operator(&mut self) {
         self.admin = self.admin.saturating_sub(1);
     }
 }
@@ -218,19 +218,19 @@ mod tests {
         let mut a = Admission::new(Some(1), None);
         a.admit(ip(1)).unwrap();
         assert_eq!(a.admit(ip(2)), Err(Refusal::Full));
-        for _ in 0..ADMIN_RESERVE {
-            a.admit_admin().unwrap();
+        for _ in 0..OPERATOR_RESERVE {
+            a.admit_operator().unwrap();
         }
-        assert_eq!(a.admit_admin(), Err(Refusal::AdminFull));
-        a.release_admin();
-        assert_eq!(a.admit_admin(), Ok(()));
+        assert_eq!(a.admit_operator(), Err(Refusal::OperatorsFull));
+        a.release_operator();
+        assert_eq!(a.admit_operator(), Ok(()));
         assert_eq!(a.total(), 1, "admin connections are not counted");
     }
 
     #[test]
     fn the_budget_counts_a_socket_per_client_and_a_file_more_with_files() {
         let plain = DescriptorBudget::new(2, false);
-        assert_eq!(plain.fixed, RESERVED_FDS + 2 + ADMIN_RESERVE as u64);
+        assert_eq!(plain.fixed, RESERVED_FDS + 2 + OPERATOR_RESERVE as u64);
         assert_eq!(plain.needed(10_000), plain.fixed + 10_000);
         assert_eq!(plain.conns_within(plain.needed(10_000)), 10_000);
         assert_eq!(plain.conns_within(plain.needed(10_000) - 1), 9_999);

@@ -223,7 +223,7 @@ fn trace_logging_shows_each_read_and_write_and_when_the_socket_ran_dry() {
 fn regression_clients_answers_for_thousands_of_connections_are_held_whole_per_operator() {
     const IDLE: usize = 3000;
     // One admin slot stays free for the test's own queries.
-    const OPERATORS: usize = tcp_reactor::limits::ADMIN_RESERVE - 1;
+    const OPERATORS: usize = tcp_reactor::limits::OPERATOR_RESERVE - 1;
     let server = Server::start(&[
         "-l",
         "127.0.0.1:0=echo",

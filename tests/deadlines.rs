@@ -149,7 +149,7 @@ fn the_deadline_flags_show_their_defaults_in_help() {
 fn regression_idle_admin_connections_are_closed_so_a_scrape_gets_in() {
     let server = Server::start(&["-l", "127.0.0.1:0=admin", "--admin-idle-timeout", "1"]);
     let addr = server.addr("admin");
-    let mut idle: Vec<TcpStream> = (0..tcp_reactor::limits::ADMIN_RESERVE)
+    let mut idle: Vec<TcpStream> = (0..tcp_reactor::limits::OPERATOR_RESERVE)
         .map(|_| connect(addr))
         .collect();
     for s in &mut idle {
@@ -198,7 +198,7 @@ fn an_admin_connection_in_watch_is_not_closed_as_idle() {
 fn regression_a_full_admin_reserve_answers_a_scrape_with_503_and_retry_after() {
     let server = Server::start(&["-l", "127.0.0.1:0=admin"]);
     let addr = server.addr("admin");
-    let operators: Vec<TcpStream> = (0..tcp_reactor::limits::ADMIN_RESERVE)
+    let operators: Vec<TcpStream> = (0..tcp_reactor::limits::OPERATOR_RESERVE)
         .map(|_| {
             let mut s = connect(addr);
             s.write_all(b"help\n").unwrap();

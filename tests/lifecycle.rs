@@ -97,7 +97,7 @@ fn regression_when_clients_fill_max_conns_the_operator_gets_err_server_full() {
     let stats = support::admin(&server, "stats");
     assert!(stats.contains("accepted"), "{stats}");
     // The reserve is bounded too.
-    let operators: Vec<TcpStream> = (0..tcp_reactor::limits::ADMIN_RESERVE)
+    let operators: Vec<TcpStream> = (0..tcp_reactor::limits::OPERATOR_RESERVE)
         .map(|_| {
             let mut s = connect(server.addr("admin"));
             s.write_all(b"help\n").unwrap();

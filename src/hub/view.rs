@@ -157,7 +157,7 @@ pub fn refusal_ready(first: &[u8]) -> bool {
 /// anything else the `ERR` line.
 pub fn refusal_answer(first: &[u8], retry_after: u64) -> Vec<u8> {
     if admin::first_bytes(first) != admin::FirstBytes::Http {
-        return format!("{}\n", limits::Refusal::AdminFull).into_bytes();
+        return format!("{}\n", limits::Refusal::OperatorsFull).into_bytes();
     }
     admin::http_response(
         "503 Service Unavailable",
