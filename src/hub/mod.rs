@@ -335,3 +335,211 @@ impl Hub {
 pub fn log_dismissal(peer: SocketAddr, why: &str, owed: usize) {
     warn!("chat {peer}: too slow ({why}), {owed} bytes queued; disconnecting");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::observe::clients::ClientRow;
+    use crate::observe::metrics::Snapshot;
+    use crate::observe::stats::{ServiceStats, Stats};
+    use crate::service::admin::Cursor;
+
+    const ROOM: Policy = Policy::of(ServiceKind::Chat);
+
+    fn hub() -> (Hub, Instant) {
+        let limits = ChatLimits {
+            soft: 100,
+            soft_for: Duration::from_secs(5),
+            hard: 1000,
+        };
+        (Hub::new(limits), Instant::now())
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn drain(hub: &mut Hub) -> Vec<Command> {
+        std::iter::from_fn(|| hub.poll_command()).collect()
+    }
+
+    /// A server of `conns` connections, each with a row.
+    struct Server {
+        stats: Stats,
+        conns: usize,
+    }
+
+    impl ServerView for Server {
+        fn stats(&self) -> &Stats {
+            &self.stats
+        }
+        fn running_services(&self) -> Vec<(&'static str, &ServiceStats)> {
+            vec![("echo", &self.stats.services[0])]
+        }
+        fn uptime(&self, _: Instant) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn max_conns(&self) -> Option<usize> {
+            None
+        }
+        fn key_end(&self) -> usize {
+            self.conns
+        }
+        fn row(&self, key: usize, _: Instant) -> Option<ClientRow> {
+            Some(ClientRow {
+                id: key,
+                peer: peer(5000),
+                service: "echo",
+                age: Duration::ZERO,
+                idle: Duration::ZERO,
+                recv_used: 0,
+                recv_capacity: 0,
+                send_used: 0,
+                send_capacity: 0,
+                kernel_recv_queue: None,
+                kernel_send_queue: None,
+                kernel_unsent: None,
+                so_rcvbuf: None,
+                so_sndbuf: None,
+                state: "reading",
+                bytes_in: 0,
+                bytes_out: 0,
+                write_blocked: false,
+                tcp: None,
+                snapshots_skipped: None,
+            })
+        }
+        fn metrics(&self) -> Snapshot<'_> {
+            unreachable!("not asked in these tests")
+        }
+    }
+
+    #[test]
+    fn only_a_room_listener_s_connections_join_and_only_operators_are_reserved() {
+        let (room, operators) = (
+            Policy::of(ServiceKind::Chat),
+            Policy::of(ServiceKind::Admin),
+        );
+        assert!(room.room && !room.operator);
+        assert!(operators.operator && !operators.room);
+        for kind in [ServiceKind::Echo, ServiceKind::Ack, ServiceKind::Files] {
+            assert_eq!(Policy::of(kind), Policy::default());
+        }
+        let (mut hub, now) = hub();
+        hub.handle_open(0, peer(1), Policy::default());
+        hub.handle_pass_end(now);
+        assert!(drain(&mut hub).is_empty(), "an echo connection is no news");
+    }
+
+    #[test]
+    fn from_a_new_sender_its_join_goes_out_before_its_line_and_not_to_itself() {
+        let (mut hub, now) = hub();
+        hub.handle_open(0, peer(1), ROOM);
+        hub.handle_open(1, peer(2), ROOM);
+        let view = Server {
+            stats: Stats::default(),
+            conns: 0,
+        };
+        let line = Chunk::from(&b"hi\n"[..]);
+        hub.handle_effect(0, Effect::Broadcast(line), &view, now);
+        let commands = drain(&mut hub);
+        let mut news = 0;
+        let mut line_to = Vec::new();
+        for c in &commands {
+            match c {
+                Command::Share {
+                    key,
+                    chunk,
+                    from,
+                    unless_over,
+                } if unless_over.is_some() => {
+                    news += 1;
+                    // Each newcomer gets the news after its own join.
+                    let rest = String::from_utf8_lossy(&chunk[*from..]).to_string();
+                    let own = if *key == 0 { "1 joined" } else { "2 joined" };
+                    assert!(!rest.contains(own), "{key} sees itself join: {rest}");
+                    assert!(line_to.is_empty(), "the news goes before the line");
+                }
+                Command::Share { key, chunk, .. } => {
+                    assert_eq!(&chunk[..], b"hi\n");
+                    line_to.push(*key);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(news, 1, "only member 0 has news after its own join");
+        assert_eq!(line_to, [1], "the sender is not sent its own line");
+        assert!(matches!(
+            commands[commands.len() - 2..],
+            [Command::Recycle(_), Command::Progress(0)]
+        ));
+    }
+
+    #[test]
+    fn a_member_over_the_hard_limit_is_dismissed_and_its_leave_says_too_slow() {
+        let (mut hub, now) = hub();
+        hub.handle_open(0, peer(1), ROOM);
+        hub.handle_open(1, peer(2), ROOM);
+        hub.handle_pass_end(now);
+        drain(&mut hub);
+        hub.handle_sent(0, 1001, 0, now);
+        let commands = drain(&mut hub);
+        assert!(
+            matches!(commands[..], [Command::Dismiss { key: 0, .. }]),
+            "{commands:?}"
+        );
+        hub.handle_dismissed(0, peer(1));
+        hub.handle_pass_end(now + room::ANNOUNCE_EVERY);
+        let news: Vec<String> = drain(&mut hub)
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Share { key: 1, chunk, .. } => {
+                    Some(String::from_utf8_lossy(&chunk).to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(news, ["* 127.0.0.1:1 left (too slow)\n"]);
+    }
+
+    #[test]
+    fn clients_rows_are_budgeted_per_turn_across_every_query() {
+        let (mut hub, now) = hub();
+        let view = Server {
+            stats: Stats::default(),
+            conns: 10 * ROWS_PER_TURN,
+        };
+        let start = Cursor {
+            next_key: 0,
+            rows: 0,
+            started: false,
+        };
+        let rows_of = |hub: &mut Hub, key| {
+            let query = Query::Clients {
+                json: true,
+                cursor: start,
+            };
+            hub.handle_effect(key, Effect::Query(query), &view, now);
+            match drain(hub).pop() {
+                Some(Command::Deliver { answer, next, .. }) => {
+                    assert!(next.is_some(), "the rest is asked for");
+                    String::from_utf8(answer)
+                        .unwrap()
+                        .matches("\"id\":")
+                        .count()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let steps: Vec<usize> = (0..3).map(|key| rows_of(&mut hub, key)).collect();
+        assert_eq!(steps, [ROWS_PER_STEP, ROWS_PER_TURN - ROWS_PER_STEP, 0]);
+        hub.handle_turn();
+        assert_eq!(
+            rows_of(&mut hub, 3),
+            ROWS_PER_STEP,
+            "a new turn, a new budget"
+        );
+    }
+}
