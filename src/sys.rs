@@ -172,7 +172,7 @@ pub fn sendfile(socket: &impl AsRawFd, file: BorrowedFd<'_>, count: usize) -> io
 
 /// `getsockopt(TCP_INFO)` on `socket`: the kernel's `struct tcp_info` and
 /// how many of its bytes the kernel filled (an older kernel fills a
-/// shorter one). [`crate::observe::tcp`] reads the fields from it.
+/// shorter one). The observe module reads the fields from it.
 pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<(libc::tcp_info, usize)> {
     // SAFETY: `tcp_info` is plain integers, for which all zeros is valid.
     let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
