@@ -4,8 +4,61 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::hub::room::ChatLimits;
 use crate::service::{ServiceConfig, ServiceKind};
+
+/// The per-member queue limits (`--chat-soft-limit`, `--chat-soft-secs`,
+/// `--chat-hard-limit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Over this a member congests the room and its clock starts.
+    pub soft: usize,
+    /// How long a member may stay over `soft`.
+    pub soft_for: Duration,
+    /// Over this a member is disconnected at once. At least `soft` plus a
+    /// turn's broadcasts ([`ChatLimits::check`]), so a member that keeps up
+    /// never reaches it.
+    pub hard: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> ChatLimits {
+        ChatLimits {
+            soft: 256 * 1024,
+            soft_for: Duration::from_secs(5),
+            hard: 1024 * 1024,
+        }
+    }
+}
+
+impl ChatLimits {
+    /// The most one sender's turn can add to a member's queue, with receive
+    /// buffers of `recv_buf` bytes: its broadcast room (the soft limit),
+    /// overshot by at most one line (see [`crate::service::chat`]).
+    pub fn turn_broadcast(&self, recv_buf: usize) -> usize {
+        self.soft
+            .saturating_add(crate::service::chat::longest_line_cost(recv_buf))
+    }
+
+    /// Checks that the hard limit is at least the soft limit plus one
+    /// turn's broadcast. A member that keeps up is at most at the soft limit
+    /// when a sender's turn begins (past it, the room is congested and no
+    /// one broadcasts), so then it never reaches the hard limit; with less,
+    /// one paste drops members that read as fast as they can. The error is
+    /// one line naming the flags.
+    pub fn check(&self, recv_buf: usize) -> Result<(), String> {
+        let turn = self.turn_broadcast(recv_buf);
+        let least = self.soft.saturating_add(turn);
+        if self.hard >= least {
+            return Ok(());
+        }
+        Err(format!(
+            "--chat-hard-limit {} is below --chat-soft-limit plus one turn's broadcast \
+             ({} + {turn} = {least} bytes with --recv-buf {recv_buf}): members that keep up \
+             would be dropped",
+            self.hard, self.soft
+        ))
+    }
+}
 
 /// One listener to open: where, and what it serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +96,7 @@ pub struct ServerConfig {
     pub request_timeout: Option<Duration>,
     /// Close an admin connection not in `watch` with no traffic for this
     /// long (`--admin-idle-timeout`); `None`: never.
-    pub admin_idle_timeout: Option<Duration>,
+    pub operator_idle_timeout: Option<Duration>,
     /// At `--max-conns`, the connection idle the longest is ended to admit a
     /// newcomer if it has been idle this long (`--evict-idle-after`);
     /// `None`: never.

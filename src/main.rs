@@ -974,7 +974,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_conns_per_ip: (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip),
         idle_timeout: secs_or_never(args.idle_timeout),
         request_timeout: secs_or_never(args.request_timeout),
-        admin_idle_timeout: secs_or_never(args.admin_idle_timeout),
+        operator_idle_timeout: secs_or_never(args.admin_idle_timeout),
         evict_idle_after: secs_or_never(args.evict_idle_after),
         keepalive: (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),

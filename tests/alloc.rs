@@ -80,7 +80,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
         max_conns_per_ip: None,
         idle_timeout: None,
         request_timeout: None,
-        admin_idle_timeout: None,
+        operator_idle_timeout: None,
         evict_idle_after: None,
         keepalive: None,
         shutdown_timeout: Duration::from_secs(1),

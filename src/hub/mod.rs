@@ -36,6 +36,7 @@ use std::time::Instant;
 use log::warn;
 
 use crate::buffer::Chunk;
+use crate::config::ServerConfig;
 use crate::service::admin::Query;
 use crate::service::{Effect, ServiceKind};
 use room::{ChatLimits, ChatRoom, Judgement};
@@ -134,9 +135,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(chat: ChatLimits) -> Hub {
+    /// The hub of a server configured as `config` (its room's limits).
+    pub fn new(config: &ServerConfig) -> Hub {
+        Hub::with_room(config.chat)
+    }
+
+    fn with_room(limits: ChatLimits) -> Hub {
         Hub {
-            room: ChatRoom::new(chat),
+            room: ChatRoom::new(limits),
             commands: VecDeque::new(),
             rows_left: ROWS_PER_TURN,
         }
@@ -354,7 +360,7 @@ mod tests {
             soft_for: Duration::from_secs(5),
             hard: 1000,
         };
-        (Hub::new(limits), Instant::now())
+        (Hub::with_room(limits), Instant::now())
     }
 
     fn peer(port: u16) -> SocketAddr {

@@ -49,6 +49,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::buffer::Chunk;
+pub use crate::config::ChatLimits;
 use crate::timer::DeadlineList;
 
 /// How long a member over the soft limit may go without the server writing
@@ -69,60 +70,6 @@ pub const ANNOUNCE_NAMES: usize = 32;
 /// second per member, and a connection that comes and goes within it is
 /// never announced at all.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(500);
-
-/// The per-member queue limits (`--chat-soft-limit`, `--chat-soft-secs`,
-/// `--chat-hard-limit`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChatLimits {
-    /// Over this a member congests the room and its clock starts.
-    pub soft: usize,
-    /// How long a member may stay over `soft`.
-    pub soft_for: Duration,
-    /// Over this a member is disconnected at once. At least `soft` plus a
-    /// turn's broadcasts ([`ChatLimits::check`]), so a member that keeps up
-    /// never reaches it.
-    pub hard: usize,
-}
-
-impl Default for ChatLimits {
-    fn default() -> ChatLimits {
-        ChatLimits {
-            soft: 256 * 1024,
-            soft_for: Duration::from_secs(5),
-            hard: 1024 * 1024,
-        }
-    }
-}
-
-impl ChatLimits {
-    /// The most one sender's turn can add to a member's queue, with receive
-    /// buffers of `recv_buf` bytes: its broadcast room (the soft limit),
-    /// overshot by at most one line (see [`crate::service::chat`]).
-    pub fn turn_broadcast(&self, recv_buf: usize) -> usize {
-        self.soft
-            .saturating_add(crate::service::chat::longest_line_cost(recv_buf))
-    }
-
-    /// Checks that the hard limit is at least the soft limit plus one
-    /// turn's broadcast. A member that keeps up is at most at the soft limit
-    /// when a sender's turn begins (past it, the room is congested and no
-    /// one broadcasts), so then it never reaches the hard limit; with less,
-    /// one paste drops members that read as fast as they can. The error is
-    /// one line naming the flags.
-    pub fn check(&self, recv_buf: usize) -> Result<(), String> {
-        let turn = self.turn_broadcast(recv_buf);
-        let least = self.soft.saturating_add(turn);
-        if self.hard >= least {
-            return Ok(());
-        }
-        Err(format!(
-            "--chat-hard-limit {} is below --chat-soft-limit plus one turn's broadcast \
-             ({} + {turn} = {least} bytes with --recv-buf {recv_buf}): members that keep up \
-             would be dropped",
-            self.hard, self.soft
-        ))
-    }
-}
 
 /// What [`ChatRoom::judge`] decided about a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
