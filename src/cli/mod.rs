@@ -1,7 +1,8 @@
 //! The command line: the subcommands and the flags every program shares
 //! (log levels, number parsers). Each subcommand's own flags and the code
 //! that turns them into a configuration live in [`serve`] (the server) and
-//! [`clients`] (client, get, bench, top, record, plot). No I/O here.
+//! [`clients`] (client, get, bench, top, record, plot). Nothing here but
+//! installing the logger the flags ask for: the programs run elsewhere.
 
 use std::time::Duration;
 
