@@ -576,6 +576,12 @@ pub fn restore_terminal(fd: BorrowedFd<'_>, mode: &TerminalMode) -> io::Result<(
     Ok(())
 }
 
+/// A `tcp_info` with every field 0, for tests of its decoding.
+pub fn empty_tcp_info() -> libc::tcp_info {
+    // SAFETY: plain integers; all zeros is valid.
+    unsafe { std::mem::zeroed() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

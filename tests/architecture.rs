@@ -87,8 +87,6 @@ fn unsafe_is_only_in_sys() {
 }
 
 #[test]
-#[ignore = "issue 20: holds once hub lands (the chat room and the admin views move \
-            out of the reactor)"]
 fn reactor_names_neither_chat_nor_admin() {
     let (path, text) = reactor();
     let named = names_of(&path, &text, &UNNAMED_IN_REACTOR);
@@ -101,7 +99,6 @@ fn reactor_names_neither_chat_nor_admin() {
 }
 
 #[test]
-#[ignore = "issue 20: holds once hub lands"]
 fn reactor_is_at_most_700_lines() {
     let (path, text) = reactor();
     let lines = text.lines().count();
