@@ -3,14 +3,15 @@
 # The one test command: the unit and integration tests (`cargo test`), then
 # every netcat test script (scripts/nc-*.sh), the README's console examples
 # (scripts/readme-examples.sh), every demo's self-test
-# (scripts/demo-*.sh --test), the full-screen `top` under tmux
+# (scripts/demo-*.sh --test; the lab's demos run inside scripts/lab.sh and
+# are skipped, with the one line saying why, where it cannot be built), the full-screen `top` under tmux
 # (scripts/top-tmux.sh, which installs tmux as root or skips) and 20 s of
 # chaos (scripts/chaos.sh 20) against a fresh debug build.
 #
 # Run from anywhere:  scripts/test.sh
 # Needs cargo and OpenBSD netcat (`nc -N`); run as root on a machine with
-# apt-get, it installs netcat-openbsd itself. Ends with `N passed, N failed`
-# counting the scripts, and exits non-zero if anything failed.
+# apt-get, it installs netcat-openbsd itself. Ends with `N passed, N failed,
+# N skipped` counting the scripts, and exits non-zero if anything failed.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,7 +48,12 @@ export TCP_REACTOR=$PWD/target/debug/tcp-reactor
 
 passed=0
 failed=0
+skipped=0
 failures=()
+
+# Exit status of a script that cannot run here (the lab without root, ip
+# netns or tc tbf): counted as skipped, with the line it printed, not failed.
+SKIPPED_STATUS=77
 
 # run SCRIPT [ARGS...]: runs one script, shows its output and its result.
 run() {
@@ -57,6 +63,9 @@ run() {
     if [ "$status" -eq 0 ]; then
         passed=$((passed + 1))
         echo "PASS $*"
+    elif [ "$status" -eq "$SKIPPED_STATUS" ]; then
+        skipped=$((skipped + 1))
+        echo "SKIP $*"
     else
         failed=$((failed + 1))
         failures+=("$*")
@@ -86,5 +95,5 @@ echo
 if [ "$failed" -gt 0 ]; then
     printf 'failed: %s\n' "${failures[@]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
