@@ -8,12 +8,12 @@ use std::time::Duration;
 use clap::Args;
 use log::{debug, error, warn};
 
-use tcp_reactor::config::{self, ListenSpec, ServerConfig};
+use tcp_reactor::config::{self, ListenSpec, ServerConfig, SocketOptions};
 use tcp_reactor::hub::room::ChatLimits;
 use tcp_reactor::limits::DescriptorBudget;
 use tcp_reactor::reactor::{Exit, Server};
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
-use tcp_reactor::sys::{self, MAX_KEEPALIVE_IDLE_SECS};
+use tcp_reactor::sys::{self, LISTEN_BACKLOG, MAX_KEEPALIVE_IDLE_SECS};
 use tcp_reactor::text::Encoding;
 
 use super::{LogArgs, parse_secs, parse_secs_or_zero, secs_or_never};
@@ -190,6 +190,32 @@ pub struct ServeArgs {
     #[arg(long)]
     reuse_port: bool,
 
+    /// The accept queue each listener asks for: connections the kernel has
+    /// completed but the server has not yet accepted. Default 4096, so a
+    /// burst of a thousand connects is not dropped; the kernel caps it at
+    /// net.core.somaxconn (ss -lnt shows the result as Send-Q). Once the
+    /// queue is full a client's SYN is dropped and its connect waits 1 s,
+    /// then 3 s, for the retries.
+    #[arg(long, value_name = "N", default_value_t = LISTEN_BACKLOG,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    backlog: i32,
+
+    /// TCP congestion control for accepted connections (TCP_CONGESTION, set
+    /// on the listeners and read back), e.g. cubic or bbr; checked at start
+    /// against /proc/sys/net/ipv4/tcp_available_congestion_control. Default:
+    /// the system's (net.ipv4.tcp_congestion_control). Without root only
+    /// the algorithms in tcp_allowed_congestion_control may be set.
+    #[arg(long, value_name = "ALG")]
+    congestion: Option<String>,
+
+    /// TCP_NOTSENT_LOWAT for accepted connections: a socket with more than
+    /// BYTES written but not yet sent is not writable, so the rest waits in
+    /// the server's send buffer, where backpressure sees it, instead of in
+    /// an autotuned kernel buffer of megabytes. Default: unset (the kernel
+    /// takes all its send buffer holds). Suffixes K, M, G.
+    #[arg(long, value_name = "BYTES", value_parser = config::parse_size)]
+    notsent_lowat: Option<usize>,
+
     /// Chat: while a member's queue of lines waiting for it is over this many
     /// bytes, senders wait (a paste goes out at the pace of the members that
     /// keep up), a member that stays over it for --chat-soft-secs is
@@ -287,6 +313,15 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Some(name) = &args.congestion {
+        let checked = std::fs::read_to_string(config::AVAILABLE_CONGESTION)
+            .map_err(|e| format!("--congestion {name}: {}: {e}", config::AVAILABLE_CONGESTION))
+            .and_then(|available| config::check_congestion(name, &available));
+        if let Err(e) = checked {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let max_conns =
         match fit_descriptor_limit(&listeners, (args.max_conns > 0).then_some(args.max_conns)) {
             Ok(max_conns) => max_conns,
@@ -310,6 +345,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         operator_idle_timeout: secs_or_never(args.admin_idle_timeout),
         evict_idle_after: secs_or_never(args.evict_idle_after),
         keepalive: (args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)),
+        sockets: SocketOptions {
+            backlog: args.backlog,
+            congestion: args.congestion,
+            // parse_size caps sizes at 1G, which fits in a u32.
+            notsent_lowat: args
+                .notsent_lowat
+                .map(|b| u32::try_from(b).unwrap_or(u32::MAX)),
+        },
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         chat,
         service: ServiceConfig {
