@@ -135,9 +135,14 @@ case "$MODE" in
         status=$?
         ;;
     run)
-        # In the foreground: the command gets the terminal and Ctrl-C first;
-        # the trap runs once it has ended.
-        ip netns exec "$NS" "$@"
+        # In the background, waited for: a signal to this script alone (a
+        # test runner's timeout) then runs the trap at once, and the clean-up
+        # ends the command, rather than waiting for a command that may hang.
+        # Ctrl-C at a terminal comes here too (a background command of a
+        # script ignores SIGINT) and ends it the same way, with SIGTERM.
+        # Its standard input stays this script's (`<&0`).
+        ip netns exec "$NS" "$@" <&0 &
+        wait "$!"
         status=$?
         ;;
 esac
