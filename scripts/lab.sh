@@ -118,8 +118,14 @@ trap 'exit 143' TERM
 
 ip -n "$NS" link set dev lo mtu "$MTU" up ||
     { echo "error: cannot set lo up with MTU $MTU in $NS" >&2; exit 1; }
-ip netns exec "$NS" tc qdisc add dev lo root tbf rate "$RATE" burst 16kb limit "$QUEUE" 2>/dev/null ||
-    skip "tc tbf is not available (tc qdisc add ... tbf rate $RATE limit $QUEUE failed)"
+if ! tc_error=$(ip netns exec "$NS" tc qdisc add dev lo root tbf rate "$RATE" burst 16kb limit "$QUEUE" 2>&1); then
+    # Told apart: a value tc refuses (a usage error) and no tbf at all.
+    if ip netns exec "$NS" tc qdisc add dev lo root tbf rate 20mbit burst 16kb limit 1000000 2>/dev/null; then
+        echo "error: tc refused --rate $RATE --queue $QUEUE: $(echo "$tc_error" | head -n 1)" >&2
+        exit 2
+    fi
+    skip "tc tbf is not available (tc qdisc add dev lo root tbf ... failed: $(echo "$tc_error" | head -n 1))"
+fi
 
 export LAB_NS=$NS LAB_RATE=$RATE LAB_QUEUE=$QUEUE LAB_MTU=$MTU
 

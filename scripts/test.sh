@@ -82,6 +82,9 @@ for script in scripts/nc-*.sh; do
     run "$script"
 done
 run scripts/readme-examples.sh
+# The lab's own promises (its link, and nothing left behind on any exit);
+# skipped, with one line, where the lab cannot be built.
+run scripts/lab-tests.sh
 run scripts/check-metrics.sh
 for script in scripts/demo-*.sh; do
     run "$script" --test
