@@ -3,10 +3,12 @@
 # The one test command: the unit and integration tests (`cargo test`), then
 # every netcat test script (scripts/nc-*.sh), the README's console examples
 # (scripts/readme-examples.sh), every demo's self-test
-# (scripts/demo-*.sh --test; the lab's demos run inside scripts/lab.sh and
-# are skipped, with the one line saying why, where it cannot be built), the full-screen `top` under tmux
-# (scripts/top-tmux.sh, which installs tmux as root or skips) and 20 s of
-# chaos (scripts/chaos.sh 20) against a fresh debug build.
+# (scripts/demo-*.sh --test), the lab's own tests (scripts/lab-tests.sh),
+# the full-screen `top` under tmux (scripts/top-tmux.sh, which installs tmux
+# as root or skips) and 20 s of chaos (scripts/chaos.sh 20) against a fresh
+# debug build. The lab's tests and demos need root, ip netns and tc tbf
+# (scripts/lab.sh); where it cannot be built they exit 77 with one line
+# saying why, and are counted as skipped.
 #
 # Run from anywhere:  scripts/test.sh
 # Needs cargo and OpenBSD netcat (`nc -N`); run as root on a machine with
