@@ -103,7 +103,17 @@ pub fn keepalive(listener: &impl AsFd, idle: std::time::Duration) -> io::Result<
 /// fallback would make every figure measured under the flag a lie.
 pub fn congestion(listener: &impl AsFd, algorithm: &str) -> io::Result<()> {
     let s = SockRef::from(listener);
-    s.set_tcp_congestion(algorithm.as_bytes())?;
+    s.set_tcp_congestion(algorithm.as_bytes()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            io::Error::new(
+                e.kind(),
+                "not permitted: without CAP_NET_ADMIN only the algorithms in \
+                 /proc/sys/net/ipv4/tcp_allowed_congestion_control may be set",
+            )
+        } else {
+            e
+        }
+    })?;
     let now = congestion_of(listener)?;
     if now != algorithm {
         return Err(io::Error::other(format!(

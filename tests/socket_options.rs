@@ -180,3 +180,50 @@ fn backlog_flag_out_of_range_is_one_line_and_exit_code_2() {
         assert!(err.contains("--backlog"), "{err}");
     }
 }
+
+#[test]
+fn congestion_not_allowed_without_privilege_is_one_line_naming_the_allowed_list() {
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    let (Some(available), Some(allowed)) = (
+        read("tcp_available_congestion_control"),
+        read("tcp_allowed_congestion_control"),
+    ) else {
+        eprintln!("SKIPPED: no congestion control lists in /proc");
+        return;
+    };
+    let root = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    let Some(forbidden) = available
+        .split_whitespace()
+        .find(|a| !allowed.split_whitespace().any(|b| b == *a))
+    else {
+        eprintln!("SKIPPED: every available algorithm is allowed to everyone here");
+        return;
+    };
+    // Run as nobody: only root can drop to another user, with setpriv.
+    let setpriv = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    if !root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs root and setpriv to run the server unprivileged");
+        return;
+    }
+    let mut child = Command::new("setpriv")
+        .args(setpriv)
+        .arg(support::binary())
+        .args(["serve", "-l", "127.0.0.1:0=echo", "--congestion", forbidden])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn setpriv");
+    let status = support::wait_bounded(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("--congestion {forbidden}: not permitted"))
+            && err.contains("tcp_allowed_congestion_control"),
+        "{err}"
+    );
+}
