@@ -137,6 +137,8 @@ case "$MODE" in
         ;;
     shell)
         echo "lab $NS: 127.0.0.1 through tbf rate $RATE, queue $QUEUE bytes, MTU $MTU; exit to tear it down"
+        echo "try: tcp-reactor serve --root DIR &   then nc 127.0.0.1 7788, tcp-reactor get 127.0.0.1:8000 NAME,"
+        echo "     tcp-reactor top 127.0.0.1:7999, ss -ti, tc -s qdisc show dev lo"
         ip netns exec "$NS" "${SHELL:-bash}"
         status=$?
         ;;
