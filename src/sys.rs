@@ -741,35 +741,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn keepalive_set_on_the_listener_reaches_every_accepted_socket() {
-        let addr = "127.0.0.1:0".parse().unwrap();
-        let on = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
-        keepalive(&on, std::time::Duration::from_secs(20)).unwrap();
-        let off = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
-        for (l, want) in [(&on, Some(20)), (&off, None)] {
-            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            // The handshake is done; the accept is non-blocking.
-            let (accepted, _) = (0..1000)
-                .find_map(|_| {
-                    l.accept().ok().or_else(|| {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                        None
-                    })
-                })
-                .expect("the connection is accepted within 5 s");
-            let idle = keepalive_idle(&accepted).unwrap();
-            assert_eq!(idle.map(|d| d.as_secs()), want);
-            if want.is_some() {
-                let s = SockRef::from(&accepted);
-                assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
-                assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
-            }
-        }
-    }
-
-    /// Accepts the connection `client` made to `l` (the handshake is done;
-    /// the accept is non-blocking), within 5 s.
+    /// Accepts one connection on `l`, whose handshake is done (the accept
+    /// is non-blocking), within 5 s.
     fn accept_within(l: &mio::net::TcpListener) -> mio::net::TcpStream {
         (0..1000)
             .find_map(|_| {
@@ -779,6 +752,25 @@ mod tests {
                 })
             })
             .expect("the connection is accepted within 5 s")
+    }
+
+    #[test]
+    fn keepalive_set_on_the_listener_reaches_every_accepted_socket() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let on = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
+        keepalive(&on, std::time::Duration::from_secs(20)).unwrap();
+        let off = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
+        for (l, want) in [(&on, Some(20)), (&off, None)] {
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let accepted = accept_within(l);
+            let idle = keepalive_idle(&accepted).unwrap();
+            assert_eq!(idle.map(|d| d.as_secs()), want);
+            if want.is_some() {
+                let s = SockRef::from(&accepted);
+                assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+                assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+            }
+        }
     }
 
     #[test]
