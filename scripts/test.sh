@@ -3,14 +3,17 @@
 # The one test command: the unit and integration tests (`cargo test`), then
 # every netcat test script (scripts/nc-*.sh), the README's console examples
 # (scripts/readme-examples.sh), every demo's self-test
-# (scripts/demo-*.sh --test), the full-screen `top` under tmux
-# (scripts/top-tmux.sh, which installs tmux as root or skips) and 20 s of
-# chaos (scripts/chaos.sh 20) against a fresh debug build.
+# (scripts/demo-*.sh --test), the lab's own tests (scripts/lab-tests.sh),
+# the full-screen `top` under tmux (scripts/top-tmux.sh, which installs tmux
+# as root or skips) and 20 s of chaos (scripts/chaos.sh 20) against a fresh
+# debug build. The lab's tests and demos need root, ip netns and tc tbf
+# (scripts/lab.sh); where it cannot be built they exit 77 with one line
+# saying why, and are counted as skipped.
 #
 # Run from anywhere:  scripts/test.sh
 # Needs cargo and OpenBSD netcat (`nc -N`); run as root on a machine with
-# apt-get, it installs netcat-openbsd itself. Ends with `N passed, N failed`
-# counting the scripts, and exits non-zero if anything failed.
+# apt-get, it installs netcat-openbsd itself. Ends with `N passed, N failed,
+# N skipped` counting the scripts, and exits non-zero if anything failed.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,7 +50,12 @@ export TCP_REACTOR=$PWD/target/debug/tcp-reactor
 
 passed=0
 failed=0
+skipped=0
 failures=()
+
+# Exit status of a script that cannot run here (the lab without root, ip
+# netns or tc tbf): counted as skipped, with the line it printed, not failed.
+SKIPPED_STATUS=77
 
 # run SCRIPT [ARGS...]: runs one script, shows its output and its result.
 run() {
@@ -57,6 +65,9 @@ run() {
     if [ "$status" -eq 0 ]; then
         passed=$((passed + 1))
         echo "PASS $*"
+    elif [ "$status" -eq "$SKIPPED_STATUS" ]; then
+        skipped=$((skipped + 1))
+        echo "SKIP $*"
     else
         failed=$((failed + 1))
         failures+=("$*")
@@ -73,6 +84,9 @@ for script in scripts/nc-*.sh; do
     run "$script"
 done
 run scripts/readme-examples.sh
+# The lab's own promises (its link, and nothing left behind on any exit);
+# skipped, with one line, where the lab cannot be built.
+run scripts/lab-tests.sh
 run scripts/check-metrics.sh
 for script in scripts/demo-*.sh; do
     run "$script" --test
@@ -86,5 +100,5 @@ echo
 if [ "$failed" -gt 0 ]; then
     printf 'failed: %s\n' "${failures[@]}"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -104,11 +104,53 @@ pub struct ServerConfig {
     /// TCP keepalive's idle time before the first probe (`--keepalive`),
     /// `None` for no keepalive.
     pub keepalive: Option<Duration>,
+    /// The listen backlog and the TCP options every accepted socket gets.
+    pub sockets: SocketOptions,
     /// How long a graceful shutdown may flush before it gives up.
     pub shutdown_timeout: Duration,
     /// Chat members' queue limits.
     pub chat: ChatLimits,
     pub service: ServiceConfig,
+}
+
+/// How listeners are opened, and the TCP options set on them for every
+/// socket they accept (Linux copies them from the listener).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// The accept queue `listen(2)` asks for (`--backlog`); the kernel caps
+    /// it at `net.core.somaxconn`.
+    pub backlog: i32,
+    /// TCP_CONGESTION (`--congestion`), checked against the kernel's list;
+    /// `None` keeps the system's default.
+    pub congestion: Option<String>,
+    /// TCP_NOTSENT_LOWAT (`--notsent-lowat`); `None` leaves it unset.
+    pub notsent_lowat: Option<u32>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> SocketOptions {
+        SocketOptions {
+            backlog: crate::sys::LISTEN_BACKLOG,
+            congestion: None,
+            notsent_lowat: None,
+        }
+    }
+}
+
+/// Where Linux lists the congestion control algorithms it has loaded.
+pub const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
+/// Checks `--congestion NAME` against `available` (the contents of
+/// [`AVAILABLE_CONGESTION`]: names separated by spaces).
+pub fn check_congestion(name: &str, available: &str) -> Result<(), String> {
+    if available.split_whitespace().any(|a| a == name) {
+        return Ok(());
+    }
+    let list = available.split_whitespace().collect::<Vec<_>>().join(" ");
+    Err(format!(
+        "--congestion {name}: not available here (available: {list}; \
+         a missing one may need its module loaded, e.g. modprobe tcp_{name})"
+    ))
 }
 
 /// The listeners `serve` opens when given no `--listen`: loopback only, on
@@ -233,6 +275,22 @@ mod tests {
             parse_listen("127.0.0.1:1=gopher")
                 .unwrap_err()
                 .contains("unknown service")
+        );
+    }
+
+    #[test]
+    fn congestion_is_checked_against_the_kernels_list() {
+        assert_eq!(check_congestion("bbr", "reno bbr cubic\n"), Ok(()));
+        let err = check_congestion("vegas", "reno cubic\n").unwrap_err();
+        assert!(
+            err.starts_with("--congestion vegas: not available"),
+            "{err}"
+        );
+        assert!(err.contains("available: reno cubic;"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(
+            check_congestion("bb", "reno bbr").is_err(),
+            "whole names only"
         );
     }
 

@@ -281,10 +281,20 @@ impl Server {
                 config.reuse_port,
                 config.so_rcvbuf,
                 config.so_sndbuf,
+                config.sockets.backlog,
             )
             .map_err(fail)?;
             if let Some(idle) = config.keepalive {
                 sys::keepalive(&socket, idle).map_err(fail)?;
+            }
+            if let Some(algorithm) = &config.sockets.congestion {
+                sys::congestion(&socket, algorithm).map_err(|e| {
+                    fail(io::Error::other(format!("--congestion {algorithm}: {e}")))
+                })?;
+            }
+            if let Some(bytes) = config.sockets.notsent_lowat {
+                sys::notsent_lowat(&socket, bytes)
+                    .map_err(|e| fail(io::Error::other(format!("--notsent-lowat {bytes}: {e}"))))?;
             }
             let addr = socket.local_addr().map_err(fail)?;
             poll.registry()

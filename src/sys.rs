@@ -1,6 +1,6 @@
 //! System calls the standard library and `mio` do not offer: listening
-//! sockets with a deep accept backlog, optional `SO_REUSEPORT` and TCP
-//! keepalive, the kernel queue ioctls, the two directory-relative opens
+//! sockets with a deep (or a chosen) accept backlog, optional `SO_REUSEPORT`,
+//! TCP keepalive, congestion control and `TCP_NOTSENT_LOWAT`, the kernel queue ioctls, the two directory-relative opens
 //! (`openat2`, `openat`) the files service resolves names with, and the
 //! directory reads of its `LIST` walk (`getdents64`, and `fstatat` where an
 //! entry's record has no type); the descriptor limit (`RLIMIT_NOFILE`); the
@@ -21,10 +21,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-/// Accept backlog requested for listeners (the kernel caps it at
-/// `net.core.somaxconn`). `mio`'s default of 128 overflows when a thousand
-/// clients connect at once, and each overflow costs that client a one-second
-/// SYN retransmission.
+/// Accept backlog requested for listeners unless `--backlog` says
+/// otherwise (the kernel caps it at `net.core.somaxconn`). `mio`'s default
+/// of 128 overflows when a thousand clients connect at once, and each
+/// overflow costs that client a one-second SYN retransmission.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A non-blocking listener on `addr`, with `SO_REUSEADDR` (so a restarted
@@ -37,11 +37,16 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// every accepted socket inherits them from its first packet: the receive
 /// size must be known before the handshake, which fixes the TCP window
 /// scale, so setting it on the accepted socket would be too late.
+///
+/// `backlog` is what `listen(2)` asks for: the longest accept queue of
+/// handshakes completed but not yet accepted; the kernel caps it at
+/// `net.core.somaxconn`.
 pub fn listener(
     addr: SocketAddr,
     reuse_port: bool,
     so_rcvbuf: Option<usize>,
     so_sndbuf: Option<usize>,
+    backlog: i32,
 ) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
@@ -59,7 +64,7 @@ pub fn listener(
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    socket.listen(backlog)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
@@ -88,6 +93,63 @@ pub fn keepalive(listener: &impl AsFd, idle: std::time::Duration) -> io::Result<
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(KEEPALIVE_PROBES);
     SockRef::from(listener).set_tcp_keepalive(&params)
+}
+
+/// Sets the congestion control algorithm (TCP_CONGESTION) of the sockets
+/// `listener` accepts, by setting it on the listener: Linux copies it to
+/// every socket it accepts, so no system call per connection (the tests read
+/// it back from an accepted socket). The option is read back after setting,
+/// and a kernel that reports another algorithm is an error: a silent
+/// fallback would make every figure measured under the flag a lie.
+pub fn congestion(listener: &impl AsFd, algorithm: &str) -> io::Result<()> {
+    let s = SockRef::from(listener);
+    s.set_tcp_congestion(algorithm.as_bytes()).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EPERM) {
+            io::Error::new(
+                e.kind(),
+                "not permitted: without CAP_NET_ADMIN only the algorithms in \
+                 /proc/sys/net/ipv4/tcp_allowed_congestion_control may be set",
+            )
+        } else {
+            e
+        }
+    })?;
+    let now = congestion_of(listener)?;
+    if now != algorithm {
+        return Err(io::Error::other(format!(
+            "TCP_CONGESTION {algorithm} reads back as {now}"
+        )));
+    }
+    Ok(())
+}
+
+/// The congestion control algorithm of `socket` (TCP_CONGESTION).
+pub fn congestion_of(socket: &impl AsFd) -> io::Result<String> {
+    let name = SockRef::from(socket).tcp_congestion()?;
+    // The kernel fills a fixed-size field and pads the name with NULs.
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Sets TCP_NOTSENT_LOWAT on `listener`, which Linux copies to every
+/// socket it accepts: a socket with more than `bytes` not yet sent is not
+/// writable, so unsent bytes wait in the server's buffer, where flow
+/// control sees them, rather than in the kernel's. Read back after setting.
+pub fn notsent_lowat(listener: &impl AsFd, bytes: u32) -> io::Result<()> {
+    let s = SockRef::from(listener);
+    s.set_tcp_notsent_lowat(bytes)?;
+    let now = notsent_lowat_of(listener)?;
+    if now != bytes {
+        return Err(io::Error::other(format!(
+            "TCP_NOTSENT_LOWAT {bytes} reads back as {now}"
+        )));
+    }
+    Ok(())
+}
+
+/// TCP_NOTSENT_LOWAT of `socket` (Linux reports `u32::MAX` when unset).
+pub fn notsent_lowat_of(socket: &impl AsFd) -> io::Result<u32> {
+    SockRef::from(socket).tcp_notsent_lowat()
 }
 
 /// The keepalive idle time of `socket`, or `None` when SO_KEEPALIVE is off.
@@ -576,6 +638,12 @@ pub fn restore_terminal(fd: BorrowedFd<'_>, mode: &TerminalMode) -> io::Result<(
     Ok(())
 }
 
+/// A `tcp_info` with every field 0, for tests of its decoding.
+pub fn empty_tcp_info() -> libc::tcp_info {
+    // SAFETY: plain integers; all zeros is valid.
+    unsafe { std::mem::zeroed() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,23 +741,28 @@ mod tests {
         );
     }
 
+    /// Accepts one connection on `l`, whose handshake is done (the accept
+    /// is non-blocking), within 5 s.
+    fn accept_within(l: &mio::net::TcpListener) -> mio::net::TcpStream {
+        (0..1000)
+            .find_map(|_| {
+                l.accept().ok().map(|(s, _)| s).or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    None
+                })
+            })
+            .expect("the connection is accepted within 5 s")
+    }
+
     #[test]
     fn keepalive_set_on_the_listener_reaches_every_accepted_socket() {
         let addr = "127.0.0.1:0".parse().unwrap();
-        let on = listener(addr, false, None, None).unwrap();
+        let on = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
         keepalive(&on, std::time::Duration::from_secs(20)).unwrap();
-        let off = listener(addr, false, None, None).unwrap();
+        let off = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
         for (l, want) in [(&on, Some(20)), (&off, None)] {
             let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            // The handshake is done; the accept is non-blocking.
-            let (accepted, _) = (0..1000)
-                .find_map(|_| {
-                    l.accept().ok().or_else(|| {
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                        None
-                    })
-                })
-                .expect("the connection is accepted within 5 s");
+            let accepted = accept_within(l);
             let idle = keepalive_idle(&accepted).unwrap();
             assert_eq!(idle.map(|d| d.as_secs()), want);
             if want.is_some() {
@@ -698,5 +771,39 @@ mod tests {
                 assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
             }
         }
+    }
+
+    #[test]
+    fn congestion_and_notsent_lowat_set_on_the_listener_reach_every_accepted_socket() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let plain = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
+        let default = congestion_of(&plain).unwrap();
+        // reno is built into every kernel and allowed to everyone; when it
+        // is the default, the test would not tell set from unset.
+        if default == "reno" {
+            eprintln!("SKIPPED: reno is the default congestion control here");
+            return;
+        }
+        let set = listener(addr, false, None, None, LISTEN_BACKLOG).unwrap();
+        congestion(&set, "reno").unwrap();
+        notsent_lowat(&set, 16384).unwrap();
+        for (l, algorithm, lowat) in [(&set, "reno", 16384), (&plain, default.as_str(), u32::MAX)] {
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let accepted = accept_within(l);
+            assert_eq!(congestion_of(&accepted).unwrap(), algorithm);
+            // Unset reads as 0 on some kernels, u32::MAX (no limit) on others.
+            let got = notsent_lowat_of(&accepted).unwrap();
+            if lowat == u32::MAX {
+                assert!(got == 0 || got == u32::MAX, "unset notsent_lowat: {got}");
+            } else {
+                assert_eq!(got, lowat);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_congestion_algorithm_is_an_error_not_a_fallback() {
+        let l = listener("127.0.0.1:0".parse().unwrap(), false, None, None, 4).unwrap();
+        assert!(congestion(&l, "no-such-algorithm").is_err());
     }
 }

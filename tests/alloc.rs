@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tcp_reactor::config::{ListenSpec, ServerConfig};
+use tcp_reactor::config::{ListenSpec, ServerConfig, SocketOptions};
 use tcp_reactor::hub::room::ChatLimits;
 use tcp_reactor::reactor::Server;
 use tcp_reactor::service::{ServiceConfig, ServiceKind};
@@ -83,6 +83,7 @@ fn serve(services: &[ServiceKind]) -> Vec<(SocketAddr, ServiceKind)> {
         operator_idle_timeout: None,
         evict_idle_after: None,
         keepalive: None,
+        sockets: SocketOptions::default(),
         shutdown_timeout: Duration::from_secs(1),
         chat: ChatLimits::default(),
         service: ServiceConfig {

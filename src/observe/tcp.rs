@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn a_shorter_tcp_info_leaves_the_later_fields_unknown() {
-        // SAFETY: plain integers; all zeros is valid.
-        let mut raw: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut raw = crate::sys::empty_tcp_info();
         raw.tcpi_rtt = 1500;
         raw.tcpi_snd_wnd = 65535;
         raw.tcpi_bytes_acked = 7;
