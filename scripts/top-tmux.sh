@@ -324,7 +324,7 @@ wait_screen "the header says 1 connection" '(^|  )1 connection(  |$)'
 # (wrapped at 60 columns, so only its start is matched), and status 1. "At once": well within top's 10 s stall timeout.
 kill -TERM "$SERVER_PID"
 SCREEN_TIMEOUT=5 wait_screen "the server gone, top says so in one line" \
-    'ERROR \[tcp_reactor\] connection clos'
+    'ERROR \[tcp_reactor[a-z_:]*\] c'
 wait_screen "and exits 1" '^status:1$'
 keep gone
 wait_screen_without "no full screen left behind" '^tcp-reactor top '
